@@ -1,0 +1,78 @@
+"""Shared fixtures.
+
+Real data comes through the package's own loading code: ``WNLL_ART_DATA`` names the CIFAR-10 root
+(CI points it at ``../shared/data``) and ``TORCH_HOME`` a hub cache holding
+``hub/checkpoints/resnet56-4bfd9763.th``. When they are unset the fixtures fall back to ``../shared``
+beside the checkout (a hub cache is then assembled in a temporary directory with a symlink).
+Tests that need real data are skipped, with the reason, when none can be found.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+CHECKPOINT_NAME = "resnet56-4bfd9763.th"
+
+
+def _data_root() -> Path | None:
+    env = os.environ.get("WNLL_ART_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(SHARED / "data")
+    for c in candidates:
+        if (c / "cifar-10-batches-py" / "test_batch").is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    """The CIFAR-10 data root (holding ``cifar-10-batches-py/``)."""
+    root = _data_root()
+    if root is None:
+        pytest.skip("CIFAR-10 not found: set WNLL_ART_DATA to a root holding cifar-10-batches-py/")
+    return root
+
+
+@pytest.fixture(scope="session")
+def hub_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``TORCH_HOME`` directory whose ``hub/checkpoints/`` holds the public ResNet-56 checkpoint."""
+    env = os.environ.get("TORCH_HOME")
+    if env and (Path(env) / "hub" / "checkpoints" / CHECKPOINT_NAME).is_file():
+        return Path(env)
+    src = SHARED / "weights" / CHECKPOINT_NAME
+    if not src.is_file():
+        pytest.skip("pretrained ResNet-56 not found: set TORCH_HOME to a hub cache holding it")
+    home = tmp_path_factory.mktemp("torch_home")
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    (home / "hub" / "checkpoints" / CHECKPOINT_NAME).symlink_to(src)
+    return home
+
+
+@pytest.fixture(scope="session")
+def test_set(cifar_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 10,000 CIFAR-10 test images (uint8, N x 3 x 32 x 32) and labels (int64)."""
+    from wnll_art import load_cifar10
+
+    return load_cifar10(cifar_root, split="test")
+
+
+@pytest.fixture(scope="session")
+def pretrained_resnet56(hub_dir: Path) -> torch.nn.Module:
+    """The public pretrained ResNet-56 through ``load_pretrained`` (eval mode, CPU)."""
+    from wnll_art import load_pretrained
+
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(hub_dir)
+    try:
+        return load_pretrained("resnet56")
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_HOME")
+        else:
+            os.environ["TORCH_HOME"] = old
