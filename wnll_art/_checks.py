@@ -68,11 +68,9 @@ def check_images(
     check_finite(x, name)
     if value_range is not None and x.numel() > 0:
         low, high = value_range
-        x_min, x_max = float(x.min()), float(x.max())
+        x_min, x_max = float(x.detach().min()), float(x.detach().max())
         if x_min < low - atol or x_max > high + atol:
-            raise ValueError(
-                f"{name} must lie in [{low}, {high}], got values in [{x_min:.4g}, {x_max:.4g}]"
-            )
+            raise ValueError(f"{name} must lie in [{low}, {high}], got values in [{x_min:.4g}, {x_max:.4g}]")
     return x
 
 
@@ -106,8 +104,8 @@ def check_labels(y: object, name: str = "labels", *, num_classes: int | None = N
 
 def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
     """Raises ``ValueError`` if ``x`` holds NaN or infinite values; returns ``x``."""
-    if x.is_floating_point() and x.numel() > 0 and not bool(torch.isfinite(x).all()):
-        n_bad = int((~torch.isfinite(x)).sum())
+    if x.is_floating_point() and x.numel() > 0 and not bool(torch.isfinite(x.detach()).all()):
+        n_bad = int((~torch.isfinite(x.detach())).sum())
         raise ValueError(f"{name} contains {n_bad} NaN or infinite value(s)")
     return x
 

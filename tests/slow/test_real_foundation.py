@@ -43,12 +43,15 @@ def test_corrupt_copy_gives_md5_error(cifar_root: Path, tmp_path: Path) -> None:
         load_cifar10(tmp_path, split="test")
 
 
-def test_pretrained_accuracy(pretrained_resnet56: torch.nn.Module,
-                             test_set: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_pretrained_accuracy(
+    pretrained_resnet56: torch.nn.Module, test_set: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = test_set
     correct = 0
     with torch.inference_mode():
         for i in range(0, len(x), 1000):
-            correct += int((pretrained_resnet56(x[i : i + 1000].float() / 255).argmax(1) == y[i : i + 1000]).sum())
+            correct += int(
+                (pretrained_resnet56(x[i : i + 1000].float() / 255).argmax(1) == y[i : i + 1000]).sum()
+            )
     accuracy = 100.0 * correct / len(x)
     assert abs(accuracy - 93.39) <= 0.02, accuracy

@@ -66,8 +66,12 @@ def _fake_checkpoint(tmp_path: Path) -> tuple[Path, str]:
 @pytest.fixture()
 def fake_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
     path, digest = _fake_checkpoint(tmp_path)
-    entry = ZooEntry(url="https://example.invalid/w/fake-resnet56.th", sha256=digest,
-                     reference_accuracy=10.0, builder=resnet56)
+    entry = ZooEntry(
+        url="https://example.invalid/w/fake-resnet56.th",
+        sha256=digest,
+        reference_accuracy=10.0,
+        builder=resnet56,
+    )
     monkeypatch.setitem(ZOO, "fake", entry)
     return path, digest
 
@@ -80,8 +84,9 @@ def test_loads_from_path_strips_module_prefix(fake_entry: tuple[Path, str]) -> N
     torch.testing.assert_close(model.conv1.weight, saved["module.conv1.weight"])
 
 
-def test_loads_from_hub_cache(fake_entry: tuple[Path, str], tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loads_from_hub_cache(
+    fake_entry: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path, _ = fake_entry
     home = tmp_path / "home"
     (home / "hub" / "checkpoints").mkdir(parents=True)
@@ -89,7 +94,9 @@ def test_loads_from_hub_cache(fake_entry: tuple[Path, str], tmp_path: Path,
     monkeypatch.setenv("TORCH_HOME", str(home))
     assert zoo.cached_weights_path(ZOO["fake"]).parent == home / "hub" / "checkpoints"
     model = load_pretrained("fake")
-    torch.testing.assert_close(model.linear.bias, torch.load(path, weights_only=True)["state_dict"]["module.linear.bias"])
+    torch.testing.assert_close(
+        model.linear.bias, torch.load(path, weights_only=True)["state_dict"]["module.linear.bias"]
+    )
 
 
 def test_wrong_hash_refused(fake_entry: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,6 +59,8 @@ class CifarResNet(nn.Module):
     """
 
     feature_dim = 64
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(
         self,

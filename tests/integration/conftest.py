@@ -1,0 +1,29 @@
+"""Fixtures for the ART / Foolbox integration tier: a small real slice and the pretrained models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from wnll_art import load_cifar10
+from wnll_art.wnll.model import WNLLNet
+from wnll_art.wnll.template import balanced_template
+
+N_IMAGES = 16
+
+
+@pytest.fixture(scope="session")
+def clean_slice(test_set: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 16 CIFAR-10 test images in [0, 1] and their labels."""
+    x, y = test_set
+    return x[:N_IMAGES].float() / 255, y[:N_IMAGES]
+
+
+@pytest.fixture(scope="session")
+def wnll_model(pretrained_resnet56: torch.nn.Module, cifar_root: Path) -> WNLLNet:
+    """Pretrained ResNet-56 + WNLL, template 100 (10 per class, seed 0), transductive batches of 16."""
+    images, labels = load_cifar10(cifar_root, split="train")
+    template = balanced_template(images, labels, 10, generator=torch.Generator().manual_seed(0))
+    return WNLLNet(pretrained_resnet56, *template, wnll_batch_size=N_IMAGES).eval()

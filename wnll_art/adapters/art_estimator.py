@@ -1,0 +1,130 @@
+"""ART estimator for WNLL-activated (and plain) CIFAR models: a thin ``PyTorchClassifier``.
+
+M.-I. Nicolae et al., "Adversarial Robustness Toolbox v1.0.0", arXiv:1807.01069 (2018).
+
+All defence logic lives in the wrapped ``nn.Module`` (:class:`wnll_art.WNLLNet`), so ART attacks that
+rebuild a plain ``PyTorchClassifier`` from ``estimator.model`` (APGD inside AutoAttack) attack the
+same function. This class only sets the right defaults and keeps the WNLL batch coupling explicit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+from art.estimators.classification import PyTorchClassifier
+from torch import nn
+
+__all__ = ["WNLLClassifier"]
+
+
+def _num_classes(model: nn.Module) -> int:
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    raise TypeError(
+        f"{type(model).__name__} has no positive int attribute `num_classes`; pass nb_classes=... explicitly"
+    )
+
+
+class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
+    """``PyTorchClassifier`` with the defaults of a :class:`~wnll_art.WNLLNet` (or any [0, 1] image model).
+
+    Defaults: ``clip_values=(0, 1)``, ``channels_first=True``, ``input_shape=(3, 32, 32)``,
+    ``nb_classes=model.num_classes``, cross-entropy loss (the model's log-scores are its logits:
+    ``softmax(log u) = u``), device ``"gpu"`` when CUDA is available else ``"cpu"``.
+
+    Batch coupling: a transductive WNLLNet's outputs depend on the other inputs of its solve. ``predict``
+    therefore always feeds the model batches of ``model.wnll_batch_size`` (whatever ``batch_size`` an
+    attack passes), so predictions are the model's declared setting. Gradients are computed on the batch
+    an attack passes: give attacks ``batch_size=model.wnll_batch_size`` (the evaluation harness does).
+    Every call's batch size is counted in :attr:`observed_batches` so results can record the coupling
+    actually used.
+
+    Args:
+        model: The ``nn.Module`` (images ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` logits or log-scores).
+        loss: Training/gradient loss; default ``nn.CrossEntropyLoss()``.
+        input_shape: Shape of one input.
+        nb_classes: Defaults to ``model.num_classes``.
+        device_type: ``"auto"``, ``"gpu"`` or ``"cpu"``.
+        **kwargs: Passed to ``PyTorchClassifier`` (``preprocessing_defences``, ``optimizer``, ...).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        loss: nn.Module | None = None,
+        input_shape: tuple[int, ...] = (3, 32, 32),
+        nb_classes: int | None = None,
+        device_type: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if device_type == "auto":
+            device_type = "gpu" if torch.cuda.is_available() else "cpu"
+        kwargs.setdefault("clip_values", (0.0, 1.0))
+        kwargs.setdefault("channels_first", True)
+        super().__init__(
+            model=model,
+            loss=loss if loss is not None else nn.CrossEntropyLoss(),
+            input_shape=input_shape,
+            nb_classes=nb_classes if nb_classes is not None else _num_classes(model),
+            device_type=device_type,
+            **kwargs,
+        )
+        self.observed_batches: Counter[tuple[str, int]] = Counter()
+
+    @property
+    def wnll_batch_size(self) -> int | None:
+        """The wrapped model's WNLL batch size, or ``None`` for a model without one."""
+        size = getattr(self.model, "wnll_batch_size", None)
+        return size if isinstance(size, int) else None
+
+    @property
+    def transductive(self) -> bool:
+        """Whether the wrapped model couples the inputs of one call."""
+        return getattr(self.model, "coupling", None) == "transductive"
+
+    def predict(  # type: ignore[override]
+        self, x: np.ndarray, batch_size: int | None = None, training_mode: bool = False, **kwargs: Any
+    ) -> np.ndarray:
+        """Predicts ``(N, C)`` log-scores of ``x`` ``(N, 3, H, W)`` in [0, 1] (float32 numpy).
+
+        ``batch_size`` is ignored for a transductive WNLL model (its WNLL batch size is used) and
+        defaults to the WNLL batch size (else 128) otherwise.
+        """
+        wnll = self.wnll_batch_size
+        if wnll is not None and (self.transductive or batch_size is None):
+            batch_size = wnll
+        batch_size = batch_size or 128
+        for start in range(0, len(x), batch_size):
+            self.observed_batches["predict", min(batch_size, len(x) - start)] += 1
+        return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
+
+    def loss_gradient(  # type: ignore[override]
+        self,
+        x: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        training_mode: bool = False,
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor:
+        """Gradient of the loss w.r.t. ``x`` (same shape), over the batch exactly as given."""
+        self.observed_batches["gradient", len(x)] += 1
+        return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
+
+    def class_gradient(  # type: ignore[override]
+        self, x: np.ndarray | torch.Tensor, label: Any = None, training_mode: bool = False, **kwargs: Any
+    ) -> np.ndarray:
+        """Class gradients ``(N, 1 or C, ...)`` over the batch exactly as given."""
+        self.observed_batches["gradient", len(x)] += 1
+        return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
+
+    def settings(self) -> dict[str, object]:
+        """The model's settings (``WNLLNet.settings()`` when available) plus the observed batch sizes."""
+        base = self.model.settings() if callable(getattr(self.model, "settings", None)) else {}
+        observed = {f"{kind}:{size}": count for (kind, size), count in sorted(self.observed_batches.items())}
+        return {**base, "observed_batches": observed}
