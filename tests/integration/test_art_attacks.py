@@ -80,7 +80,9 @@ def test_predictions_equal_module(wnll_model: WNLLNet, data: tuple[np.ndarray, n
         ref = wnll_model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(clf.predict(x, batch_size=3), ref, rtol=0, atol=1e-6)
     assert clf.nb_classes == 10 and clf.clip_values is not None and tuple(clf.clip_values) == (0.0, 1.0)
-    assert clf.settings()["observed_batches"] == {"predict:16": 1}  # batch_size=3 overridden: transductive
+    settings = clf.settings()
+    assert settings["observed_batches"] == {"predict:16": 1}  # batch_size=3 overridden: transductive
+    assert settings["WNLLNet"]["coupling"] == "transductive"
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))

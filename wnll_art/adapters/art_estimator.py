@@ -20,8 +20,18 @@ from torch import nn
 __all__ = ["WNLLClassifier"]
 
 
+def _find(model: nn.Module, name: str) -> Any:
+    """The first value of attribute ``name`` on ``model`` or its sub-modules (wrappers such as
+    ``nn.Sequential(purifier, wnll)`` are searched), else ``None``."""
+    for module in model.modules():
+        value = getattr(module, name, None)
+        if value is not None and not isinstance(value, (nn.Module, torch.Tensor)):
+            return value
+    return None
+
+
 def _num_classes(model: nn.Module) -> int:
-    n = getattr(model, "num_classes", None)
+    n = _find(model, "num_classes")
     if isinstance(n, int) and n > 0:
         return n
     raise TypeError(
@@ -81,13 +91,13 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     @property
     def wnll_batch_size(self) -> int | None:
         """The wrapped model's WNLL batch size, or ``None`` for a model without one."""
-        size = getattr(self.model, "wnll_batch_size", None)
+        size = _find(self.model, "wnll_batch_size")
         return size if isinstance(size, int) else None
 
     @property
     def transductive(self) -> bool:
         """Whether the wrapped model couples the inputs of one call."""
-        return getattr(self.model, "coupling", None) == "transductive"
+        return _find(self.model, "coupling") == "transductive"
 
     def predict(  # type: ignore[override]
         self, x: np.ndarray, batch_size: int | None = None, training_mode: bool = False, **kwargs: Any
@@ -124,7 +134,12 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
 
     def settings(self) -> dict[str, object]:
-        """The model's settings (``WNLLNet.settings()`` when available) plus the observed batch sizes."""
-        base = self.model.settings() if callable(getattr(self.model, "settings", None)) else {}
-        observed = {f"{kind}:{size}": count for (kind, size), count in sorted(self.observed_batches.items())}
-        return {**base, "observed_batches": observed}
+        """``settings()`` of every sub-module that has one, keyed by class name (``"WNLLNet"``,
+        ``"TVMPurifier"``, ...), plus ``"observed_batches"``: ``"predict:500" -> number of calls``."""
+        out: dict[str, object] = {
+            type(m).__name__: m.settings()
+            for m in self.model.modules()
+            if callable(getattr(m, "settings", None))
+        }
+        out["observed_batches"] = {f"{k}:{n}": c for (k, n), c in sorted(self.observed_batches.items())}
+        return out

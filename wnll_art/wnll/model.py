@@ -51,7 +51,8 @@ class WNLLNet(nn.Module):
         sigma_neighbor: Neighbour whose distance sets the Gaussian scale.
         kernel: ``"gaussian"`` (the paper) or ``"quartic"`` (the authors' code).
         gamma: Weight of the template term; ``None`` for the paper's ``|X| / |template| - 1``.
-        log_floor: Label functions are clamped to ``[log_floor, 1]`` before the log.
+        log_floor: Added to the label functions before the log (``log(u + log_floor)``), which keeps the
+            log finite without zeroing any gradient (a clamp would).
         solver: Passed to :func:`wnll_interpolate` (``"auto"``, ``"dense"`` or ``"cg"``).
 
     Shapes:
@@ -174,7 +175,9 @@ class WNLLNet(nn.Module):
         template = self.template_features()
         feats = self.embed(x)
         u = self.interpolate(feats, template)
-        log_u = torch.log(u.clamp(self.log_floor, 1.0))
+        # log(u + floor), not log(clamp(u)): a clamp zeroes the gradient of every saturated entry, which
+        # masked the gradients of ~20% of CIFAR-10 images (found by the harness's zero-gradient check)
+        log_u = torch.log(u.clamp_min(0.0) + self.log_floor)
         if self.gradient == "surrogate":
             log_p = F.log_softmax(self.linear_head(feats), dim=1)
             return log_p + (log_u - log_p).detach()

@@ -1,0 +1,93 @@
+"""The `wnll-art evaluate` harness on a tiny real slice: records, table, plots, resume (integration tier)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from wnll_art.cli import main
+from wnll_art.evaluation import engine
+from wnll_art.evaluation.harness import EvalConfig, evaluate
+from wnll_art.evaluation.records import SCHEMA
+
+pytestmark = pytest.mark.integration
+
+
+def _cfg(**kw: object) -> EvalConfig:
+    base = dict(n=8, eps=(0.02, 0.08), attacks=("fgsm", "bim", "transfer_bim"), wnll_batch_size=4,
+                template_size=100, defences=("none",), cw_steps=3)  # fmt: skip
+    return EvalConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, cifar_root: Path, hub_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("evaluate")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TORCH_HOME", str(hub_dir))
+    try:
+        evaluate(_cfg(), out_dir=out, data_root=cifar_root)
+    finally:
+        mp.undo()
+    return out
+
+
+def test_records_schema_and_outputs(run_dir: Path) -> None:
+    cells = sorted((run_dir / "cells").glob("*.json"))
+    # 2 models x (clean + 3 attacks x 2 eps)
+    assert len(cells) == 2 * (1 + 3 * 2)
+    for path in cells:
+        rec = json.loads(path.read_text())
+        assert rec["schema"] == SCHEMA and rec["n"] == 8 and len(rec["per_image_correct"]) == 8
+        assert rec["accuracy"] == sum(rec["per_image_correct"]) / 8
+        assert rec["image_indices"] == list(range(8))
+        run = rec["settings"]["run"]
+        assert run["wnll_batch_size"] == 4 and run["template_size"] == 100 and run["seed"] == 0
+        assert {"torch", "art", "foolbox", "numpy", "wnll_art"} <= set(rec["versions"])
+        if rec["model"] == "wnll":
+            assert rec["settings"]["victim"]["wnll"]["coupling"] == "transductive"
+    table = (run_dir / "results.md").read_text()
+    assert "| main | wnll | none | bim |" in table
+    pngs = sorted(run_dir.glob("accuracy_vs_eps__*.png"))
+    assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_attacks_lower_accuracy(run_dir: Path) -> None:
+    def acc(model: str, attack: str, eps: float) -> float:
+        return json.loads(
+            (run_dir / "cells" / f"main__{model}__none__{attack}__eps{eps:.4f}.json").read_text()
+        )["accuracy"]
+
+    assert acc("softmax", "bim", 0.08) < acc("softmax", "clean", 0.0)
+    assert acc("wnll", "transfer_bim", 0.08) < acc("wnll", "clean", 0.0)
+
+
+def test_resume_reads_back_and_recomputes_only_missing(run_dir: Path, cifar_root: Path, hub_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("TORCH_HOME", str(hub_dir))
+    lost = run_dir / "cells" / "main__wnll__none__fgsm__eps0.0800.json"
+    before = json.loads(lost.read_text())
+    lost.unlink()  # a run killed while this cell was in flight
+    calls: list[str] = []
+    original = engine._run_one
+
+    def counting(spec, victim, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(f"{victim.model}/{spec.name}")
+        return original(spec, victim, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_run_one", counting)
+    evaluate(_cfg(), out_dir=run_dir, data_root=cifar_root)
+    assert calls == ["wnll/fgsm"]
+    after = json.loads(lost.read_text())
+    assert after["per_image_correct"] == before["per_image_correct"]  # seeded: same numbers
+
+
+def test_different_settings_refused(run_dir: Path, cifar_root: Path) -> None:
+    with pytest.raises(ValueError, match="different settings"):
+        evaluate(_cfg(n=12), out_dir=run_dir, data_root=cifar_root)
+
+
+def test_cli_reports_errors_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--n", "20000", "--out", str(tmp_path)]) == 2
+    assert "start + n <= 10000" in capsys.readouterr().err

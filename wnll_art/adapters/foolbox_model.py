@@ -1,0 +1,85 @@
+"""Foolbox 3 adapter: a WNLL (or any [0, 1] image) model as a ``foolbox.PyTorchModel``.
+
+J. Rauber, R. Zimmermann, M. Bethge, W. Brendel, "Foolbox Native: Fast adversarial attacks to benchmark
+the robustness of machine learning models in PyTorch, TensorFlow, and JAX", JOSS 5 (2020).
+A. Athalye, N. Carlini, D. Wagner, "Obfuscated Gradients Give a False Sense of Security", ICML 2018 (EOT).
+
+Thin by design: the defence (WNLL, TVM) lives in the ``nn.Module``; this module only sets bounds,
+freezes parameters for eagerpy and adds EOT for randomised defences.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["foolbox_accuracy", "to_foolbox"]
+
+
+def _is_randomised(model: nn.Module) -> bool:
+    return any(getattr(m, "randomised", False) for m in model.modules())
+
+
+def to_foolbox(
+    model: nn.Module, *, device: str | torch.device | None = None, eot_samples: int | None = None
+) -> Any:
+    """Wraps ``model`` (images ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` scores) for Foolbox 3.
+
+    The model is put in eval mode and its parameters get ``requires_grad_(False)`` (Foolbox's eagerpy
+    would otherwise build parameter gradients on every call; call ``model.requires_grad_(True)`` to
+    train it again). If the model contains a randomised defence (a module with ``randomised = True``,
+    e.g. :class:`wnll_art.tvm.TVMPurifier`), the result is wrapped in Foolbox's
+    ``ExpectationOverTransformationWrapper`` with ``eot_samples`` draws per gradient (default 8), so
+    gradient attacks see the expectation over the defence's randomness.
+
+    Args:
+        model: The model; defence logic inside it.
+        device: Device for the inputs; default: the model's parameter device (CPU if none).
+        eot_samples: EOT draws; ``None`` for 8 on randomised models and none otherwise, ``1`` to
+            disable EOT explicitly.
+
+    Returns:
+        A ``foolbox.PyTorchModel`` with ``bounds=(0, 1)`` (or its EOT wrapper).
+    """
+    import foolbox as fb
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if eot_samples is not None and (isinstance(eot_samples, bool) or eot_samples < 1):
+        raise ValueError(f"eot_samples must be a positive int, got {eot_samples!r}")
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    model.eval().requires_grad_(False)
+    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
+    samples = eot_samples if eot_samples is not None else (8 if _is_randomised(model) else 1)
+    if samples > 1:
+        return fb.models.ExpectationOverTransformationWrapper(fmodel, n_steps=samples)
+    return fmodel
+
+
+def foolbox_accuracy(
+    fmodel: Any, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 500
+) -> float:
+    """Top-1 accuracy of a Foolbox model over ``images`` in batches.
+
+    Args:
+        fmodel: A Foolbox model.
+        images: ``(N, 3, H, W)`` float in [0, 1] on the model's device.
+        labels: ``(N,)`` int64.
+        batch_size: Images per call; for a transductive WNLL model this is also its coupling.
+
+    Returns:
+        Accuracy in [0, 1].
+    """
+    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+        raise ValueError(
+            f"need matching non-empty images/labels, got {images.shape[0]} and {labels.shape[0]}"
+        )
+    correct = 0
+    for i in range(0, images.shape[0], batch_size):
+        logits = fmodel(images[i : i + batch_size])
+        correct += int((logits.argmax(1) == labels[i : i + batch_size]).sum())
+    return correct / images.shape[0]

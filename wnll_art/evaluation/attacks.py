@@ -1,0 +1,246 @@
+"""Attacks used by the evaluation harness, run through ART and Foolbox on plain ``nn.Module`` views.
+
+I. Goodfellow et al. 2015 (FGSM); A. Kurakin et al. 2017 (BIM / IFGSM); A. Madry et al. 2018 (PGD);
+N. Carlini, D. Wagner 2017 (C&W L2); F. Croce, M. Hein 2020 (AutoAttack, APGD-CE / APGD-DLR).
+
+Each attack is a small class in the Foolbox 3 style: :meth:`Attack.__call__` is the one ``@final``
+template method (validation, seeding of the libraries' global RNGs, projection, output checks) and
+subclasses write only :meth:`Attack.run`. Every attack sees a batch exactly as the harness passes it
+(one WNLL batch), so the transductive coupling is the harness's named setting, never a library default.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, final
+
+import numpy as np
+import torch
+from torch import nn
+
+from wnll_art._checks import check_images, check_labels
+
+__all__ = ["ATTACKS", "Attack", "ArtAutoAttack", "ArtBIM", "ArtCarliniL2", "ArtFGSM", "FoolboxL2CW",
+           "FoolboxLinfPGD", "make_attack", "project_linf"]  # fmt: skip
+
+
+def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Projects ``x_adv`` onto the L-inf ball of radius ``eps`` around ``x``, intersected with [0, 1]."""
+    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+
+
+def _seed_globals(seed: int) -> None:
+    # ART and Foolbox draw random starts from NumPy's / torch's global generators; seeding them per batch
+    # keeps runs reproducible and identical across process shardings.
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Attack(ABC):
+    """Base class. Subclasses are frozen dataclasses of their hyper-parameters and write :meth:`run`.
+
+    Class attributes:
+        name: Short name used in records.
+        library: ``"art"`` or ``"foolbox"``.
+        eps_independent: The raw attack ignores ``eps`` (C&W): the harness runs it once per batch and
+            projects the result onto each eps ball.
+    """
+
+    name: ClassVar[str]
+    library: ClassVar[str]
+    eps_independent: ClassVar[bool] = False
+
+    @final
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int
+    ) -> torch.Tensor:
+        """Attacks one batch.
+
+        Args:
+            model: The attacker's view (images in [0, 1] -> ``(N, C)`` scores), defence inside.
+            x: ``(N, 3, H, W)`` float in [0, 1], on the model's device.
+            y: ``(N,)`` int64 true labels.
+            eps: L-inf radius; every output lies in the eps ball around ``x`` and in [0, 1].
+            seed: Seed for the libraries' global RNGs.
+
+        Returns:
+            Adversarial images, same shape/dtype/device as ``x``; ``x`` is not modified.
+        """
+        check_images(x, "x")
+        check_labels(y, "y")
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError(f"eps must be in [0, 1], got {eps}")
+        _seed_globals(seed)
+        was_training = model.training
+        model.eval()
+        try:
+            x_adv = self.run(model, x.detach().clone(), y, eps=eps)
+        finally:
+            model.train(was_training)
+        x_adv = x_adv.to(device=x.device, dtype=x.dtype)
+        if not bool(torch.isfinite(x_adv).all()):
+            raise RuntimeError(f"{self.name} returned non-finite images")
+        return project_linf(x_adv, x, eps)
+
+    @abstractmethod
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        """Returns adversarial examples of ``x`` (projection onto the eps ball is done by the caller)."""
+
+    def settings(self) -> dict[str, Any]:
+        return {"name": self.name, "library": self.library, **asdict(self)}
+
+
+def _art(model: nn.Module) -> Any:
+    from wnll_art.adapters.art_estimator import WNLLClassifier
+
+    return WNLLClassifier(model, device_type="gpu" if next(model.parameters()).is_cuda else "cpu")
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class ArtFGSM(Attack):
+    """ART ``FastGradientMethod`` (L-inf), one step of size eps."""
+
+    name: ClassVar[str] = "fgsm"
+    library: ClassVar[str] = "art"
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        from art.attacks.evasion import FastGradientMethod
+
+        attack = FastGradientMethod(_art(model), eps=eps, batch_size=len(x))
+        return torch.from_numpy(attack.generate(_np(x), y=_np(y)))
+
+
+@dataclass(frozen=True)
+class ArtBIM(Attack):
+    """ART ``BasicIterativeMethod`` (IFGSM): ``steps`` signed-gradient steps, projected onto the ball.
+
+    Attributes:
+        steps: Iterations (the paper: 10).
+        step_fraction: Step size as a fraction of eps (the paper's text: 1.0; standard: 0.25).
+        ball: Radius of the projection ball; ``None`` uses eps. The authors' code fixed it at 0.1.
+    """
+
+    name: ClassVar[str] = "bim"
+    library: ClassVar[str] = "art"
+    steps: int = 10
+    step_fraction: float = 0.25
+    ball: float | None = None
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        from art.attacks.evasion import BasicIterativeMethod
+
+        radius = eps if self.ball is None else self.ball
+        attack = BasicIterativeMethod(_art(model), eps=radius, eps_step=eps * self.step_fraction,
+                                      max_iter=self.steps, batch_size=len(x), verbose=False)  # fmt: skip
+        return torch.from_numpy(attack.generate(_np(x), y=_np(y)))
+
+
+@dataclass(frozen=True)
+class ArtCarliniL2(Attack):
+    """ART ``CarliniL2Method`` (kappa = ``confidence``, c = ``initial_const``); the L2 result is then
+    projected onto each L-inf eps ball, which is how the paper's Table 2 reports C&W per eps."""
+
+    name: ClassVar[str] = "cw_l2"
+    library: ClassVar[str] = "art"
+    eps_independent: ClassVar[bool] = True
+    confidence: float = 0.0
+    initial_const: float = 10.0
+    steps: int = 10
+    binary_search_steps: int = 1
+    learning_rate: float = 0.01
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        from art.attacks.evasion import CarliniL2Method
+
+        attack = CarliniL2Method(_art(model), confidence=self.confidence, initial_const=self.initial_const,
+                                 max_iter=self.steps, binary_search_steps=self.binary_search_steps,
+                                 learning_rate=self.learning_rate, batch_size=len(x), verbose=False)  # fmt: skip
+        return torch.from_numpy(attack.generate(_np(x), y=_np(y)))
+
+
+@dataclass(frozen=True)
+class ArtAutoAttack(Attack):
+    """ART ``AutoAttack`` with APGD-CE and APGD-DLR (L-inf); per image, the first successful one counts."""
+
+    name: ClassVar[str] = "autoattack"
+    library: ClassVar[str] = "art"
+    steps: int = 20
+    restarts: int = 1
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent
+
+        clf = _art(model)
+        apgd = [
+            AutoProjectedGradientDescent(clf, eps=eps, eps_step=eps / 4, max_iter=self.steps, batch_size=len(x),
+                                         loss_type=loss, nb_random_init=self.restarts, verbose=False)
+            for loss in ("cross_entropy", "difference_logits_ratio")
+        ]  # fmt: skip
+        attack = AutoAttack(clf, eps=eps, eps_step=eps / 4, attacks=apgd, batch_size=len(x))
+        return torch.from_numpy(attack.generate(_np(x), y=_np(y)))
+
+
+def _foolbox(model: nn.Module) -> Any:
+    from wnll_art.adapters.foolbox_model import to_foolbox
+
+    return to_foolbox(model, eot_samples=1)  # EOT, when wanted, is inside the attacker's view
+
+
+@dataclass(frozen=True)
+class FoolboxLinfPGD(Attack):
+    """Foolbox ``LinfPGD`` with a random start."""
+
+    name: ClassVar[str] = "linf_pgd"
+    library: ClassVar[str] = "foolbox"
+    steps: int = 20
+    rel_stepsize: float = 0.1
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        import foolbox as fb
+
+        attack = fb.attacks.LinfPGD(steps=self.steps, rel_stepsize=self.rel_stepsize, random_start=True)
+        _, clipped, _ = attack(_foolbox(model), x, y, epsilons=eps)
+        return clipped
+
+
+@dataclass(frozen=True)
+class FoolboxL2CW(Attack):
+    """Foolbox ``L2CarliniWagnerAttack``; the result is projected onto each L-inf eps ball."""
+
+    name: ClassVar[str] = "fb_cw_l2"
+    library: ClassVar[str] = "foolbox"
+    eps_independent: ClassVar[bool] = True
+    confidence: float = 0.0
+    initial_const: float = 10.0
+    steps: int = 10
+    binary_search_steps: int = 1
+    stepsize: float = 0.01
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        import foolbox as fb
+
+        attack = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=self.binary_search_steps, steps=self.steps,
+                                                  stepsize=self.stepsize, confidence=self.confidence,
+                                                  initial_const=self.initial_const, abort_early=False)  # fmt: skip
+        raw, _, _ = attack(_foolbox(model), x, y, epsilons=None)
+        return raw
+
+
+ATTACKS: dict[str, type[Attack]] = {
+    cls.name: cls for cls in (ArtFGSM, ArtBIM, ArtCarliniL2, ArtAutoAttack, FoolboxLinfPGD, FoolboxL2CW)
+}
+
+
+def make_attack(name: str, **options: Any) -> Attack:
+    """Builds an attack by name (see :data:`ATTACKS`) with hyper-parameter overrides."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose from {sorted(ATTACKS)}")
+    return ATTACKS[name](**options)

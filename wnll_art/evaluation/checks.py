@@ -1,0 +1,101 @@
+"""Sanity checks before a robustness number is trusted (in the spirit of AutoAttack's checks).
+
+F. Croce, M. Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", ICML 2020; A. Athalye, N. Carlini, D. Wagner, ICML 2018 (signs of obfuscated
+gradients); F. Tramer et al., "On Adaptive Attacks to Adversarial Example Defenses", NeurIPS 2020.
+
+Each check returns human-readable flags; the harness stores them with the records and the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wnll_art.evaluation.records import CellRecord
+
+__all__ = ["eps_monotonicity_flags", "model_flags", "transfer_flags"]
+
+
+def _outputs_are_probabilities(scores: torch.Tensor) -> bool:
+    in_range = bool(((scores >= 0) & (scores <= 1)).all())
+    return in_range and bool(torch.allclose(scores.sum(1), torch.ones_like(scores[:, 0]), atol=1e-4))
+
+
+def model_flags(
+    predict: nn.Module, attack_view: nn.Module, x: torch.Tensor, y: torch.Tensor, *, reseed: object = None
+) -> list[str]:
+    """Flags of one victim on clean inputs: softmax outputs, zero gradients, randomness.
+
+    Args:
+        predict: The deployed model.
+        attack_view: The module attacks differentiate.
+        x: ``(N, 3, H, W)`` clean images in [0, 1] (one WNLL batch).
+        y: ``(N,)`` labels.
+        reseed: Optional callable ``seed -> None`` restarting the defence's randomness.
+
+    Returns:
+        Flags (empty when nothing is suspicious).
+    """
+    flags = []
+    with torch.no_grad():
+        if callable(reseed):
+            reseed(1)
+        first = predict(x)
+        if callable(reseed):
+            reseed(2)
+        second = predict(x)
+    if _outputs_are_probabilities(first):
+        flags.append("softmax_outputs: the model returns probabilities; CE/DLR attacks need logits")
+    changed = float((first.argmax(1) != second.argmax(1)).float().mean())
+    if not torch.equal(first, second):
+        flags.append(
+            f"randomised_defence: outputs change between draws ({100 * changed:.1f}% of labels); "
+            "gradient attacks must use EOT"
+        )
+    x_req = x.detach().clone().requires_grad_(True)
+    loss = F.cross_entropy(attack_view(x_req), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x_req)
+    zero = (grad.flatten(1).abs().amax(1) == 0).float().mean()
+    if float(zero) > 0:
+        flags.append(f"zero_gradients: {100 * float(zero):.1f}% of images have an exactly zero loss gradient")
+    return flags
+
+
+def eps_monotonicity_flags(records: Sequence[CellRecord], *, slack: int = 1) -> dict[str, list[str]]:
+    """Robust accuracy must not grow with eps (beyond ``slack`` images): key -> flags."""
+    groups: dict[tuple[str, str, str, str], list[CellRecord]] = {}
+    for r in records:
+        if r.attack != "clean":
+            groups.setdefault((r.protocol, r.model, r.defence, r.attack), []).append(r)
+    flags: dict[str, list[str]] = {}
+    for recs in groups.values():
+        recs = sorted(recs, key=lambda r: r.eps)
+        for small, large in zip(recs, recs[1:], strict=False):
+            if sum(large.per_image_correct) > sum(small.per_image_correct) + slack:
+                flags.setdefault(large.key, []).append(
+                    f"non_monotone_eps: accuracy rises from {100 * small.accuracy:.1f}% at eps={small.eps:g} "
+                    f"to {100 * large.accuracy:.1f}% at eps={large.eps:g}"
+                )
+    return flags
+
+
+def transfer_flags(
+    records: Sequence[CellRecord], *, white_box: str = "bim", transfer: str = "transfer_bim"
+) -> dict[str, list[str]]:
+    """A black-box (transfer) attack stronger than the white-box one signals masked gradients."""
+    index = {(r.protocol, r.model, r.defence, r.attack, r.eps): r for r in records}
+    flags: dict[str, list[str]] = {}
+    for (protocol, model, defence, attack, eps), rec in index.items():
+        if attack != transfer:
+            continue
+        wb = index.get((protocol, model, defence, white_box, eps))
+        if wb is not None and rec.accuracy < wb.accuracy:
+            flags.setdefault(wb.key, []).append(
+                f"black_box_stronger: transfer from softmax gives {100 * rec.accuracy:.1f}% < white-box "
+                f"{100 * wb.accuracy:.1f}% at eps={eps:g}"
+            )
+    return flags

@@ -1,0 +1,189 @@
+"""The evaluation engine: runs attack specs against victims batch by batch, shardable over processes.
+
+Images are split into consecutive WNLL batches (``wnll_batch_size``), which are the unit of everything:
+the transductive coupling, the seeds, the attack calls and the sharding (rank ``r`` of ``W`` takes
+batches ``r, r + W, ...``). So one process and ``torchrun --nproc_per_node W`` compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from wnll_art.evaluation.attacks import Attack, project_linf
+from wnll_art.evaluation.records import CellRecord, RunStore
+from wnll_art.evaluation.victims import Victim, predict_labels
+
+__all__ = ["AttackSpec", "Batches", "Dist", "run_cells"]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack as run in a protocol.
+
+    Attributes:
+        name: Name in the records (e.g. ``"bim"``, ``"bim_surrogate"``, ``"transfer_bim"``).
+        attack: The attack, or ``None`` for clean accuracy.
+        gradient: WNLL gradient the attacker uses.
+        tvm: How the attacker sees TVM: ``"bpda"``, ``"unrolled"`` or ``"oblivious"``.
+        eot_samples: EOT draws (only used against a randomised defence).
+        source: ``"self"`` (white box) or ``"softmax"`` (crafted on the undefended softmax model).
+    """
+
+    name: str
+    attack: Attack | None
+    gradient: Literal["exact", "surrogate"] = "exact"
+    tvm: Literal["bpda", "unrolled", "oblivious"] = "bpda"
+    eot_samples: int = 1
+    source: Literal["self", "softmax"] = "self"
+
+    def settings(self) -> dict[str, Any]:
+        return {"name": self.name, "attack": None if self.attack is None else self.attack.settings(),
+                "gradient": self.gradient, "tvm": self.tvm, "eot_samples": self.eot_samples,
+                "source": self.source}  # fmt: skip
+
+
+@dataclass
+class Dist:
+    """Rank and world size; ``torch.distributed`` (gloo on CPU) when launched by ``torchrun``."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls, device: str = "cpu") -> Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as tdist
+
+        if not tdist.is_initialized():
+            tdist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return cls(tdist.get_rank(), tdist.get_world_size())
+
+    def gather(self, obj: Any) -> list[Any]:
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as tdist
+
+        out: list[Any] = [None] * self.world
+        tdist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+
+
+@dataclass
+class Batches:
+    """The evaluated images split into WNLL batches, and this rank's share."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    indices: list[int]
+    batch_size: int
+    dist: Dist = field(default_factory=Dist)
+
+    @property
+    def count(self) -> int:
+        return (len(self.y) + self.batch_size - 1) // self.batch_size
+
+    def mine(self) -> list[int]:
+        return list(range(self.dist.rank, self.count, self.dist.world))
+
+    def get(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+        return self.x[sl], self.y[sl]
+
+
+def derive_seed(*parts: object) -> int:
+    """A reproducible 31-bit seed from any printable parts (same on every rank and run)."""
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def _adversarial(
+    spec: AttackSpec, victim: Victim, softmax: Victim, x: torch.Tensor, y: torch.Tensor, eps: float,
+    seed: int, raw_cache: dict[Any, torch.Tensor],
+) -> torch.Tensor:  # fmt: skip
+    if spec.attack is None:
+        return x
+    source = victim if spec.source == "self" else softmax
+    eot = spec.eot_samples if source.purifier is not None else 1
+    view = source.attack_view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot)
+    if not spec.attack.eps_independent:
+        return spec.attack(view, x, y, eps=eps, seed=seed)
+    key = (spec.name, source.model, source.defence, seed)
+    if key not in raw_cache:
+        raw_cache[key] = spec.attack(view, x, y, eps=1.0, seed=seed)  # unconstrained, projected below
+    return project_linf(raw_cache[key], x, eps)
+
+
+def _run_one(
+    spec: AttackSpec, victim: Victim, softmax: Victim, eps: float, batches: Batches, seed: int,
+    raw_cache: dict[Any, torch.Tensor],
+) -> dict[int, list[int]]:  # fmt: skip
+    out = {}
+    for b in batches.mine():
+        x, y = batches.get(b)
+        # the attack seed ignores eps so eps-independent attacks are run once per batch
+        attack_seed = derive_seed(seed, victim.model, victim.defence, spec.name, b)
+        x_adv = _adversarial(spec, victim, softmax, x, y, eps, attack_seed, raw_cache)
+        victim.reseed(derive_seed(seed, "predict", b, spec.name, eps))
+        out[b] = (predict_labels(victim.predict_module, x_adv) == y).int().tolist()
+    return out
+
+
+def run_cells(
+    *,
+    victims: Sequence[Victim],
+    softmax: Victim,
+    specs: Sequence[AttackSpec],
+    eps_values: Sequence[float],
+    batches: Batches,
+    store: RunStore,
+    protocol: str,
+    seed: int,
+    run_settings: dict[str, Any],
+    on_cell: Callable[[CellRecord], None] | None = None,
+) -> list[CellRecord]:
+    """Runs every (victim, spec, eps) cell not already in ``store``; returns all records (rank 0 writes).
+
+    Clean specs (``attack=None``) run once with ``eps = 0``.
+    """
+    records = []
+    raw_cache: dict[Any, torch.Tensor] = {}
+    for victim in victims:
+        for spec in specs:
+            for eps in [0.0] if spec.attack is None else eps_values:
+                key = f"{protocol}__{victim.model}__{victim.defence}__{spec.name}__eps{eps:.4f}"
+                record = store.get(key)
+                if record is None:
+                    start = time.perf_counter()
+                    parts = batches.dist.gather(
+                        _run_one(spec, victim, softmax, eps, batches, seed, raw_cache)
+                    )
+                    merged = {b: c for part in parts for b, c in part.items()}
+                    correct = [c for b in sorted(merged) for c in merged[b]]
+                    record = CellRecord(
+                        model=victim.model, defence=victim.defence, attack=spec.name, eps=eps, protocol=protocol,
+                        accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
+                        image_indices=batches.indices, time_s=time.perf_counter() - start,
+                        settings={**run_settings, "victim": victim.settings(), "spec": spec.settings()},
+                    )  # fmt: skip
+                    if batches.dist.rank == 0:
+                        store.put(record)
+                    batches.dist.barrier()
+                records.append(record)
+                if on_cell is not None:
+                    on_cell(record)
+            raw_cache.clear()
+    return records

@@ -1,0 +1,165 @@
+"""``wnll-art evaluate``: the pretrained ResNet-56 with and without WNLL, with and without TVM, under
+ART and Foolbox attacks; a results directory of JSON records, a markdown table and accuracy-vs-eps PNGs
+(the paper's Fig. 5). Resumable (finished cells are read back) and shardable with ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+
+from wnll_art.data import load_cifar10
+from wnll_art.evaluation.checks import eps_monotonicity_flags, model_flags, transfer_flags
+from wnll_art.evaluation.engine import AttackSpec, Batches, Dist, run_cells
+from wnll_art.evaluation.protocols import main_specs
+from wnll_art.evaluation.records import CellRecord, RunStore, write_markdown, write_plots
+from wnll_art.evaluation.victims import Victim, build_victims
+from wnll_art.wnll.model import WNLLNet
+from wnll_art.wnll.template import balanced_template
+from wnll_art.zoo import load_pretrained
+
+__all__ = ["EvalConfig", "evaluate", "finalize", "load_batches", "load_victims"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of one evaluation run (all recorded in ``run.json`` and every cell).
+
+    Attributes:
+        n: Test images (the first ``n`` from ``start``).
+        start: Index of the first test image.
+        eps: L-inf radii in [0, 1] pixel units.
+        models: Subset of ``("softmax", "wnll")``.
+        defences: Subset of ``("none", "tvm")``.
+        attacks: Attack names of :func:`~wnll_art.evaluation.protocols.main_specs` (``None``: all).
+        wnll_batch_size: Transductive WNLL batch = attack batch = sharding unit.
+        template_size: Class-balanced template drawn from the training set.
+        coupling: ``"transductive"`` or ``"inductive"``.
+        kernel: ``"gaussian"`` or ``"quartic"``.
+        eot_samples: EOT draws when attacking through TVM.
+        cw_steps: Optimisation steps of the C&W attacks.
+        tvm: :class:`~wnll_art.tvm.module.TVMPurifier` options.
+        seed: Seed of the template draw, TVM masks and attack random starts.
+        device: ``"cpu"`` or ``"cuda"``.
+    """
+
+    n: int = 100
+    start: int = 0
+    eps: tuple[float, ...] = (0.02, 0.04, 0.08)
+    models: tuple[str, ...] = ("softmax", "wnll")
+    defences: tuple[str, ...] = ("none", "tvm")
+    attacks: tuple[str, ...] | None = None
+    wnll_batch_size: int = 500
+    template_size: int = 500
+    coupling: str = "transductive"
+    kernel: str = "gaussian"
+    eot_samples: int = 4
+    cw_steps: int = 30
+    tvm: dict[str, Any] = field(default_factory=lambda: {"prob": 0.5, "lamb": 0.03, "objective": "isotropic"})
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.start < 0 or self.start + self.n > 10000:
+            raise ValueError(f"need 1 <= n and start + n <= 10000, got start={self.start}, n={self.n}")
+        if any(not 0.0 < e <= 1.0 for e in self.eps):
+            raise ValueError(f"eps values must be in (0, 1], got {self.eps}")
+        if not set(self.models) <= {"softmax", "wnll"} or "softmax" not in self.models:
+            raise ValueError(
+                f"models must include 'softmax' and be within ('softmax', 'wnll'), got {self.models}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_batches(cfg: EvalConfig, data_root: str | os.PathLike[str] | None, dist: Dist) -> Batches:
+    """The evaluated test images (float [0, 1] on ``cfg.device``) split into WNLL batches."""
+    x, y = load_cifar10(data_root, split="test")
+    sl = slice(cfg.start, cfg.start + cfg.n)
+    return Batches(x[sl].float().div(255).to(cfg.device), y[sl].to(cfg.device),
+                   list(range(cfg.start, cfg.start + cfg.n)), cfg.wnll_batch_size, dist)  # fmt: skip
+
+
+def load_victims(
+    cfg: EvalConfig, data_root: str | os.PathLike[str] | None, weights: str | os.PathLike[str] | None
+) -> tuple[list[Victim], Victim]:
+    """The victims of ``cfg`` on the pretrained ResNet-56, and the undefended softmax victim."""
+    backbone = load_pretrained("resnet56", weights=weights).to(cfg.device)
+    wnll = None
+    if "wnll" in cfg.models:
+        images, labels = load_cifar10(data_root, split="train")
+        gen = torch.Generator().manual_seed(cfg.seed)
+        template = balanced_template(images, labels, cfg.template_size // 10, generator=gen)
+        wnll = WNLLNet(backbone, *template, coupling=cfg.coupling, wnll_batch_size=cfg.wnll_batch_size,  # type: ignore[arg-type]
+                       kernel=cfg.kernel).to(cfg.device).eval()  # type: ignore[arg-type]  # fmt: skip
+    victims = build_victims(backbone, wnll, defences=cfg.defences, tvm_options={**cfg.tvm, "seed": cfg.seed})
+    softmax = next((v for v in victims if v.model == "softmax" and v.defence == "none"), None)
+    if softmax is None:
+        softmax = build_victims(backbone, None, defences=("none",), tvm_options={})[0]
+    return victims, softmax
+
+
+def _victim_flags(
+    victims: Sequence[Victim], batches: Batches, eot_samples: int
+) -> dict[tuple[str, str], list[str]]:
+    x, y = batches.get(0)
+    flags = {}
+    for v in victims:
+        view = v.attack_view(eot_samples=eot_samples if v.purifier is not None else 1)
+        flags[v.model, v.defence] = model_flags(v.predict_module, view, x, y, reseed=v.reseed)
+    return flags
+
+
+def finalize(
+    store: RunStore, records: Sequence[CellRecord], victim_flags: dict[tuple[str, str], list[str]]
+) -> str:
+    """Attaches all flags, rewrites the records, writes ``results.md`` and the PNGs; returns the table."""
+    by_key = {**eps_monotonicity_flags(records)}
+    for key, fl in transfer_flags(records).items():
+        by_key.setdefault(key, []).extend(fl)
+    final = []
+    for r in records:
+        flags = sorted(set(victim_flags.get((r.model, r.defence), [])) | set(by_key.get(r.key, [])))
+        if flags != r.flags:
+            r = replace(r, flags=flags)
+            store.put(r)
+        final.append(r)
+    write_plots(final, store.root)
+    return write_markdown(final, store.root / "results.md")
+
+
+def evaluate(
+    cfg: EvalConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    data_root: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    on_cell: Callable[[CellRecord], None] | None = None,
+) -> list[CellRecord]:
+    """Runs the main evaluation grid; see the module docstring. Returns the (finalised) records."""
+    dist = Dist.from_env(cfg.device)
+    specs: list[AttackSpec] = main_specs(
+        eot_samples=cfg.eot_samples, cw_steps=cfg.cw_steps, attacks=cfg.attacks
+    )
+    run_settings = {"run": cfg.to_dict(), "protocol": "main"}
+    if dist.rank == 0:
+        store = RunStore(out_dir, run_settings)
+    dist.barrier()
+    if dist.rank != 0:
+        store = RunStore(out_dir, run_settings)
+    batches = load_batches(cfg, data_root, dist)
+    victims, softmax = load_victims(cfg, data_root, weights)
+    if "wnll" not in cfg.models:
+        specs = [s for s in specs if s.source != "softmax"]
+    records = run_cells(victims=victims, softmax=softmax, specs=specs, eps_values=cfg.eps, batches=batches,
+                        store=store, protocol="main", seed=cfg.seed, run_settings=run_settings, on_cell=on_cell)  # fmt: skip
+    if dist.rank == 0:
+        finalize(store, records, _victim_flags(victims, batches, cfg.eot_samples))
+        records = store.records()
+    dist.barrier()
+    return records

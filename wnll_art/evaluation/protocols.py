@@ -1,0 +1,110 @@
+"""Attack plans: the main job's, the paper's stated protocol, and the adaptive protocol.
+
+The paper protocol follows Wang et al. (2018) as stated: IFGSM 10 steps of size eps, C&W with c = 10 and
+kappa = 0, WNLL attacked through the straight-through surrogate gradient, TVM unseen by the attacker
+(applied after the attack). The adaptive protocol adds what a defence must survive (Athalye et al. 2018;
+Tramer et al. 2020): exact gradients through the WNLL solve, BPDA through TVM with EOT over its masks, the
+surrogate gradient with BPDA + EOT, transfer from the softmax model, and AutoAttack (APGD-CE + APGD-DLR).
+Its robust accuracy for a family (FGSM, IFGSM, CW) is the per-image minimum over the family's paper attack
+and all adaptive attacks, so it can never exceed the paper-protocol number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from wnll_art.evaluation.attacks import (
+    ArtAutoAttack,
+    ArtBIM,
+    ArtCarliniL2,
+    ArtFGSM,
+    FoolboxL2CW,
+    FoolboxLinfPGD,
+)
+from wnll_art.evaluation.engine import AttackSpec
+from wnll_art.evaluation.records import CellRecord
+
+__all__ = ["FAMILIES", "adaptive_minimum", "adaptive_specs", "main_specs", "paper_specs"]
+
+CLEAN = AttackSpec("clean", None)
+# family -> paper spec name
+FAMILIES = {"fgsm": "fgsm", "ifgsm": "ifgsm", "cw_l2": "cw_l2"}
+
+
+def main_specs(
+    *, eot_samples: int, cw_steps: int = 30, attacks: Sequence[str] | None = None
+) -> list[AttackSpec]:
+    """The ``wnll-art evaluate`` plan: white box with exact WNLL gradients and BPDA + EOT through TVM,
+    plus BIM transferred from the softmax model (a gradient-masking check)."""
+    specs = [
+        CLEAN,
+        AttackSpec("fgsm", ArtFGSM(), eot_samples=eot_samples),
+        AttackSpec("bim", ArtBIM(steps=10, step_fraction=0.25), eot_samples=eot_samples),
+        AttackSpec("cw_l2", ArtCarliniL2(steps=cw_steps, learning_rate=0.01), eot_samples=eot_samples),
+        AttackSpec("linf_pgd", FoolboxLinfPGD(steps=20, rel_stepsize=0.1), eot_samples=eot_samples),
+        AttackSpec("fb_cw_l2", FoolboxL2CW(steps=cw_steps, stepsize=0.01), eot_samples=eot_samples),
+        AttackSpec("transfer_bim", ArtBIM(steps=10, step_fraction=0.25), source="softmax", tvm="oblivious"),
+    ]
+    if attacks is None:
+        return specs
+    unknown = set(attacks) - {s.name for s in specs}
+    if unknown:
+        raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {[s.name for s in specs[1:]]}")
+    return [s for s in specs if s.attack is None or s.name in attacks]
+
+
+def paper_specs(*, cw_steps: int = 10) -> list[AttackSpec]:
+    """The paper's stated settings (surrogate gradient on WNLL, TVM unseen by the attacker)."""
+    return [
+        CLEAN,
+        AttackSpec("fgsm", ArtFGSM(), gradient="surrogate", tvm="oblivious"),
+        AttackSpec("ifgsm", ArtBIM(steps=10, step_fraction=1.0), gradient="surrogate", tvm="oblivious"),
+        AttackSpec("cw_l2", ArtCarliniL2(initial_const=10.0, confidence=0.0, steps=cw_steps), gradient="surrogate",
+                   tvm="oblivious"),
+    ]  # fmt: skip
+
+
+def adaptive_specs(*, eot_samples: int, steps: int = 20, cw_steps: int = 30) -> list[AttackSpec]:
+    """The adaptive attacks (all white box against the deployed model unless named ``transfer_``)."""
+    return [
+        AttackSpec("fgsm_exact_eot", ArtFGSM(), eot_samples=eot_samples),
+        AttackSpec("pgd_exact_eot", FoolboxLinfPGD(steps=steps, rel_stepsize=0.1), eot_samples=eot_samples),
+        AttackSpec("ifgsm_exact_eot", ArtBIM(steps=steps, step_fraction=0.1), eot_samples=eot_samples),
+        AttackSpec("ifgsm_surrogate_eot", ArtBIM(steps=steps, step_fraction=0.1), gradient="surrogate",
+                   eot_samples=eot_samples),
+        AttackSpec("cw_l2_exact_eot", ArtCarliniL2(steps=cw_steps, learning_rate=0.01), eot_samples=eot_samples),
+        AttackSpec("transfer_ifgsm", ArtBIM(steps=steps, step_fraction=0.1), source="softmax", tvm="oblivious"),
+        AttackSpec("autoattack", ArtAutoAttack(steps=steps), eot_samples=eot_samples),
+    ]  # fmt: skip
+
+
+def adaptive_minimum(paper: Sequence[CellRecord], adaptive: Sequence[CellRecord]) -> list[CellRecord]:
+    """Per family and eps: the per-image minimum over the paper attack and every adaptive attack.
+
+    Args:
+        paper: Records of the paper protocol.
+        adaptive: Records of the adaptive attacks (protocol ``"adaptive"``).
+
+    Returns:
+        New records with protocol ``"adaptive"`` and attack = the family name.
+    """
+    by_cell: dict[tuple[str, str, float], list[CellRecord]] = {}
+    for r in adaptive:
+        by_cell.setdefault((r.model, r.defence, r.eps), []).append(r)
+    out = []
+    for p in paper:
+        if p.attack not in FAMILIES:
+            continue
+        parts = [p, *by_cell.get((p.model, p.defence, p.eps), [])]
+        correct = [int(all(vals)) for vals in zip(*(r.per_image_correct for r in parts), strict=True)]
+        settings: dict[str, Any] = {"components": sorted(f"{r.protocol}:{r.attack}" for r in parts),
+                                    "run": p.settings.get("run", {})}  # fmt: skip
+        out.append(CellRecord(
+            model=p.model, defence=p.defence, attack=p.attack, eps=p.eps, protocol="adaptive",
+            accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
+            image_indices=p.image_indices, settings=settings, time_s=sum(r.time_s for r in parts),
+            flags=sorted({f for r in parts for f in r.flags}),
+            extra={"component_accuracy": {f"{r.protocol}:{r.attack}": r.accuracy for r in parts}},
+        ))  # fmt: skip
+    return out
