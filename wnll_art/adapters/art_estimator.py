@@ -10,6 +10,8 @@ same function. This class only sets the right defaults and keeps the WNLL batch 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,19 @@ def _num_classes(model: nn.Module) -> int:
     )
 
 
+@contextmanager
+def _input_gradients_only(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad for the duration (input gradients need none; saves ~1/3 of backward)."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     """``PyTorchClassifier`` with the defaults of a :class:`~wnll_art.WNLLNet` (or any [0, 1] image model).
 
@@ -51,7 +66,8 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     attack passes), so predictions are the model's declared setting. Gradients are computed on the batch
     an attack passes: give attacks ``batch_size=model.wnll_batch_size`` (the evaluation harness does).
     Every call's batch size is counted in :attr:`observed_batches` so results can record the coupling
-    actually used.
+    actually used. Gradient calls compute input gradients only (parameters are frozen for the call and
+    restored after), which saves about a third of each backward pass.
 
     Args:
         model: The ``nn.Module`` (images ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` logits or log-scores).
@@ -124,14 +140,16 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     ) -> np.ndarray | torch.Tensor:
         """Gradient of the loss w.r.t. ``x`` (same shape), over the batch exactly as given."""
         self.observed_batches["gradient", len(x)] += 1
-        return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
+        with _input_gradients_only(self.model):
+            return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
 
     def class_gradient(  # type: ignore[override]
         self, x: np.ndarray | torch.Tensor, label: Any = None, training_mode: bool = False, **kwargs: Any
     ) -> np.ndarray:
         """Class gradients ``(N, 1 or C, ...)`` over the batch exactly as given."""
         self.observed_batches["gradient", len(x)] += 1
-        return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
+        with _input_gradients_only(self.model):
+            return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
 
     def settings(self) -> dict[str, object]:
         """``settings()`` of every sub-module that has one, keyed by class name (``"WNLLNet"``,

@@ -178,30 +178,12 @@ def write_markdown(records: Sequence[CellRecord], path: Path, *, title: str = "R
 
 def write_plots(records: Iterable[CellRecord], out_dir: Path) -> list[Path]:
     """Accuracy vs eps, one PNG per (protocol, attack) with a line per (model, defence) (paper Fig. 5)."""
-    import matplotlib
+    from wnll_art.plots import accuracy_vs_eps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups: dict[tuple[str, str], dict[tuple[str, str], list[CellRecord]]] = {}
-    for r in records:
-        if r.attack != "clean":
-            groups.setdefault((r.protocol, r.attack), {}).setdefault((r.model, r.defence), []).append(r)
+    records = list(records)
     paths = []
-    for (protocol, attack), lines in sorted(groups.items()):
-        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-        for (model, defence), recs in sorted(lines.items()):
-            recs = sorted(recs, key=lambda r: r.eps)
-            ax.plot([r.eps for r in recs], [100 * r.accuracy for r in recs], marker="o",
-                    label=f"{model} + {defence}" if defence != "none" else model)  # fmt: skip
-        n = max(r.n for recs in lines.values() for r in recs)
-        ax.set(xlabel="L-inf radius eps (pixel scale [0, 1])", ylabel="accuracy (%)", ylim=(0, 100),
-               title=f"{attack} ({protocol} protocol, n={n})")  # fmt: skip
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
+    for protocol, attack in sorted({(r.protocol, r.attack) for r in records if r.attack != "clean"}):
         path = out_dir / f"accuracy_vs_eps__{protocol}__{attack}.png"
-        fig.savefig(path)
-        plt.close(fig)
+        accuracy_vs_eps(records, attack=attack, protocol=protocol).savefig(path)
         paths.append(path)
     return paths

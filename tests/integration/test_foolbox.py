@@ -1,0 +1,53 @@
+"""Foolbox attacks against `to_foolbox(...)` on a real slice (integration tier)."""
+
+from __future__ import annotations
+
+import foolbox as fb
+import pytest
+import torch
+
+from wnll_art.adapters.foolbox_model import foolbox_accuracy, to_foolbox
+from wnll_art.wnll.model import WNLLNet
+
+pytestmark = pytest.mark.integration
+EPS = 8 / 255
+
+ATTACKS = {
+    "fgsm": (fb.attacks.FGSM(), EPS),
+    "linf_pgd": (fb.attacks.LinfPGD(steps=10, rel_stepsize=0.1), EPS),
+    "l2_cw": (fb.attacks.L2CarliniWagnerAttack(binary_search_steps=2, steps=20, stepsize=0.01, initial_const=1.0), 1.0),
+}
+
+
+def test_wrapper_predictions_equal_module(wnll_model: WNLLNet, clean_slice: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = clean_slice
+    fmodel = to_foolbox(wnll_model)
+    assert fmodel.bounds == (0.0, 1.0)
+    assert not any(p.requires_grad for p in wnll_model.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(fmodel(x), wnll_model(x))
+    expected = float((wnll_model(x).argmax(1) == y).float().mean())
+    assert foolbox_accuracy(fmodel, x, y, batch_size=16) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="eot_samples"):
+        to_foolbox(wnll_model, eot_samples=0)
+    with pytest.raises(TypeError, match="nn.Module"):
+        to_foolbox(lambda z: z)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attack_lowers_softmax_accuracy_and_runs_on_wnll(
+    name: str, pretrained_resnet56: torch.nn.Module, wnll_model: WNLLNet, clean_slice: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    x, y = clean_slice
+    attack, eps = ATTACKS[name]
+    softmax = to_foolbox(pretrained_resnet56)
+    clean = foolbox_accuracy(softmax, x, y)
+    _, clipped, success = attack(softmax, x, y, epsilons=eps)
+    assert foolbox_accuracy(softmax, clipped, y) < clean and bool(success.any())
+    wnll = to_foolbox(wnll_model)
+    _, clipped_w, _ = attack(wnll, x, y, epsilons=eps)
+    assert clipped_w.shape == x.shape and bool(torch.isfinite(clipped_w).all())
+    norms = (clipped_w - x).flatten(1).norm(p=float("inf") if name != "l2_cw" else 2, dim=1)
+    assert float(norms.max()) <= eps + 1e-5
+    if name == "linf_pgd":  # exact gradients through the WNLL solve
+        assert foolbox_accuracy(wnll, clipped_w, y) < foolbox_accuracy(wnll, x, y)

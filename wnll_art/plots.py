@@ -1,0 +1,104 @@
+"""Figures of the paper from tensors and result records (matplotlib only; torchvision not needed).
+
+Wang et al. (2018): Fig. 2 (original / adversarial / TVM images), Fig. 5 (accuracy vs eps). Each function
+returns a ``matplotlib.figure.Figure`` with titled, labelled axes; saving is the caller's choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from wnll_art.evaluation.records import CellRecord
+
+__all__ = ["accuracy_vs_eps", "image_grid", "protocol_comparison"]
+
+
+def _figure(**kwargs: object) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)  # no pyplot state: safe in scripts, tests and notebooks
+
+
+def image_grid(
+    rows: Mapping[str, torch.Tensor],
+    *,
+    labels: Sequence[str] | None = None,
+    title: str = "",
+    max_images: int = 8,
+) -> Figure:
+    """One row per named batch of images (e.g. original / adversarial / TVM), as the paper's Fig. 2.
+
+    Args:
+        rows: Row title -> ``(N, 3, H, W)`` float images in [0, 1] (any device).
+        labels: Optional column titles (e.g. predicted classes), one per image.
+        title: Figure title.
+        max_images: Columns shown.
+    """
+    if not rows:
+        raise ValueError("rows is empty")
+    n = min(max_images, *(len(v) for v in rows.values()))
+    fig = _figure(figsize=(1.4 * n + 1.2, 1.5 * len(rows) + 0.6), dpi=110)
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.imshow(images[c].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+            if r == 0 and labels is not None:
+                ax.set_title(labels[c], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_eps(records: Sequence[CellRecord], *, attack: str, protocol: str = "main") -> Figure:
+    """Accuracy (%) vs eps, one line per (model, defence), for one attack (the paper's Fig. 5)."""
+    lines: dict[tuple[str, str], list[CellRecord]] = {}
+    for r in records:
+        if r.attack == attack and r.protocol == protocol:
+            lines.setdefault((r.model, r.defence), []).append(r)
+    if not lines:
+        raise ValueError(f"no records for attack={attack!r}, protocol={protocol!r}")
+    fig = _figure(figsize=(5, 3.6), dpi=120)
+    ax = fig.subplots()
+    for (model, defence), recs in sorted(lines.items()):
+        recs = sorted(recs, key=lambda r: r.eps)
+        label = model if defence == "none" else f"{model} + {defence}"
+        ax.plot([r.eps for r in recs], [100 * r.accuracy for r in recs], marker="o", label=label)
+    n = max(r.n for recs in lines.values() for r in recs)
+    ax.set(xlabel="L-inf radius eps (pixel scale [0, 1])", ylabel="accuracy (%)", ylim=(-3, 103),
+           title=f"{attack} ({protocol} protocol, n={n})")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def protocol_comparison(records: Sequence[CellRecord], *, eps: float, attacks: Sequence[str]) -> Figure:
+    """Grouped bars: paper-protocol vs adaptive-protocol accuracy per (model, defence, attack) at ``eps``."""
+    index = {(r.protocol, r.model, r.defence, r.attack): r for r in records if abs(r.eps - eps) < 1e-9}
+    groups = sorted({(m, d, a) for (p, m, d, a) in index if p == "paper" and a in attacks})
+    if not groups:
+        raise ValueError(f"no paper-protocol records at eps={eps} for attacks {list(attacks)}")
+    fig = _figure(figsize=(max(5.0, 0.9 * len(groups) + 1.5), 3.8), dpi=120)
+    ax = fig.subplots()
+    xs = range(len(groups))
+    for offset, protocol in ((-0.2, "paper"), (0.2, "adaptive")):
+        values = [100 * index[(protocol, *g)].accuracy if (protocol, *g) in index else 0.0 for g in groups]
+        ax.bar([x + offset for x in xs], values, width=0.4, label=f"{protocol} protocol")
+    ax.set_xticks(list(xs), [f"{m}\n{d}\n{a}" for m, d, a in groups], fontsize=7)
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=f"Paper vs adaptive protocol at eps={eps:g}")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
