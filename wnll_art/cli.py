@@ -27,10 +27,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p = sub.add_parser("evaluate", help="robust accuracy grid (ART + Foolbox attacks), JSON + markdown + PNG",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     p.add_argument("--out", default="results/evaluate", help="results directory (re-running resumes)")
-    p.add_argument(
-        "--n", type=int, default=100, help="test images (--n 10000 --device cuda for the full run)"
-    )
-    p.add_argument("--start", type=int, default=0, help="index of the first test image")
+    # --num-images / --start-index: torchrun's own parser rejects --n and --start as ambiguous abbreviations
+    p.add_argument("--n", "--num-images", dest="n", type=int, default=100,
+                   help="test images (--n 10000 --device cuda for the full run; --num-images under torchrun)")  # fmt: skip
+    p.add_argument("--start", "--start-index", dest="start", type=int, default=0,
+                   help="index of the first test image (--start-index under torchrun)")  # fmt: skip
     p.add_argument("--eps", type=_floats, default=(0.02, 0.04, 0.08), help="L-inf radii, comma-separated")
     p.add_argument("--models", type=_names, default=("softmax", "wnll"))
     p.add_argument("--defences", type=_names, default=("none", "tvm"))
@@ -43,8 +44,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--eot-samples", type=int, default=4, help="EOT draws when attacking through TVM")
     p.add_argument("--cw-steps", type=int, default=30)
     p.add_argument("--tvm-prob", type=float, default=0.5, help="probability that a pixel is kept")
-    p.add_argument("--tvm-lamb", type=float, default=0.03)
-    p.add_argument("--tvm-objective", choices=("art", "isotropic"), default="isotropic")
+    p.add_argument("--tvm-lamb", type=float, default=0.03, help="TV weight (Guo et al.: 0.03)")
+    p.add_argument("--tvm-objective", choices=("art", "isotropic"), default="art")
+    p.add_argument("--tvm-preset", choices=("art-default", "art-100", "converged"), default="art-100")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument(
@@ -63,7 +65,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         n=args.n, start=args.start, eps=args.eps, models=args.models, defences=args.defences, attacks=args.attacks,
         wnll_batch_size=args.wnll_batch_size, template_size=args.template_size, coupling=args.coupling,
         kernel=args.kernel, eot_samples=args.eot_samples, cw_steps=args.cw_steps, seed=args.seed, device=args.device,
-        tvm={"prob": args.tvm_prob, "lamb": args.tvm_lamb, "objective": args.tvm_objective},
+        tvm={"prob": args.tvm_prob, "lamb": args.tvm_lamb, "norm": 2, "objective": args.tvm_objective,
+             "preset": args.tvm_preset},
     )  # fmt: skip
     bar = tqdm(desc="cells", unit="cell", disable=args.no_progress)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from wnll_art.evaluation.records import CellRecord
 
-__all__ = ["accuracy_vs_eps", "image_grid", "protocol_comparison"]
+__all__ = ["accuracy_bars", "accuracy_vs_eps", "image_grid", "protocol_comparison"]
 
 
 def _figure(**kwargs: object) -> Figure:
@@ -98,6 +98,26 @@ def protocol_comparison(records: Sequence[CellRecord], *, eps: float, attacks: S
         ax.bar([x + offset for x in xs], values, width=0.4, label=f"{protocol} protocol")
     ax.set_xticks(list(xs), [f"{m}\n{d}\n{a}" for m, d, a in groups], fontsize=7)
     ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=f"Paper vs adaptive protocol at eps={eps:g}")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_bars(table: Mapping[str, Mapping[str, float]], *, title: str) -> Figure:
+    """Grouped bars: ``table[model][attack]`` accuracy in [0, 1], one group per attack, one bar per model."""
+    if not table:
+        raise ValueError("table is empty")
+    models = list(table)
+    attacks = list(dict.fromkeys(a for row in table.values() for a in row))
+    fig = _figure(figsize=(max(5.0, 1.1 * len(attacks) + 2), 3.6), dpi=120)
+    ax = fig.subplots()
+    width = 0.8 / len(models)
+    for i, model in enumerate(models):
+        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(attacks))]
+        ax.bar(xs, [100 * table[model].get(a, 0.0) for a in attacks], width=width, label=model)
+    ax.set_xticks(range(len(attacks)), attacks)
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=title)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -117,12 +117,19 @@ def _adversarial(
     if spec.attack is None:
         return x
     source = victim if spec.source == "self" else softmax
-    eot = spec.eot_samples if source.purifier is not None else 1
-    view = source.attack_view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot)
+    # EOT only over a randomised purifier (a deterministic one, e.g. JPEG, gives the same draw each time)
+    randomised = source.purifier is not None and getattr(source.purifier, "randomised", True)
+    eot = spec.eot_samples if randomised else 1
+    # Views wrapping a purifier (nn.Sequential, EOTAverage) are built in train mode, and Attack.__call__ restores
+    # the mode it found: without this, attacking through TVM left the shared backbone in train mode (BatchNorm
+    # on batch statistics, running statistics overwritten), corrupting every later cell of both models.
+    view = source.attack_view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot).eval()
     if not spec.attack.eps_independent:
+        source.reseed(seed)  # the purifier's draws during the attack depend on the batch only, not the rank
         return spec.attack(view, x, y, eps=eps, seed=seed)
     key = (spec.name, source.model, source.defence, seed)
     if key not in raw_cache:
+        source.reseed(seed)
         raw_cache[key] = spec.attack(view, x, y, eps=1.0, seed=seed)  # unconstrained, projected below
     return project_linf(raw_cache[key], x, eps)
 

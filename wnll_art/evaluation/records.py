@@ -16,7 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA", "CellRecord", "RunStore", "library_versions", "write_markdown", "write_plots"]
+__all__ = [
+    "SCHEMA",
+    "CellRecord",
+    "RunStore",
+    "library_versions",
+    "read_records",
+    "write_markdown",
+    "write_plots",
+]
 
 SCHEMA = "wnll-art/cell/v1"
 
@@ -187,3 +195,11 @@ def write_plots(records: Iterable[CellRecord], out_dir: Path) -> list[Path]:
         accuracy_vs_eps(records, attack=attack, protocol=protocol).savefig(path)
         paths.append(path)
     return paths
+
+
+def read_records(root: str | os.PathLike[str]) -> list[CellRecord]:
+    """All records under ``root/cells/`` (a results directory of any harness), sorted by file name."""
+    cells = Path(root) / "cells"
+    if not cells.is_dir():
+        raise FileNotFoundError(f"no results at {cells}")
+    return [CellRecord.from_dict(json.loads(p.read_text())) for p in sorted(cells.glob("*.json"))]

@@ -85,7 +85,8 @@ class Victim:
                     from wnll_art.tvm.module import EOTAverage
 
                     view = EOTAverage(view, samples=eot_samples)
-            self._views[key] = view
+            # containers are born in train mode: a view must never put the shared backbone's BatchNorm in train mode
+            self._views[key] = view.eval()
         return self._views[key]
 
     def settings(self) -> dict[str, Any]:

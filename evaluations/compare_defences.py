@@ -1,0 +1,50 @@
+"""WNLL + TVM against ART's JpegCompression, SpatialSmoothing, FeatureSqueezing and TotalVarMin (and our TVM,
+and no defence) on the same model, attacks and images.
+
+Run ``python evaluations/compare_defences.py --help``; see ``evaluations/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "compare_defences"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parses ``argv`` and runs :func:`wnll_art.evaluation.defence_comparison.compare_defences`."""
+    from wnll_art.evaluation.defence_comparison import DEFAULT_ATTACKS, DEFENCES
+    from wnll_art.evaluation.tables import run_script, script_config, script_parser
+
+    p = script_parser(PROG, __doc__ or "", n=50, eps=(0.02, 0.04, 0.08), defences=DEFENCES,
+                      defences_help=f"defences among {','.join(DEFENCES)}", out="results/compare_defences")  # fmt: skip
+    p.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS),
+                   help="comma-separated adaptive attacks (also pgd_exact_eot, cw_l2_exact_eot, autoattack, "
+                        "ifgsm_surrogate_eot)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=10, help="iterations of the iterative attacks")
+    p.add_argument(
+        "--defence-options",
+        type=json.loads,
+        default=None,
+        help='JSON overrides, e.g. \'{"jpeg": {"quality": 50}, "art_tvm": {"max_iter": 5}}\'',
+    )
+    args = p.parse_args(argv)
+
+    def body() -> None:
+        from wnll_art.evaluation.defence_comparison import compare_defences
+
+        compare_defences(script_config(args, defences=("none",)), out_dir=args.out, data_root=args.data_root,
+                         weights=args.weights, defences=args.defences, steps=args.steps,
+                         attacks=[a for a in args.attacks.split(",") if a], defence_options=args.defence_options)  # fmt: skip
+        if os.environ.get("RANK", "0") == "0":
+            print((Path(args.out) / "compare_defences.md").read_text())
+
+    return run_script(body, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

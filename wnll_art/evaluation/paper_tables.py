@@ -1,0 +1,355 @@
+"""The paper's tables: Table 2 (robust accuracy, paper vs adaptive protocol) and Table 1 (transfer).
+
+B. Wang et al., "Adversarial Defense via Data Dependent Activation Function and Total Variation
+Minimization", arXiv:1809.08516 (2018), Tables 1 and 2. The adaptive protocol follows A. Athalye, N. Carlini,
+D. Wagner (ICML 2018) and F. Tramer et al. (NeurIPS 2020); see :mod:`wnll_art.evaluation.protocols`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wnll_art.evaluation.checks import eps_monotonicity_flags
+from wnll_art.evaluation.engine import AttackSpec, Batches, Dist, _adversarial, derive_seed, run_cells
+from wnll_art.evaluation.harness import EvalConfig, _victim_flags, load_batches, load_victims
+from wnll_art.evaluation.protocols import CLEAN, FAMILIES, adaptive_minimum, adaptive_specs, paper_specs
+from wnll_art.evaluation.records import CellRecord, RunStore, write_plots
+from wnll_art.evaluation.tables import (
+    attach_flags,
+    open_store,
+    pct,
+    specs_for_victim,
+    stronger_flags,
+    tvm_available,
+)
+from wnll_art.evaluation.victims import Victim, predict_labels
+from wnll_art.zoo import load_pretrained, sha256_file
+
+__all__ = ["ProtocolRecords", "defense_table", "transfer_table"]
+
+OnCell = Callable[[CellRecord], None] | None
+
+
+@dataclass
+class ProtocolRecords:
+    """The records of one training-data variant: paper protocol, adaptive attacks, adaptive minima."""
+
+    paper: list[CellRecord]
+    adaptive_attacks: list[CellRecord]
+    adaptive: list[CellRecord]
+
+
+def _check_tvm(cfg: EvalConfig) -> None:
+    unknown = set(cfg.defences) - {"none", "tvm"}
+    if unknown:
+        raise ValueError(f"unknown defences {sorted(unknown)}; choose from none,tvm")
+    if "tvm" in cfg.defences and not tvm_available():
+        raise ValueError("the TVM purifier (wnll_art.tvm) is not importable; run with --defences none")
+
+
+def _training_data(
+    checkpoints: Mapping[str, os.PathLike[str] | str],
+) -> list[tuple[str, Path | None, dict[str, Any]]]:
+    out: list[tuple[str, Path | None, dict[str, Any]]] = [("original", None, {"weights": "zoo:resnet56"})]
+    for name, path in checkpoints.items():
+        p = Path(path)
+        out.append((name, p, {"weights": str(p.resolve()), "sha256": sha256_file(p)}))
+    return out
+
+
+def defense_table(
+    cfg: EvalConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    data_root: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    checkpoints: Mapping[str, str | os.PathLike[str]] | None = None,
+    steps: int = 20,
+    paper_cw_steps: int = 10,
+    adaptive_attacks: Sequence[str] | None = None,
+    on_cell: OnCell = None,
+) -> dict[str, ProtocolRecords]:
+    """The paper's Table 2 in the paper protocol and the adaptive protocol, side by side.
+
+    For each training-data variant ("original": the zoo ResNet-56; plus every ``checkpoints`` entry, a
+    ResNet-56 state dict trained on other data), softmax and WNLL (template ``cfg.template_size``, WNLL batch
+    ``cfg.wnll_batch_size``) with each defence of ``cfg.defences`` are attacked by FGSM, IFGSM and C&W-L2 at
+    each ``cfg.eps`` under :func:`~wnll_art.evaluation.protocols.paper_specs`, then by
+    :func:`~wnll_art.evaluation.protocols.adaptive_specs`; the adaptive number of a family is the per-image
+    minimum over its paper attack and every adaptive attack, so it never exceeds the paper number.
+
+    Writes ``out_dir/<training data>/`` (a :class:`RunStore`: ``run.json``, ``cells/*.json`` for protocols
+    ``paper`` and ``adaptive``, ``accuracy_vs_eps__*.png``) and ``out_dir/defense_table.md``. Resumable and
+    shardable over ``torchrun`` processes like ``wnll-art evaluate``.
+
+    Args:
+        cfg: Images, eps, defences, WNLL, TVM, EOT and C&W (adaptive) settings; ``cfg.attacks`` is unused.
+        out_dir: Results directory.
+        data_root: CIFAR-10 root.
+        weights: The zoo ResNet-56 file (``None``: the torch hub cache).
+        checkpoints: ``{name: path}`` of ResNet-56 state dicts trained on other data (loaded without the
+            zoo's hash check). The paper also trains on TVM images; give such checkpoints here.
+        steps: Iterations of the adaptive iterative attacks (PGD, IFGSM, APGD).
+        paper_cw_steps: C&W steps in the paper protocol (the authors' code: 10).
+        adaptive_attacks: Subset of the adaptive attack names (default: all).
+        on_cell: Called with each finished record.
+
+    Returns:
+        ``{training data: ProtocolRecords}`` (on every rank).
+    """
+    _check_tvm(cfg)
+    if steps < 1 or paper_cw_steps < 1:
+        raise ValueError(f"steps and paper_cw_steps must be >= 1, got {steps} and {paper_cw_steps}")
+    adaptive = adaptive_specs(eot_samples=cfg.eot_samples, steps=steps, cw_steps=cfg.cw_steps)
+    if adaptive_attacks is not None:
+        unknown = set(adaptive_attacks) - {s.name for s in adaptive}
+        if unknown or not adaptive_attacks:
+            raise ValueError(
+                f"unknown adaptive attacks {sorted(unknown)}; choose from {[s.name for s in adaptive]}"
+            )
+        adaptive = [s for s in adaptive if s.name in adaptive_attacks]
+    paper = paper_specs(cw_steps=paper_cw_steps)
+    variants = _training_data(checkpoints or {})
+    dist = Dist.from_env(cfg.device)
+    batches = load_batches(cfg, data_root, dist)
+    results = {}
+    for name, path, origin in variants:
+        backbone = None if path is None else load_pretrained("resnet56", weights=path, check_hash=False)
+        victims, softmax = load_victims(cfg, data_root, weights, backbone=backbone)
+        settings = {"run": cfg.to_dict(), "protocol": "defense_table", "training_data": name, **origin,
+                    "paper": [s.settings() for s in paper], "adaptive": [s.settings() for s in adaptive]}  # fmt: skip
+        store = open_store(Path(out_dir) / name, settings, dist)
+        common: dict[str, Any] = dict(softmax=softmax, eps_values=cfg.eps, batches=batches, store=store, seed=cfg.seed,
+                                      run_settings=settings, on_cell=on_cell)  # fmt: skip
+        paper_records = run_cells(victims=victims, specs=paper, protocol="paper", **common)
+        attack_records = [r for v in victims
+                          for r in run_cells(victims=[v], specs=specs_for_victim(v, adaptive), protocol="adaptive", **common)]  # fmt: skip
+        results[name] = _finish(store, victims, batches, cfg, paper_records, attack_records, name)
+    if dist.rank == 0:
+        _write_defense_markdown(results, Path(out_dir) / "defense_table.md", cfg, steps, paper_cw_steps)
+    dist.barrier()
+    return results
+
+
+def _finish(
+    store: RunStore, victims: Sequence[Victim], batches: Batches, cfg: EvalConfig,
+    paper: list[CellRecord], attacks: list[CellRecord], name: str,
+) -> ProtocolRecords:  # fmt: skip
+    """Flags, adaptive minima and plots (rank 0 writes; every rank returns the same records)."""
+    cell = eps_monotonicity_flags([*paper, *attacks])
+    # the paper's attacks (surrogate gradient, TVM unseen) relabelled so they can challenge the adaptive ones
+    relabelled = [replace(r, protocol="adaptive", attack=f"paper_{r.attack}") for r in paper]
+    checks = [("ifgsm_exact_eot", "transfer_ifgsm", "black_box_stronger", "transfer beats white box"),
+              ("ifgsm_exact_eot", "ifgsm_surrogate_eot", "surrogate_stronger", "exact WNLL gradient weaker than the straight-through one"),
+              ("fgsm_exact_eot", "paper_fgsm", "paper_attack_stronger", "surrogate / TVM-oblivious FGSM beats exact + BPDA + EOT")]  # fmt: skip
+    for reference, challenger, flag, why in checks:
+        found = stronger_flags(
+            [*attacks, *relabelled], reference=reference, challenger=challenger, flag=flag, why=why
+        )
+        for key, fl in found.items():
+            cell.setdefault(key, []).extend(fl)
+    rank0 = batches.dist.rank == 0
+    vflags = _victim_flags(victims, batches, cfg.eot_samples)
+    paper = attach_flags(store if rank0 else None, paper, victim_flags=vflags, cell_flags=cell)
+    attacks = attach_flags(store if rank0 else None, attacks, victim_flags=vflags, cell_flags=cell)
+    minima = [
+        replace(r, settings={**r.settings, "training_data": name}) for r in adaptive_minimum(paper, attacks)
+    ]
+    if rank0:
+        for r in minima:
+            store.put(r)
+        write_plots([*paper, *minima], store.root)
+    batches.dist.barrier()
+    return ProtocolRecords(paper, attacks, minima)
+
+
+def _write_defense_markdown(
+    results: Mapping[str, ProtocolRecords], path: Path, cfg: EvalConfig, steps: int, paper_cw_steps: int
+) -> str:
+    eps_values = sorted(cfg.eps)
+    head = (
+        "| training data | model | defence | attack | clean | "
+        + " | ".join(f"eps={e:g}" for e in eps_values)
+        + " |"
+    )
+    lines = ["# Robust accuracy (%), paper protocol / adaptive protocol (the paper's Table 2)", "",
+             "Each cell: **paper / adaptive**. Paper protocol: the paper's stated settings (IFGSM 10 steps of size "
+             f"eps, C&W c=10 kappa=0 with {paper_cw_steps} steps, straight-through surrogate gradient on WNLL, TVM "
+             "unseen by the attacker). Adaptive: per image, the minimum over the family's paper attack and every "
+             f"adaptive attack (exact WNLL gradient, BPDA + EOT({cfg.eot_samples}) through TVM, surrogate + EOT, "
+             f"transfer from softmax, AutoAttack; {steps} steps), so adaptive <= paper by construction.", "",
+             head, "|" + "---|" * (5 + len(eps_values))]  # fmt: skip
+    for name, recs in results.items():
+        clean = {(r.model, r.defence): r for r in recs.paper if r.attack == "clean"}
+        ada = {(r.model, r.defence, r.attack, r.eps): r for r in recs.adaptive}
+        for model, defence in sorted(clean):
+            for family in FAMILIES:
+                cells = []
+                for e in eps_values:
+                    p = next(
+                        (
+                            r
+                            for r in recs.paper
+                            if (r.model, r.defence, r.attack, r.eps) == (model, defence, family, e)
+                        ),
+                        None,
+                    )
+                    a = ada.get((model, defence, family, e))
+                    cells.append(f"{pct(p.accuracy) if p else '-'} / {pct(a.accuracy) if a else '-'}")
+                lines.append(f"| {name} | {model} | {defence} | {family} | {pct(clean[model, defence].accuracy)} | "
+                             + " | ".join(cells) + " |")  # fmt: skip
+    lines += ["", "## Adaptive attacks (components of the adaptive numbers)", "",
+              "| training data | model | defence | attack | " + " | ".join(f"eps={e:g}" for e in eps_values) + " |",
+              "|" + "---|" * (4 + len(eps_values))]  # fmt: skip
+    for name, recs in results.items():
+        rows: dict[tuple[str, str, str], dict[float, CellRecord]] = {}
+        for r in recs.adaptive_attacks:
+            rows.setdefault((r.model, r.defence, r.attack), {})[r.eps] = r
+        for (model, defence, attack), cells_by_eps in sorted(rows.items()):
+            vals = [pct(cells_by_eps[e].accuracy) if e in cells_by_eps else "-" for e in eps_values]
+            lines.append(f"| {name} | {model} | {defence} | {attack} | " + " | ".join(vals) + " |")
+    flags = sorted({(name, r.protocol, r.model, r.defence, r.attack, f) for name, recs in results.items()
+                    for r in [*recs.paper, *recs.adaptive_attacks] for f in r.flags})  # fmt: skip
+    lines += ["", "## Flags (gradient masking and sanity checks)", ""]
+    lines += [f"- {n}/{p}/{m}/{d}/{a}: {f}" for n, p, m, d, a, f in flags] or ["- none"]
+    others = [n for n in results if n != "original"]
+    lines += ["", "## Training data", "",
+              f"- available: {', '.join(results)}" + ("" if others else " (only 'original', the public pretrained "
+              "ResNet-56, was available; the paper's TVM-trained variants need checkpoints passed with --checkpoint NAME=PATH)"),
+              f"- images per cell: {cfg.n} (test indices {cfg.start}..{cfg.start + cfg.n - 1}); WNLL batch "
+              f"{cfg.wnll_batch_size}, template {cfg.template_size}, coupling {cfg.coupling}, kernel {cfg.kernel}, "
+              f"seed {cfg.seed}; TVM {cfg.tvm}", "- records: <training data>/cells/*.json; settings: <training data>/run.json", ""]  # fmt: skip
+    text = "\n".join(lines)
+    path.write_text(text)
+    return text
+
+
+# ------------------------------------------------------------------------------------------ Table 1
+def transfer_table(
+    cfg: EvalConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    data_root: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    gradient: str = "surrogate",
+    attacks: Sequence[str] = ("fgsm", "ifgsm", "cw_l2"),
+    paper_cw_steps: int = 10,
+    on_cell: OnCell = None,
+) -> list[CellRecord]:
+    """The paper's Table 1: adversarials crafted on softmax or WNLL, classified by every victim.
+
+    Attacks are the paper protocol's (:func:`~wnll_art.evaluation.protocols.paper_specs`), crafted white box
+    on the undefended source model; ``gradient`` is the WNLL gradient used when the source is WNLL
+    (``"surrogate"``: the paper's straight-through estimator; ``"exact"``: through the WNLL solve). Targets
+    are softmax and WNLL with each defence of ``cfg.defences`` (TVM, if any, is unseen by the attacker).
+    Records: protocol ``"transfer"``, attack ``"<attack>_from_<source>"``, model/defence = the target; the
+    source = target cells are the white-box references. Writes ``out_dir/`` (a :class:`RunStore`) and
+    ``out_dir/transfer_table.md``. Resumable and shardable.
+
+    Returns:
+        All records (clean ones included).
+    """
+    _check_tvm(cfg)
+    if "none" not in cfg.defences:
+        raise ValueError(
+            "defences must include 'none' (the adversarials are crafted on the undefended models)"
+        )
+    if gradient not in ("exact", "surrogate"):
+        raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
+    specs = {s.name: s for s in paper_specs(cw_steps=paper_cw_steps) if s.attack is not None}
+    if not attacks or set(attacks) - set(specs):
+        raise ValueError(f"attacks must be a non-empty subset of {sorted(specs)}, got {list(attacks)}")
+    crafting = [replace(specs[a], gradient=gradient) for a in specs if a in attacks]  # type: ignore[arg-type]
+    dist = Dist.from_env(cfg.device)
+    settings = {"run": cfg.to_dict(), "protocol": "transfer_table", "gradient": gradient,
+                "attacks": [s.settings() for s in crafting]}  # fmt: skip
+    store = open_store(out_dir, settings, dist)
+    batches = load_batches(cfg, data_root, dist)
+    victims, softmax = load_victims(cfg, data_root, weights)
+    records = run_cells(victims=victims, softmax=softmax, specs=[CLEAN], eps_values=cfg.eps, batches=batches,
+                        store=store, protocol="transfer", seed=cfg.seed, run_settings=settings, on_cell=on_cell)  # fmt: skip
+    for source in (v for v in victims if v.defence == "none"):
+        for spec in crafting:
+            raw_cache: dict[Any, torch.Tensor] = {}  # C&W runs once per batch, projected onto each eps
+            for eps in cfg.eps:
+                cells = _transfer_cells(source, spec, eps, victims, softmax, batches, store, cfg.seed, settings,
+                                        raw_cache)  # fmt: skip
+                for r in cells:
+                    if on_cell is not None:
+                        on_cell(r)
+                records += cells
+    if dist.rank == 0:
+        _write_transfer_markdown(records, Path(out_dir) / "transfer_table.md", cfg, gradient)
+    dist.barrier()
+    return records
+
+
+def _transfer_cells(
+    source: Victim, spec: AttackSpec, eps: float, targets: Sequence[Victim], softmax: Victim, batches: Batches,
+    store: RunStore, seed: int, settings: dict[str, Any], raw_cache: dict[Any, torch.Tensor],
+) -> list[CellRecord]:  # fmt: skip
+    name = f"{spec.name}_from_{source.model}"
+    keys = [f"transfer__{t.model}__{t.defence}__{name}__eps{eps:.4f}" for t in targets]
+    stored = [store.get(k) for k in keys]
+    if all(r is not None for r in stored):
+        return [r for r in stored if r is not None]
+    start = time.perf_counter()
+    mine: dict[int, list[list[int]]] = {}
+    for b in batches.mine():
+        x, y = batches.get(b)
+        attack_seed = derive_seed(seed, "transfer", source.model, spec.name, b)
+        x_adv = _adversarial(spec, source, softmax, x, y, eps, attack_seed, raw_cache)
+        mine[b] = []
+        for t in targets:
+            t.reseed(derive_seed(seed, "predict", b, name, eps))
+            mine[b].append((predict_labels(t.predict_module, x_adv) == y).int().tolist())
+    merged = {b: c for part in batches.dist.gather(mine) for b, c in part.items()}
+    elapsed = time.perf_counter() - start
+    out = []
+    for i, t in enumerate(targets):
+        correct = [c for b in sorted(merged) for c in merged[b][i]]
+        rec = CellRecord(
+            model=t.model, defence=t.defence, attack=name, eps=eps, protocol="transfer",
+            accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
+            image_indices=batches.indices, time_s=elapsed,
+            settings={**settings, "victim": t.settings(), "source": source.settings(), "spec": spec.settings()},
+            extra={"source": source.model, "white_box": t.model == source.model and t.defence == "none"},
+        )  # fmt: skip
+        if batches.dist.rank == 0:
+            store.put(rec)
+        out.append(rec)
+    batches.dist.barrier()
+    return out
+
+
+def _write_transfer_markdown(
+    records: Sequence[CellRecord], path: Path, cfg: EvalConfig, gradient: str
+) -> str:
+    targets = sorted({(r.model, r.defence) for r in records}, key=lambda md: (md[1] != "none", md))
+    labels = [m if d == "none" else f"{m} + {d}" for m, d in targets]
+    index = {(r.model, r.defence, r.attack, r.eps): r for r in records}
+    lines = ["# Transfer of adversarial examples between activations (%; the paper's Table 1)", "",
+             f"Rows: attack crafted white box on the source model (paper-protocol attacks; WNLL gradient: {gradient}). "
+             "Columns: accuracy of each classifier on those images (source = column: white-box reference).", "",
+             "| attack | crafted on | eps | " + " | ".join(labels) + " |", "|" + "---|" * (3 + len(labels)),
+             "| clean | - | 0 | " + " | ".join(pct(index[m, d, "clean", 0.0].accuracy) for m, d in targets) + " |"]  # fmt: skip
+    rows = sorted({(r.attack, r.eps) for r in records if r.attack != "clean"})
+    for attack, eps in rows:
+        base, _, source = attack.partition("_from_")
+        vals = [
+            pct(index[m, d, attack, eps].accuracy) if (m, d, attack, eps) in index else "-"
+            for m, d in targets
+        ]
+        lines.append(f"| {base} | {source} | {eps:g} | " + " | ".join(vals) + " |")
+    lines += ["", f"Images per cell: {cfg.n}; WNLL batch {cfg.wnll_batch_size}, template {cfg.template_size}, "
+              f"seed {cfg.seed}. Records: cells/*.json; settings: run.json.", ""]  # fmt: skip
+    text = "\n".join(lines)
+    path.write_text(text)
+    return text
