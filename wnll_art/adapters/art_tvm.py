@@ -1,0 +1,209 @@
+"""ART preprocessor for TVM input purification: a fast, differentiable drop-in for ``TotalVarMin``.
+
+References:
+    C. Guo, M. Rana, M. Cisse, L. van der Maaten, "Countering Adversarial Images using Input
+    Transformations", ICLR 2018 (the defence).
+    B. Wang, A. T. Lin, Z. Shi, W. Zhu, P. Yin, A. L. Bertozzi, S. J. Osher, "Adversarial Defense via
+    Data Dependent Activation Function and Total Variation Minimization", arXiv:1809.08516 (2018).
+    A. Athalye, N. Carlini, D. Wagner, "Obfuscated Gradients Give a False Sense of Security", ICML 2018
+    (BPDA and EOT: how the gradients below are meant to be used by attacks).
+
+Thin: the algorithm is :func:`wnll_art.tvm.solver.total_variation_minimize`. Differences from ART's
+``TotalVarMin``: ADMM instead of L-BFGS-B (``max_iter`` counts ADMM iterations; 3 already reach a
+lower ``_loss_func`` value than ART's default 10 L-BFGS-B iterations on >= 99 % of CIFAR-10 images),
+whole batches in PyTorch on the input's device, explicit seeding, NCHW by default, gradients by BPDA or
+unrolling, and the result keeps the input's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from torch import Tensor
+
+from wnll_art._checks import check_positive_int
+from wnll_art.tvm.masks import make_generator
+from wnll_art.tvm.solver import (
+    check_clip_values,
+    check_tvm_options,
+    resolve_iterations,
+    total_variation_minimize,
+)
+
+__all__ = ["TotalVarMinimization"]
+
+_SMALL_CHANNELS = (1, 3)
+
+
+class TotalVarMinimization(PreprocessorPyTorch):
+    """TVM purification (Guo et al. 2018) as an ART ``PreprocessorPyTorch``.
+
+    Args:
+        prob: Probability that a pixel value is kept (ART's meaning: 0.3 keeps 30 %), drawn per pixel
+            and channel.
+        norm: ART's ``norm`` (positive int p of the row / column p-norms of the ``"art"`` objective).
+        lamb: ART's ``lamb``, TV weight ``>= 0``.
+        max_iter: ADMM iterations (ART counts L-BFGS-B iterations); exclusive with ``preset``;
+            ``None`` with ``preset=None`` means ``"art-default"``.
+        clip_values: ``(min, max)``: inputs must lie in it and results are clipped to it, as in ART.
+        apply_fit: Apply when fitting.
+        apply_predict: Apply when predicting.
+        verbose: Show a progress bar over chunks.
+        seed: Seeds the mask generator (successive calls still draw new masks); ``None``: OS entropy.
+        generator: A ``torch.Generator`` to draw masks from (overrides ``seed``).
+        objective: ``"art"`` (ART's ``_loss_func``, exactly) or ``"isotropic"``.
+        preset: ``"art-default"``, ``"art-100"`` or ``"converged"`` (3, 20, 300 iterations).
+        gradient: ``"bpda"`` (identity backward) or ``"unrolled"`` (autograd through the iterations).
+        eot_samples: Masks per image for loss gradients (EOT): when ``forward`` runs with autograd on
+            and labels ``y`` (ART's ``loss_gradient``), the batch and ``y`` are tiled ``eot_samples``
+            times (image by image, like ART's ``EoTPyTorch``) so the classifier's loss averages over
+            masks; predictions (no autograd) and label-free calls use one mask per image.
+        channels_first: ``True``: ``(N, C, H, W)``; ``False``: ``(N, H, W, C)`` as ART's ``TotalVarMin``.
+        chunk_size: Images per solver call (``None``: 64 on CPU, whole batch elsewhere).
+        compile: ``torch.compile`` the ADMM iteration (eager fallback with a warning).
+        device_type: ``"gpu"`` or ``"cpu"``: where NumPy inputs of ``__call__`` are processed.
+
+    Example:
+        >>> tvm = TotalVarMinimization(clip_values=(0.0, 1.0), seed=0)
+        >>> clf = PyTorchClassifier(model, loss, input_shape=(3, 32, 32), nb_classes=10,
+        ...                         clip_values=(0.0, 1.0), preprocessing_defences=[tvm])
+    """
+
+    params = [
+        "prob", "norm", "lamb", "max_iter", "clip_values", "verbose", "objective", "preset",
+        "gradient", "eot_samples", "channels_first", "chunk_size", "compile",
+    ]  # fmt: skip
+
+    def __init__(
+        self,
+        prob: float = 0.3,
+        norm: int = 2,
+        lamb: float = 0.5,
+        max_iter: int | None = None,
+        clip_values: tuple[float, float] | None = None,
+        apply_fit: bool = False,
+        apply_predict: bool = True,
+        verbose: bool = False,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        objective: str = "art",
+        preset: str | None = None,
+        gradient: str = "bpda",
+        eot_samples: int = 1,
+        channels_first: bool = True,
+        chunk_size: int | None = None,
+        compile: bool = False,  # noqa: A002 - mirrors total_variation_minimize
+        device_type: str = "gpu",
+    ) -> None:
+        super().__init__(
+            device_type=device_type, is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict
+        )
+        self.prob, self.norm, self.lamb, self.max_iter = prob, norm, lamb, max_iter
+        self.clip_values, self.verbose, self.objective, self.preset = clip_values, verbose, objective, preset
+        self.gradient, self.eot_samples, self.channels_first = gradient, eot_samples, channels_first
+        self.chunk_size, self.compile = chunk_size, compile
+        self.generator = generator if generator is not None else make_generator(seed)
+        self._check_params()
+
+    def _check_params(self) -> None:
+        resolve_iterations(self.max_iter, self.preset)
+        check_tvm_options(self.prob, self.norm, self.lamb, self.objective, self.gradient)
+        check_clip_values(self.clip_values)
+        check_positive_int(self.eot_samples, "eot_samples")
+        if self.chunk_size is not None:
+            check_positive_int(self.chunk_size, "chunk_size")
+        for name in ("verbose", "channels_first", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if not isinstance(self.generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(self.generator).__name__}")
+
+    def _to_nchw(self, x: Tensor) -> Tensor:
+        """Catches NCHW / NHWC mix-ups and returns an NCHW view (the solver checks the values)."""
+        layout = "(N, C, H, W)" if self.channels_first else "(N, H, W, C)"
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor {layout}, got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"x must have shape {layout}, got shape {tuple(x.shape)}")
+        want, other = (1, 3) if self.channels_first else (3, 1)
+        if x.shape[want] not in _SMALL_CHANNELS and x.shape[other] in _SMALL_CHANNELS:
+            given = "(N, H, W, C)" if self.channels_first else "(N, C, H, W)"
+            raise ValueError(
+                f"x of shape {tuple(x.shape)} looks like {given}, but this TotalVarMinimization has "
+                f"channels_first={self.channels_first}; transpose x or construct it with "
+                f"channels_first={not self.channels_first}"
+            )
+        return x if self.channels_first else x.permute(0, 3, 1, 2)
+
+    def _from_nchw(self, z: Tensor) -> Tensor:
+        return z if self.channels_first else z.permute(0, 2, 3, 1)
+
+    def _purify(self, x_nchw: Tensor) -> Tensor:
+        return total_variation_minimize(
+            x_nchw, prob=self.prob, norm=self.norm, lamb=self.lamb, objective=self.objective,  # type: ignore[arg-type]
+            max_iter=self.max_iter, preset=self.preset, generator=self.generator,
+            clip_values=self.clip_values, gradient=self.gradient, chunk_size=self.chunk_size,  # type: ignore[arg-type]
+            compile=self.compile, progress=self.verbose,
+        )  # fmt: skip
+
+    def forward(self, x: Tensor, y: Any | None = None) -> tuple[Tensor, Any | None]:
+        """Purifies a batch in PyTorch (ART's all-PyTorch path; autograd per ``gradient``).
+
+        Args:
+            x: Images ``(N, C, H, W)`` (``(N, H, W, C)`` if ``channels_first=False``), floating,
+                finite, within ``clip_values``; any device.
+            y: Labels, passed through (tiled with ``x`` under EOT, see the class docstring).
+
+        Returns:
+            ``(x_purified, y)``: same layout, dtype and device as ``x`` (batch ``N * eot_samples``
+            under EOT).
+        """
+        x_nchw = self._to_nchw(x)
+        if self.eot_samples > 1 and y is not None and x.requires_grad and torch.is_grad_enabled():
+            x_nchw = x_nchw.repeat_interleave(self.eot_samples, dim=0)
+            y = y.repeat_interleave(self.eot_samples, dim=0) if isinstance(y, Tensor) else np.repeat(
+                y, self.eot_samples, axis=0)  # fmt: skip
+        return self._from_nchw(self._purify(x_nchw)), y
+
+    def estimate_forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Differentiable estimate used by ART for gradients: the purified batch with ``gradient``'s
+        backward (BPDA: identity); for ``"unrolled"`` the mean over ``eot_samples`` masks.
+
+        Args:
+            x: Images in this preprocessor's layout, shape ``(N, ...)``, floating.
+            y: Unused.
+
+        Returns:
+            Same shape, dtype and device as ``x``.
+        """
+        x_nchw = self._to_nchw(x)
+        samples = self.eot_samples if self.gradient == "unrolled" else 1
+        z = torch.stack([self._purify(x_nchw) for _ in range(samples)]).mean(0) if samples > 1 else (
+            self._purify(x_nchw))  # fmt: skip
+        return self._from_nchw(z)
+
+    def __call__(self, x: np.ndarray, y: Any | None = None) -> tuple[np.ndarray, Any | None]:
+        """Purifies a NumPy batch (standalone use).
+
+        Args:
+            x: Floating array ``(N, C, H, W)`` (``(N, H, W, C)`` if ``channels_first=False``).
+            y: Labels, returned unchanged.
+
+        Returns:
+            ``(x_purified, y)`` with ``x_purified`` a new array of ``x``'s shape and dtype.
+        """
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"x must be a numpy.ndarray, got {type(x).__name__} (use forward for tensors)")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(
+                f"x must be a floating-point array, got dtype {x.dtype} (convert uint8 images with "
+                "x.astype(np.float32) / 255)"
+            )
+        x_t = torch.tensor(x, device=self.device)  # a copy: the caller's array is never shared
+        with torch.no_grad():
+            z, _ = self.forward(x_t)
+        return z.cpu().numpy().astype(x.dtype, copy=False), y
