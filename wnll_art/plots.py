@@ -95,9 +95,10 @@ def protocol_comparison(records: Sequence[CellRecord], *, eps: float, attacks: S
     xs = range(len(groups))
     for offset, protocol in ((-0.2, "paper"), (0.2, "adaptive")):
         values = [100 * index[(protocol, *g)].accuracy if (protocol, *g) in index else 0.0 for g in groups]
-        ax.bar([x + offset for x in xs], values, width=0.4, label=f"{protocol} protocol")
+        bars = ax.bar([x + offset for x in xs], values, width=0.4, label=f"{protocol} protocol")
+        ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
     ax.set_xticks(list(xs), [f"{m}\n{d}\n{a}" for m, d, a in groups], fontsize=7)
-    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=f"Paper vs adaptive protocol at eps={eps:g}")
+    ax.set(ylabel="accuracy (%)", ylim=(0, 108), title=f"Paper vs adaptive protocol at eps={eps:g}")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -115,9 +116,10 @@ def accuracy_bars(table: Mapping[str, Mapping[str, float]], *, title: str) -> Fi
     width = 0.8 / len(models)
     for i, model in enumerate(models):
         xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(attacks))]
-        ax.bar(xs, [100 * table[model].get(a, 0.0) for a in attacks], width=width, label=model)
+        bars = ax.bar(xs, [100 * table[model].get(a, 0.0) for a in attacks], width=width, label=model)
+        ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
     ax.set_xticks(range(len(attacks)), attacks)
-    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=title)
+    ax.set(ylabel="accuracy (%)", ylim=(0, 108), title=title)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -110,9 +110,11 @@ def test_adaptive_never_above_paper_and_attacks_bite(table_dir: Path) -> None:
         assert a.accuracy <= p.accuracy, (model, defence, attack, eps)
         # the minimum is recomputed from the component records on disk, not trusted
         parts = [
-            index[c.split(":")[0], model, defence, c.split(":")[1], eps] for c in a.settings["components"]
+            index[c.split(":")[0], model, defence, c.split(":")[1], 0.0 if c == "paper:clean" else eps]
+            for c in a.settings["components"]
         ]
-        assert f"paper:{attack}" in a.settings["components"] and len(parts) >= 3
+        assert f"paper:{attack}" in a.settings["components"] and "paper:clean" in a.settings["components"]
+        assert len(parts) >= 4
         assert a.per_image_correct == [
             int(all(v)) for v in zip(*(r.per_image_correct for r in parts), strict=True)
         ]

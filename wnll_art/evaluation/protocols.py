@@ -80,7 +80,7 @@ def adaptive_specs(*, eot_samples: int, steps: int = 20, cw_steps: int = 30) -> 
 
 
 def adaptive_minimum(paper: Sequence[CellRecord], adaptive: Sequence[CellRecord]) -> list[CellRecord]:
-    """Per family and eps: the per-image minimum over the paper attack and every adaptive attack.
+    """Per family and eps: the per-image minimum over clean accuracy, the paper attack and every adaptive attack.
 
     Args:
         paper: Records of the paper protocol.
@@ -92,11 +92,15 @@ def adaptive_minimum(paper: Sequence[CellRecord], adaptive: Sequence[CellRecord]
     by_cell: dict[tuple[str, str, float], list[CellRecord]] = {}
     for r in adaptive:
         by_cell.setdefault((r.model, r.defence, r.eps), []).append(r)
+    clean = {(r.model, r.defence): r for r in paper if r.attack == "clean"}
     out = []
     for p in paper:
         if p.attack not in FAMILIES:
             continue
+        # robust = correct clean and under every attack, so it never exceeds clean or paper accuracy
         parts = [p, *by_cell.get((p.model, p.defence, p.eps), [])]
+        if (p.model, p.defence) in clean:
+            parts.append(clean[p.model, p.defence])
         correct = [int(all(vals)) for vals in zip(*(r.per_image_correct for r in parts), strict=True)]
         settings: dict[str, Any] = {"components": sorted(f"{r.protocol}:{r.attack}" for r in parts),
                                     "run": p.settings.get("run", {})}  # fmt: skip
