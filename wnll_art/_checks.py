@@ -68,7 +68,8 @@ def check_images(
     check_finite(x, name)
     if value_range is not None and x.numel() > 0:
         low, high = value_range
-        x_min, x_max = float(x.detach().min()), float(x.detach().max())
+        lo_t, hi_t = torch.aminmax(x.detach())  # one pass for both bounds
+        x_min, x_max = float(lo_t), float(hi_t)
         if x_min < low - atol or x_max > high + atol:
             raise ValueError(f"{name} must lie in [{low}, {high}], got values in [{x_min:.4g}, {x_max:.4g}]")
     return x

@@ -9,18 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from wnll_art._argparse import float_list, name_list
+
 __all__ = ["main"]
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,21 +19,21 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     p.add_argument("--out", default="results/evaluate", help="results directory (re-running resumes)")
     # --num-images / --start-index: torchrun's own parser rejects --n and --start as ambiguous abbreviations
-    p.add_argument("--n", "--num-images", dest="n", type=int, default=100,
+    p.add_argument("--n", "--num-images", dest="n", type=int, default=50,
                    help="test images (--n 10000 --device cuda for the full run; --num-images under torchrun)")  # fmt: skip
     p.add_argument("--start", "--start-index", dest="start", type=int, default=0,
                    help="index of the first test image (--start-index under torchrun)")  # fmt: skip
-    p.add_argument("--eps", type=_floats, default=(0.02, 0.04, 0.08), help="L-inf radii, comma-separated")
-    p.add_argument("--models", type=_names, default=("softmax", "wnll"))
-    p.add_argument("--defences", type=_names, default=("none", "tvm"))
-    p.add_argument("--attacks", type=_names, default=None,
+    p.add_argument("--eps", type=float_list, default=(0.02, 0.04, 0.08), help="L-inf radii, comma-separated")
+    p.add_argument("--models", type=name_list, default=("softmax", "wnll"))
+    p.add_argument("--defences", type=name_list, default=("none", "tvm"))
+    p.add_argument("--attacks", type=name_list, default=None,
                    help="subset of fgsm,bim,cw_l2,linf_pgd,fb_cw_l2,transfer_bim (default: all)")  # fmt: skip
     p.add_argument("--wnll-batch-size", type=int, default=500, help="transductive WNLL batch = attack batch")
     p.add_argument("--template-size", type=int, default=500)
     p.add_argument("--coupling", choices=("transductive", "inductive"), default="transductive")
     p.add_argument("--kernel", choices=("gaussian", "quartic"), default="gaussian")
-    p.add_argument("--eot-samples", type=int, default=4, help="EOT draws when attacking through TVM")
-    p.add_argument("--cw-steps", type=int, default=30)
+    p.add_argument("--eot-samples", type=int, default=2, help="EOT draws when attacking through TVM")
+    p.add_argument("--cw-steps", type=int, default=20)
     p.add_argument("--tvm-prob", type=float, default=0.5, help="probability that a pixel is kept")
     p.add_argument("--tvm-lamb", type=float, default=0.03, help="TV weight (Guo et al.: 0.03)")
     p.add_argument("--tvm-objective", choices=("art", "isotropic"), default="art")

@@ -17,6 +17,7 @@ from art.attacks.evasion import (
 )
 
 from wnll_art.adapters.art_estimator import WNLLClassifier
+from wnll_art.adapters.art_tvm import TotalVarMinimization
 from wnll_art.wnll.model import WNLLNet
 
 pytestmark = pytest.mark.integration
@@ -102,3 +103,21 @@ def test_attack_lowers_softmax_accuracy_and_runs_on_wnll(
         assert np.abs(x_adv_w - x).max() <= EPS + 1e-6
     if name in ("bim", "pgd", "autoattack"):  # exact gradients through the WNLL solve work
         assert _accuracy(wnll, x_adv_w, y) < _accuracy(wnll, x, y)
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attack_runs_through_tvm_preprocessor(
+    name: str, wnll_model: WNLLNet, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The same ART attacks against WNLL + TVM (BPDA gradient, EOT over 2 masks) run and stay in bounds."""
+    x, y = data
+    tvm = TotalVarMinimization(prob=0.5, lamb=0.03, clip_values=(0.0, 1.0), seed=0, eot_samples=2)
+    clf = WNLLClassifier(wnll_model, preprocessing_defences=[tvm])
+    assert clf.all_framework_preprocessing  # gradients flow through TVM's torch forward (BPDA)
+    x_adv = ATTACKS[name](clf).generate(x, y=y)  # type: ignore[attr-defined]
+    assert x_adv.shape == x.shape and np.isfinite(x_adv).all()
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    if name != "cw_l2":
+        assert np.abs(x_adv - x).max() <= EPS + 1e-6
+    if name in ("bim", "pgd"):
+        assert np.abs(x_adv - x).max() > EPS / 2  # the BPDA gradient is not zero: the attack moved

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from wnll_art.adapters.foolbox_model import foolbox_accuracy, to_foolbox
+from wnll_art.tvm.module import TVMPurifier
 from wnll_art.wnll.model import WNLLNet
 
 pytestmark = pytest.mark.integration
@@ -15,11 +16,16 @@ EPS = 8 / 255
 ATTACKS = {
     "fgsm": (fb.attacks.FGSM(), EPS),
     "linf_pgd": (fb.attacks.LinfPGD(steps=10, rel_stepsize=0.1), EPS),
-    "l2_cw": (fb.attacks.L2CarliniWagnerAttack(binary_search_steps=2, steps=20, stepsize=0.01, initial_const=1.0), 1.0),
+    "l2_cw": (
+        fb.attacks.L2CarliniWagnerAttack(binary_search_steps=2, steps=20, stepsize=0.01, initial_const=1.0),
+        1.0,
+    ),
 }
 
 
-def test_wrapper_predictions_equal_module(wnll_model: WNLLNet, clean_slice: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_wrapper_predictions_equal_module(
+    wnll_model: WNLLNet, clean_slice: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, y = clean_slice
     fmodel = to_foolbox(wnll_model)
     assert fmodel.bounds == (0.0, 1.0)
@@ -36,7 +42,10 @@ def test_wrapper_predictions_equal_module(wnll_model: WNLLNet, clean_slice: tupl
 
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_attack_lowers_softmax_accuracy_and_runs_on_wnll(
-    name: str, pretrained_resnet56: torch.nn.Module, wnll_model: WNLLNet, clean_slice: tuple[torch.Tensor, torch.Tensor]
+    name: str,
+    pretrained_resnet56: torch.nn.Module,
+    wnll_model: WNLLNet,
+    clean_slice: tuple[torch.Tensor, torch.Tensor],
 ) -> None:
     x, y = clean_slice
     attack, eps = ATTACKS[name]
@@ -51,3 +60,20 @@ def test_attack_lowers_softmax_accuracy_and_runs_on_wnll(
     assert float(norms.max()) <= eps + 1e-5
     if name == "linf_pgd":  # exact gradients through the WNLL solve
         assert foolbox_accuracy(wnll, clipped_w, y) < foolbox_accuracy(wnll, x, y)
+
+
+def test_eot_wrapper_through_tvm(wnll_model: WNLLNet, clean_slice: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """A model with TVM inside gets Foolbox's EOT wrapper; LinfPGD through it (BPDA) moves the images."""
+    x, y = clean_slice
+    defended = torch.nn.Sequential(TVMPurifier(prob=0.5, lamb=0.03, seed=0), wnll_model)
+    attacked = to_foolbox(defended, eot_samples=3)
+    assert isinstance(attacked, fb.models.ExpectationOverTransformationWrapper)
+    assert isinstance(
+        to_foolbox(defended), fb.models.ExpectationOverTransformationWrapper
+    )  # default: 8 draws
+    assert not isinstance(to_foolbox(wnll_model), fb.models.ExpectationOverTransformationWrapper)
+    _, clipped, _ = fb.attacks.LinfPGD(steps=5, rel_stepsize=0.25)(attacked, x, y, epsilons=EPS)
+    delta = (clipped - x).abs().flatten(1).amax(1)
+    assert float(delta.max()) <= EPS + 1e-5 and float(delta.min()) > EPS / 2
+    deployed = to_foolbox(defended, eot_samples=1)
+    assert 0.0 <= foolbox_accuracy(deployed, clipped, y) <= 1.0

@@ -55,7 +55,7 @@ class EvalConfig:
         device: ``"cpu"`` or ``"cuda"``.
     """
 
-    n: int = 100
+    n: int = 50
     start: int = 0
     eps: tuple[float, ...] = (0.02, 0.04, 0.08)
     models: tuple[str, ...] = ("softmax", "wnll")
@@ -65,8 +65,8 @@ class EvalConfig:
     template_size: int = 500
     coupling: str = "transductive"
     kernel: str = "gaussian"
-    eot_samples: int = 4
-    cw_steps: int = 30
+    eot_samples: int = 2
+    cw_steps: int = 20
     tvm: dict[str, Any] = field(default_factory=lambda: dict(GUO_TVM))
     seed: int = 0
     device: str = "cpu"

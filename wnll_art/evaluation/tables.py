@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from wnll_art._argparse import float_list, name_list
 from wnll_art.evaluation.engine import AttackSpec, Dist
 from wnll_art.evaluation.harness import GUO_TVM, EvalConfig
 from wnll_art.evaluation.records import CellRecord, RunStore
@@ -180,17 +181,6 @@ def pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
 def script_parser(
     prog: str,
     description: str,
@@ -212,9 +202,9 @@ def script_parser(
         "--start", "--start-index", dest="start", type=int, default=0, help="index of the first test image"
     )
     p.add_argument(
-        "--eps", type=_floats, default=eps, help="L-inf radii in [0, 1] pixel units, comma-separated"
+        "--eps", type=float_list, default=eps, help="L-inf radii in [0, 1] pixel units, comma-separated"
     )
-    p.add_argument("--defences", type=_names, default=defences, help=defences_help)
+    p.add_argument("--defences", type=name_list, default=defences, help=defences_help)
     p.add_argument("--out", default=out, help="results directory (re-running with the same settings resumes)")
     p.add_argument(
         "--data-root", default=None, help="CIFAR-10 root (default: $WNLL_ART_DATA or the user cache)"
