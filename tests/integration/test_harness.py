@@ -35,8 +35,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, cifar_root: Path, hub_dir:
 
 def test_records_schema_and_outputs(run_dir: Path) -> None:
     cells = sorted((run_dir / "cells").glob("*.json"))
-    # 2 models x (clean + 3 attacks x 2 eps)
-    assert len(cells) == 2 * (1 + 3 * 2)
+    # 2 models x (clean + 3 attacks x 2 eps), plus a worst case per model and eps
+    assert len(cells) == 2 * (1 + 3 * 2) + 2 * 2
     for path in cells:
         rec = json.loads(path.read_text())
         assert rec["schema"] == SCHEMA and rec["n"] == 8 and len(rec["per_image_correct"]) == 8
@@ -47,10 +47,22 @@ def test_records_schema_and_outputs(run_dir: Path) -> None:
         assert {"torch", "art", "foolbox", "numpy", "wnll_art"} <= set(rec["versions"])
         if rec["model"] == "wnll":
             assert rec["settings"]["victim"]["wnll"]["coupling"] == "transductive"
+    recs = {p.stem: json.loads(p.read_text()) for p in cells}
+    for key, rec in recs.items():
+        if rec["attack"] == "worst_case":  # robust = clean-correct and correct under every attack
+            parts = [r for r in recs.values() if r["model"] == rec["model"] and r["attack"] != "worst_case"
+                     and r["eps"] in (0.0, rec["eps"])]  # fmt: skip
+            assert len(parts) == 1 + 3 and len(rec["settings"]["components"]) == 4, key
+            assert rec["per_image_correct"] == [
+                int(all(v)) for v in zip(*(r["per_image_correct"] for r in parts))
+            ]
     table = (run_dir / "results.md").read_text()
     assert "| main | wnll | none | bim |" in table
     pngs = sorted(run_dir.glob("accuracy_vs_eps__*.png"))
-    assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert len(pngs) == 3 + 1 and all(
+        p.read_bytes()[:4] == b"\x89PNG" for p in pngs
+    )  # 3 attacks + worst case
+    assert any(p.name.endswith("__worst_case.png") for p in pngs)
 
 
 def test_attacks_lower_accuracy(run_dir: Path) -> None:

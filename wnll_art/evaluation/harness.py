@@ -17,7 +17,7 @@ from wnll_art.data import load_cifar10
 from wnll_art.evaluation.checks import eps_monotonicity_flags, model_flags, transfer_flags
 from wnll_art.evaluation.engine import AttackSpec, Batches, Dist, run_cells
 from wnll_art.evaluation.protocols import main_specs
-from wnll_art.evaluation.records import CellRecord, RunStore, write_markdown, write_plots
+from wnll_art.evaluation.records import CellRecord, RunStore, per_image_minimum, write_markdown, write_plots
 from wnll_art.evaluation.victims import Victim, build_victims
 from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.template import balanced_template
@@ -133,7 +133,8 @@ def _victim_flags(
 def finalize(
     store: RunStore, records: Sequence[CellRecord], victim_flags: dict[tuple[str, str], list[str]]
 ) -> str:
-    """Attaches all flags, rewrites the records, writes ``results.md`` and the PNGs; returns the table."""
+    """Attaches all flags, rewrites the records, adds per-image ``worst_case`` records (clean and every
+    attack), writes ``results.md`` and the PNGs; returns the table."""
     by_key = {**eps_monotonicity_flags(records)}
     for key, fl in transfer_flags(records).items():
         by_key.setdefault(key, []).extend(fl)
@@ -144,6 +145,10 @@ def finalize(
             r = replace(r, flags=flags)
             store.put(r)
         final.append(r)
+    # the honest summary: an image is robust only if clean-correct and correct under every attack
+    for worst in per_image_minimum(final, attack="worst_case", protocol="main", include_clean=True):
+        store.put(worst)
+        final.append(worst)
     write_plots(final, store.root)
     return write_markdown(final, store.root / "results.md")
 

@@ -162,6 +162,19 @@ class RunStore:
         ]
 
 
+def _flag_lines(records: Sequence[CellRecord]) -> list[str]:
+    """Flags, those shared by every row of a (protocol, model, defence) listed once for it."""
+    groups: dict[tuple[str, str, str], list[CellRecord]] = {}
+    for r in records:
+        groups.setdefault((r.protocol, r.model, r.defence), []).append(r)
+    lines = []
+    for (p, m, d), recs in sorted(groups.items()):
+        shared = set.intersection(*(set(r.flags) for r in recs))
+        lines += [f"- {p}/{m}/{d} (all rows): {f}" for f in sorted(shared)]
+        lines += sorted({f"- {p}/{m}/{d}/{r.attack}: {f}" for r in recs for f in set(r.flags) - shared})
+    return ["", "## Flags (gradient masking and sanity checks)", "", *lines] if lines else []
+
+
 def write_markdown(records: Sequence[CellRecord], path: Path, *, title: str = "Robust accuracy (%)") -> str:
     """Writes a table (rows: protocol/model/defence/attack, columns: eps) and its flags; returns it."""
     eps_values = sorted({r.eps for r in records})
@@ -173,10 +186,7 @@ def write_markdown(records: Sequence[CellRecord], path: Path, *, title: str = "R
     for (protocol, model, defence, attack), cells in sorted(rows.items()):
         values = [f"{100 * cells[e].accuracy:.1f}" if e in cells else "" for e in eps_values]
         lines.append(f"| {protocol} | {model} | {defence} | {attack} | " + " | ".join(values) + " |")
-    flags = sorted({(r.protocol, r.model, r.defence, r.attack, f) for r in records for f in r.flags})
-    if flags:
-        lines += ["", "## Flags (gradient masking and sanity checks)", ""]
-        lines += [f"- {p}/{m}/{d}/{a}: {f}" for p, m, d, a, f in flags]
+    lines += _flag_lines(records)
     n_values = sorted({r.n for r in records})
     lines += ["", f"Images per cell: {n_values}. Settings: see cells/*.json and run.json.", ""]
     text = "\n".join(lines)
@@ -195,6 +205,42 @@ def write_plots(records: Iterable[CellRecord], out_dir: Path) -> list[Path]:
         accuracy_vs_eps(records, attack=attack, protocol=protocol).savefig(path)
         paths.append(path)
     return paths
+
+
+def per_image_minimum(
+    records: Sequence[CellRecord], *, attack: str, protocol: str, include_clean: bool = False
+) -> list[CellRecord]:
+    """Per (model, defence, eps): an image counts as robust only if every attack left it correct.
+
+    Args:
+        records: Records of one set of images (same ``image_indices`` throughout).
+        attack: Attack name of the new records (e.g. ``"worst_case"``).
+        protocol: Protocol of the new records.
+        include_clean: Also require the image to be correct clean (a clean record has ``eps = 0``).
+
+    Returns:
+        One record per (model, defence, eps > 0), its components listed in ``settings["components"]``.
+    """
+    clean = {(r.model, r.defence): r for r in records if r.attack == "clean"}
+    groups: dict[tuple[str, str, float], list[CellRecord]] = {}
+    for r in records:
+        if r.attack != "clean":
+            groups.setdefault((r.model, r.defence, r.eps), []).append(r)
+    out = []
+    for (model, defence, eps), parts in sorted(groups.items()):
+        if include_clean and (model, defence) in clean:
+            parts = [clean[model, defence], *parts]
+        correct = [int(all(v)) for v in zip(*(r.per_image_correct for r in parts), strict=True)]
+        out.append(CellRecord(
+            model=model, defence=defence, attack=attack, eps=eps, protocol=protocol,
+            accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
+            image_indices=parts[0].image_indices, time_s=sum(r.time_s for r in parts),
+            settings={"components": sorted(f"{r.protocol}:{r.attack}" for r in parts),
+                      "run": parts[0].settings.get("run", {}), "victim": parts[0].settings.get("victim", {})},
+            flags=sorted({f for r in parts for f in r.flags}),
+            extra={"component_accuracy": {f"{r.protocol}:{r.attack}": r.accuracy for r in parts}},
+        ))  # fmt: skip
+    return out
 
 
 def read_records(root: str | os.PathLike[str]) -> list[CellRecord]:

@@ -25,7 +25,7 @@ from typing import Any
 from wnll_art._argparse import float_list, name_list
 from wnll_art.evaluation.engine import AttackSpec, Dist
 from wnll_art.evaluation.harness import GUO_TVM, EvalConfig
-from wnll_art.evaluation.records import CellRecord, RunStore
+from wnll_art.evaluation.records import CellRecord, RunStore, per_image_minimum
 from wnll_art.evaluation.victims import Victim
 
 __all__ = [
@@ -83,42 +83,6 @@ def open_store(out_dir: str | os.PathLike[str], run_settings: dict[str, Any], di
     store = RunStore(out_dir, run_settings) if dist.rank == 0 else None
     dist.barrier()
     return store if store is not None else RunStore(out_dir, run_settings)
-
-
-def per_image_minimum(
-    records: Sequence[CellRecord], *, attack: str, protocol: str, include_clean: bool = False
-) -> list[CellRecord]:
-    """Per (model, defence, eps): an image counts as robust only if every attack left it correct.
-
-    Args:
-        records: Records of one set of images (same ``image_indices`` throughout).
-        attack: Attack name of the new records (e.g. ``"worst_case"``).
-        protocol: Protocol of the new records.
-        include_clean: Also require the image to be correct clean (a clean record has ``eps = 0``).
-
-    Returns:
-        One record per (model, defence, eps > 0), its components listed in ``settings["components"]``.
-    """
-    clean = {(r.model, r.defence): r for r in records if r.attack == "clean"}
-    groups: dict[tuple[str, str, float], list[CellRecord]] = {}
-    for r in records:
-        if r.attack != "clean":
-            groups.setdefault((r.model, r.defence, r.eps), []).append(r)
-    out = []
-    for (model, defence, eps), parts in sorted(groups.items()):
-        if include_clean and (model, defence) in clean:
-            parts = [clean[model, defence], *parts]
-        correct = [int(all(v)) for v in zip(*(r.per_image_correct for r in parts), strict=True)]
-        out.append(CellRecord(
-            model=model, defence=defence, attack=attack, eps=eps, protocol=protocol,
-            accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
-            image_indices=parts[0].image_indices, time_s=sum(r.time_s for r in parts),
-            settings={"components": sorted(f"{r.protocol}:{r.attack}" for r in parts),
-                      "run": parts[0].settings.get("run", {})},
-            flags=sorted({f for r in parts for f in r.flags}),
-            extra={"component_accuracy": {f"{r.protocol}:{r.attack}": r.accuracy for r in parts}},
-        ))  # fmt: skip
-    return out
 
 
 def stronger_flags(
