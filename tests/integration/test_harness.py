@@ -54,7 +54,7 @@ def test_records_schema_and_outputs(run_dir: Path) -> None:
                      and r["eps"] in (0.0, rec["eps"])]  # fmt: skip
             assert len(parts) == 1 + 3 and len(rec["settings"]["components"]) == 4, key
             assert rec["per_image_correct"] == [
-                int(all(v)) for v in zip(*(r["per_image_correct"] for r in parts))
+                int(all(v)) for v in zip(*(r["per_image_correct"] for r in parts), strict=True)
             ]
     table = (run_dir / "results.md").read_text()
     assert "| main | wnll | none | bim |" in table
