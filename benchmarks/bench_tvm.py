@@ -28,7 +28,8 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
+import argparse
+import functools  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -114,7 +115,7 @@ def main() -> None:
             tvm = TotalVarMinimization(preset=preset, seed=args.seed, chunk_size=args.chunk_size,
                                        compile=comp, device_type="cpu")  # fmt: skip
             label = f"ours {preset:<11s} {'compile' if comp else 'eager  '}"
-            variants[label] = lambda t=tvm: t(x_nchw)
+            variants[label] = functools.partial(tvm, x_nchw)
             t0 = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")

@@ -19,10 +19,10 @@ if TYPE_CHECKING:
 __all__ = ["accuracy_bars", "accuracy_vs_eps", "image_grid", "protocol_comparison"]
 
 
-def _figure(**kwargs: object) -> Figure:
+def _figure(*, figsize: tuple[float, float], dpi: int) -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(**kwargs)  # no pyplot state: safe in scripts, tests and notebooks
+    return Figure(figsize=figsize, dpi=dpi)  # no pyplot state: safe in scripts, tests and notebooks
 
 
 def image_grid(
@@ -94,7 +94,8 @@ def protocol_comparison(records: Sequence[CellRecord], *, eps: float, attacks: S
     ax = fig.subplots()
     xs = range(len(groups))
     for offset, protocol in ((-0.2, "paper"), (0.2, "adaptive")):
-        values = [100 * index[(protocol, *g)].accuracy if (protocol, *g) in index else 0.0 for g in groups]
+        keys = [(protocol, model, defence, attack) for model, defence, attack in groups]
+        values = [100 * index[k].accuracy if k in index else 0.0 for k in keys]
         bars = ax.bar([x + offset for x in xs], values, width=0.4, label=f"{protocol} protocol")
         ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
     ax.set_xticks(list(xs), [f"{m}\n{d}\n{a}" for m, d, a in groups], fontsize=7)

@@ -89,7 +89,7 @@ def check_clip_values(clip_values: object) -> tuple[float, float] | None:
     if clip_values is None:
         return None
     try:
-        low, high = (float(v) for v in clip_values)  # type: ignore[union-attr]
+        low, high = (float(v) for v in clip_values)  # type: ignore[union-attr, attr-defined]
     except (TypeError, ValueError):
         raise ValueError(f"clip_values must be a pair (min, max) of floats, got {clip_values!r}") from None
     if not low < high:
