@@ -28,7 +28,7 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse
+import argparse  # noqa: E402
 import functools  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
