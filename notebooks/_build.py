@@ -63,6 +63,12 @@ for name, clf in classifiers.items():
     print(f"{name:>11}: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in table[name].items()))""",
     ),
     ("code", """accuracy_bars(table, title=f"ART attacks, eps={EPS:.3f} (n={N})")"""),
+    ("md", """**Read these numbers with care.** The WNLL output saturates: for many images the label function of the
+true class is 1 to float precision and the exact gradient through the solve vanishes (below 1e-8), so gradient
+attacks on WNLL (C&W above all) stall. A high WNLL number here is *masked gradients*, not robustness: the same
+images transferred from the softmax model fool WNLL almost always. `wnll-art evaluate` flags this
+(`vanishing_gradients`, `black_box_stronger`) and reports a per-image worst case; notebook 03 shows the adaptive
+protocol."""),
 ]
 
 NOTEBOOKS["02_foolbox.ipynb"] = [
@@ -115,6 +121,12 @@ for name, model in models.items():
     print(f"{name:>11}: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in table[name].items()))""",
     ),
     ("code", """accuracy_bars(table, title=f"Foolbox attacks (EOT {EOT_SAMPLES} through TVM), n={N}")"""),
+    ("md", """**Read these numbers with care.** The WNLL output saturates: for many images the label function of the
+true class is 1 to float precision and the exact gradient through the solve vanishes (below 1e-8), so gradient
+attacks on WNLL (C&W above all) stall. A high WNLL number here is *masked gradients*, not robustness: the same
+images transferred from the softmax model fool WNLL almost always. `wnll-art evaluate` flags this
+(`vanishing_gradients`, `black_box_stronger`) and reports a per-image worst case; notebook 03 shows the adaptive
+protocol."""),
 ]
 
 
