@@ -173,7 +173,12 @@ class WNLLNet(nn.Module):
         if x.shape[0] == 0:
             return x.new_zeros((0, self.num_classes))
         template = self.template_features()
-        feats = self.embed(x)
+        if self.coupling == "inductive":
+            # one image at a time: batched kernels round differently per batch size, and inductive outputs
+            # must not depend on the batch at all (bitwise); costs ~5x the backbone time of a batched pass
+            feats = torch.cat([self.embed(x[i : i + 1]) for i in range(x.shape[0])])
+        else:
+            feats = self.embed(x)
         u = self.interpolate(feats, template)
         # log(u + floor), not log(clamp(u)): a clamp zeroes the gradient of every saturated entry, which
         # masked the gradients of ~20% of CIFAR-10 images (found by the harness's zero-gradient check)
