@@ -62,29 +62,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _full_config(args: argparse.Namespace) -> Any:
-    import dataclasses
-
-    from wnll_art.train.config import TrainConfig
-    from wnll_art.train.tvm_cache import TVMSettings
-
-    tvm_over = {k: v for k, v in (("prob", args.tvm_prob), ("lamb", args.tvm_lamb)) if v is not None}
-    options: dict[str, Any] = {
-        "data": args.data, "batch_size": args.batch_size, "gradient": args.gradient, "seed": args.seed,
-        "lr_schedule": args.lr_schedule, "train_subset": args.train_subset, "test_subset": args.test_subset,
-        "eval_template_size": args.template_size, "bf16": args.bf16, "channels_last": args.channels_last,
-        "tvm": dataclasses.replace(TVMSettings(), **tvm_over),
-    }  # fmt: skip
-    if args.epochs is not None:
-        options["epochs"] = args.epochs
-    if args.lr is not None:
-        options["lr"] = args.lr
-    return TrainConfig(**options)
-
-
-def _head_config(args: argparse.Namespace) -> Any:
-    from wnll_art.train.head_finetune import HeadConfig
-
+def _shared_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Options that mean the same for the full recipe and the head fine-tune (unset ones keep the defaults)."""
     options: dict[str, Any] = {
         "batch_size": args.batch_size, "gradient": args.gradient, "seed": args.seed,
         "train_subset": args.train_subset, "test_subset": args.test_subset,
@@ -94,7 +73,25 @@ def _head_config(args: argparse.Namespace) -> Any:
         options["epochs"] = args.epochs
     if args.lr is not None:
         options["lr"] = args.lr
-    return HeadConfig(**options)
+    return options
+
+
+def _full_config(args: argparse.Namespace) -> Any:
+    import dataclasses
+
+    from wnll_art.train.config import TrainConfig
+    from wnll_art.train.tvm_cache import TVMSettings
+
+    tvm_over = {k: v for k, v in (("prob", args.tvm_prob), ("lamb", args.tvm_lamb)) if v is not None}
+    options = {**_shared_options(args), "data": args.data, "lr_schedule": args.lr_schedule, "bf16": args.bf16,
+               "channels_last": args.channels_last, "tvm": dataclasses.replace(TVMSettings(), **tvm_over)}  # fmt: skip
+    return TrainConfig(**options)
+
+
+def _head_config(args: argparse.Namespace) -> Any:
+    from wnll_art.train.head_finetune import HeadConfig
+
+    return HeadConfig(**_shared_options(args))
 
 
 def run_train(args: argparse.Namespace) -> int:

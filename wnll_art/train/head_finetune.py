@@ -25,10 +25,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from wnll_art._checks import check_positive_int
-from wnll_art.data import load_cifar10
 from wnll_art.train.augment import to_unit_float
 from wnll_art.train.checkpoint import MetricsLog, atomic_save, load_checkpoint, write_zoo_record
 from wnll_art.train.config import milestone_epochs
+from wnll_art.train.data import load_splits
 from wnll_art.train.evaluate import wnll_accuracy_from_features
 from wnll_art.train.steps import draw_template_indices, linear_step, solver_options, wnll_step
 from wnll_art.train.tvm_cache import data_fingerprint
@@ -250,16 +250,6 @@ def _epoch(net: WNLLNet, opt: torch.optim.Optimizer, config: HeadConfig, feats: 
             "train_loss_wnll": sums[2] / w, "train_acc_wnll": 100.0 * sums[3] / w}  # fmt: skip
 
 
-def _load(config: HeadConfig, data_root: Path | None) -> tuple[torch.Tensor, ...]:
-    x, y = load_cifar10(data_root, split="train")
-    xt, yt = load_cifar10(data_root, split="test")
-    if config.train_subset is not None:
-        x, y = x[: config.train_subset], y[: config.train_subset]
-    if config.test_subset is not None:
-        xt, yt = xt[: config.test_subset], yt[: config.test_subset]
-    return x, y, xt, yt
-
-
 def finetune_head(
     config: HeadConfig,
     *,
@@ -315,7 +305,7 @@ def _prepare(
 ) -> tuple[WNLLNet, dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
     """Loads backbone and data, computes (or reads) the features, builds the model with its template."""
     backbone = load_pretrained("resnet56", weights=weights, progress=progress)
-    x, y, xt, yt = _load(config, None if data_root is None else Path(data_root))
+    x, y, xt, yt = load_splits(data_root, train_subset=config.train_subset, test_subset=config.test_subset)
     sha = ZOO["resnet56"].sha256  # load_pretrained has verified the file against it
     kw: dict[str, Any] = {"cache_dir": cache, "weights_sha256": sha, "device": device, "progress": progress}
     feats = {

@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from wnll_art.data import load_cifar10
 from wnll_art.models.resnet import CifarResNet
 from wnll_art.train import evaluate
 from wnll_art.train.augment import random_crop_flip, to_unit_float
@@ -33,6 +32,7 @@ from wnll_art.train.checkpoint import (
     write_zoo_record,
 )
 from wnll_art.train.config import TrainConfig, lr_factor
+from wnll_art.train.data import load_splits
 from wnll_art.train.steps import draw_template_indices, linear_step, solver_options, wnll_step
 from wnll_art.train.tvm_cache import TVMFunction, tvm_images
 from wnll_art.wnll.model import WNLLNet
@@ -93,12 +93,9 @@ def _load_data(
     config: TrainConfig, data_root: Path | None, cache_dir: Path, tvm_fn: TVMFunction | None,
     device: torch.device, progress: bool,
 ) -> _Data:  # fmt: skip
-    images, labels = load_cifar10(data_root, split="train")
-    test_images, test_labels = load_cifar10(data_root, split="test")
-    if config.train_subset is not None:
-        images, labels = images[: config.train_subset], labels[: config.train_subset]
-    if config.test_subset is not None:
-        test_images, test_labels = test_images[: config.test_subset], test_labels[: config.test_subset]
+    images, labels, test_images, test_labels = load_splits(
+        data_root, train_subset=config.train_subset, test_subset=config.test_subset
+    )
     source = torch.arange(images.shape[0])
     if config.data != "original":
         tvm = tvm_images(images, settings=config.tvm, cache_dir=cache_dir, tvm_fn=tvm_fn, device=device,
