@@ -12,7 +12,6 @@ and all adaptive attacks, so it can never exceed the paper-protocol number.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from wnll_art.evaluation.attacks import (
     ArtAutoAttack,
@@ -23,7 +22,7 @@ from wnll_art.evaluation.attacks import (
     FoolboxLinfPGD,
 )
 from wnll_art.evaluation.engine import AttackSpec
-from wnll_art.evaluation.records import CellRecord
+from wnll_art.evaluation.records import CellRecord, per_image_minimum
 
 __all__ = ["FAMILIES", "adaptive_minimum", "adaptive_specs", "main_specs", "paper_specs"]
 
@@ -92,23 +91,12 @@ def adaptive_minimum(paper: Sequence[CellRecord], adaptive: Sequence[CellRecord]
     by_cell: dict[tuple[str, str, float], list[CellRecord]] = {}
     for r in adaptive:
         by_cell.setdefault((r.model, r.defence, r.eps), []).append(r)
-    clean = {(r.model, r.defence): r for r in paper if r.attack == "clean"}
+    clean = [r for r in paper if r.attack == "clean"]
     out = []
     for p in paper:
-        if p.attack not in FAMILIES:
-            continue
-        # robust = correct clean and under every attack, so it never exceeds clean or paper accuracy
-        parts = [p, *by_cell.get((p.model, p.defence, p.eps), [])]
-        if (p.model, p.defence) in clean:
-            parts.append(clean[p.model, p.defence])
-        correct = [int(all(vals)) for vals in zip(*(r.per_image_correct for r in parts), strict=True)]
-        settings: dict[str, Any] = {"components": sorted(f"{r.protocol}:{r.attack}" for r in parts),
-                                    "run": p.settings.get("run", {})}  # fmt: skip
-        out.append(CellRecord(
-            model=p.model, defence=p.defence, attack=p.attack, eps=p.eps, protocol="adaptive",
-            accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
-            image_indices=p.image_indices, settings=settings, time_s=sum(r.time_s for r in parts),
-            flags=sorted({f for r in parts for f in r.flags}),
-            extra={"component_accuracy": {f"{r.protocol}:{r.attack}": r.accuracy for r in parts}},
-        ))  # fmt: skip
+        if p.attack in FAMILIES:
+            # robust = correct clean and under every attack, so it never exceeds clean or paper accuracy
+            parts = [r for r in clean if (r.model, r.defence) == (p.model, p.defence)]
+            parts += [p, *by_cell.get((p.model, p.defence, p.eps), [])]
+            out += per_image_minimum(parts, attack=p.attack, protocol="adaptive", include_clean=True)
     return out
