@@ -15,6 +15,17 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 HERE = Path(__file__).parent
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
 
+# shown under the ART and Foolbox results: white-box WNLL numbers on the pretrained model are masked gradients
+MASKED_GRADIENTS_NOTE = (
+    "md",
+    """**Read these numbers with care.** The WNLL output saturates: for many images the label function of the
+true class is 1 to float precision and the exact gradient through the solve vanishes (below 1e-8), so gradient
+attacks on WNLL (C&W above all) stall. A high WNLL number here is *masked gradients*, not robustness: the same
+images transferred from the softmax model fool WNLL almost always. `wnll-art evaluate` flags this
+(`vanishing_gradients`, `black_box_stronger`) and reports a per-image worst case; notebook 03 shows the adaptive
+protocol.""",
+)
+
 NOTEBOOKS["01_quickstart_art.ipynb"] = [
     (
         "md",
@@ -63,12 +74,7 @@ for name, clf in classifiers.items():
     print(f"{name:>11}: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in table[name].items()))""",
     ),
     ("code", """accuracy_bars(table, title=f"ART attacks, eps={EPS:.3f} (n={N})")"""),
-    ("md", """**Read these numbers with care.** The WNLL output saturates: for many images the label function of the
-true class is 1 to float precision and the exact gradient through the solve vanishes (below 1e-8), so gradient
-attacks on WNLL (C&W above all) stall. A high WNLL number here is *masked gradients*, not robustness: the same
-images transferred from the softmax model fool WNLL almost always. `wnll-art evaluate` flags this
-(`vanishing_gradients`, `black_box_stronger`) and reports a per-image worst case; notebook 03 shows the adaptive
-protocol."""),
+    MASKED_GRADIENTS_NOTE,
 ]
 
 NOTEBOOKS["02_foolbox.ipynb"] = [
@@ -121,12 +127,7 @@ for name, model in models.items():
     print(f"{name:>11}: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in table[name].items()))""",
     ),
     ("code", """accuracy_bars(table, title=f"Foolbox attacks (EOT {EOT_SAMPLES} through TVM), n={N}")"""),
-    ("md", """**Read these numbers with care.** The WNLL output saturates: for many images the label function of the
-true class is 1 to float precision and the exact gradient through the solve vanishes (below 1e-8), so gradient
-attacks on WNLL (C&W above all) stall. A high WNLL number here is *masked gradients*, not robustness: the same
-images transferred from the softmax model fool WNLL almost always. `wnll-art evaluate` flags this
-(`vanishing_gradients`, `black_box_stronger`) and reports a per-image worst case; notebook 03 shows the adaptive
-protocol."""),
+    MASKED_GRADIENTS_NOTE,
 ]
 
 
@@ -247,6 +248,8 @@ def build(names: list[str] | None = None) -> None:
         nb = new_notebook(
             cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells]
         )
+        for i, cell in enumerate(nb.cells):
+            cell.id = f"cell-{i:02d}"  # stable ids: rebuilding an unchanged notebook changes nothing
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, HERE / name)
         print("wrote", HERE / name)
