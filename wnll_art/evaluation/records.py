@@ -155,11 +155,7 @@ class RunStore:
 
     def records(self) -> list[CellRecord]:
         """All finished records, sorted by key."""
-        if not self.cells_dir.is_dir():
-            return []
-        return [
-            CellRecord.from_dict(json.loads(p.read_text())) for p in sorted(self.cells_dir.glob("*.json"))
-        ]
+        return read_records(self.root) if self.cells_dir.is_dir() else []
 
 
 def _flag_lines(records: Sequence[CellRecord]) -> list[str]:
