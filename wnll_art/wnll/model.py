@@ -15,11 +15,11 @@ import os
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from wnll_art._checks import check_images, check_labels, check_positive_int
 from wnll_art.models.resnet import INPUT_ATOL
+from wnll_art.wnll.score import LOG_FLOOR, wnll_scores
 from wnll_art.wnll.solver import wnll_interpolate
 from wnll_art.wnll.template import balanced_template
 
@@ -78,7 +78,7 @@ class WNLLNet(nn.Module):
         sigma_neighbor: int = 8,
         kernel: Literal["gaussian", "quartic"] = "gaussian",
         gamma: float | None = None,
-        log_floor: float = 1e-6,
+        log_floor: float = LOG_FLOOR,
         solver: Literal["auto", "dense", "cg"] = "auto",
     ) -> None:
         super().__init__()
@@ -180,13 +180,8 @@ class WNLLNet(nn.Module):
         else:
             feats = self.embed(x)
         u = self.interpolate(feats, template)
-        # log(u + floor), not log(clamp(u)): a clamp zeroes the gradient of every saturated entry, which
-        # masked the gradients of ~20% of CIFAR-10 images (found by the harness's zero-gradient check)
-        log_u = torch.log(u.clamp_min(0.0) + self.log_floor)
-        if self.gradient == "surrogate":
-            log_p = F.log_softmax(self.linear_head(feats), dim=1)
-            return log_p + (log_u - log_p).detach()
-        return log_u
+        linear = self.linear_head(feats) if self.gradient == "surrogate" else None
+        return wnll_scores(u, gradient=self.gradient, linear_logits=linear, log_floor=self.log_floor)
 
     def interpolate(self, feats: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
         """WNLL label functions ``(N, C)`` of embedded inputs ``(N, D)`` against embedded template."""
