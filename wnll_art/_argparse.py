@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+from pathlib import Path
 
-__all__ = ["float_list", "name_list"]
+__all__ = [
+    "UsageError", "check_out_dir", "device", "float_list", "name_list", "positive_float", "positive_int",
+    "unit_float",
+]  # fmt: skip
 
 
 def float_list(text: str) -> tuple[float, ...]:
@@ -18,3 +24,77 @@ def float_list(text: str) -> tuple[float, ...]:
 def name_list(text: str) -> tuple[str, ...]:
     """``"none, tvm"`` -> ``("none", "tvm")``; an ``argparse`` type."""
     return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+class UsageError(Exception):
+    """A user error found after parsing (device, output folder, data): printed as one line, exit 2."""
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an int ``>= 1``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An ``argparse`` type: a finite float ``> 0`` (``nan``, ``inf``, ``0`` and negatives refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """An ``argparse`` type: a float in ``[0, 1]``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def device(text: str) -> str:
+    """An ``argparse`` type: a torch device that exists here (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 ..)"
+            )
+    elif dev.type != "cpu":
+        raise argparse.ArgumentTypeError(f"{text!r}: only cpu and cuda devices are supported")
+    return text
+
+
+def check_out_dir(path: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """Checks, without writing anything, that ``path`` is (or can become) a writable folder.
+
+    Raises:
+        UsageError: ``path`` is a file, or it (or its nearest existing parent) is not writable.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{flag} {out} is a file, not a folder; choose another {flag}")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {out}: {probe} is not writable; choose a writable {flag}")
+    return out
