@@ -21,6 +21,11 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _LAZY: dict[str, str] = {
     "wnll_interpolate": "wnll_art.wnll.solver",
+    "Defence": "wnll_art.defence",
+    "load_defence": "wnll_art.defence",
+    "TVMSettings": "wnll_art.tvm.settings",
+    "TVMPurifier": "wnll_art.tvm.module",
+    "EOT": "wnll_art.eot",
     "WNLLNet": "wnll_art.wnll.model",
     "balanced_template": "wnll_art.wnll.template",
     "total_variation_minimize": "wnll_art.tvm.solver",

@@ -17,7 +17,8 @@ from art.attacks.evasion import (
 )
 
 from wnll_art.adapters.art_estimator import WNLLClassifier
-from wnll_art.adapters.art_tvm import TotalVarMinimization
+from wnll_art.defence import Defence
+from wnll_art.tvm.settings import TVMSettings
 from wnll_art.wnll.model import WNLLNet
 
 pytestmark = pytest.mark.integration
@@ -106,14 +107,13 @@ def test_attack_lowers_softmax_accuracy_and_runs_on_wnll(
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_attack_runs_through_tvm_preprocessor(
+def test_attack_runs_through_the_defence_with_tvm(
     name: str, wnll_model: WNLLNet, data: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    """The same ART attacks against WNLL + TVM (BPDA gradient, EOT over 2 masks) run and stay in bounds."""
+    """The same ART attacks against the defence module WNLL + TVM (BPDA gradient, EOT over 2 masks inside
+    the module, as attacks that rebuild a PyTorchClassifier from ``estimator.model`` also see)."""
     x, y = data
-    tvm = TotalVarMinimization(prob=0.5, lamb=0.03, clip_values=(0.0, 1.0), seed=0, eot_samples=2)
-    clf = WNLLClassifier(wnll_model, preprocessing_defences=[tvm])
-    assert clf.all_framework_preprocessing  # gradients flow through TVM's torch forward (BPDA)
+    clf = WNLLClassifier(Defence(wnll_model, tvm=TVMSettings(eot_samples=2), seed=0).eval())
     x_adv = ATTACKS[name](clf).generate(x, y=y)  # type: ignore[attr-defined]
     assert x_adv.shape == x.shape and np.isfinite(x_adv).all()
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0

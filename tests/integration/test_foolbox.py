@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from wnll_art.adapters.foolbox_model import foolbox_accuracy, to_foolbox
+from wnll_art.defence import Defence
 from wnll_art.tvm.module import TVMPurifier
+from wnll_art.tvm.settings import TVMSettings
 from wnll_art.wnll.model import WNLLNet
 
 pytestmark = pytest.mark.integration
@@ -62,18 +64,21 @@ def test_attack_lowers_softmax_accuracy_and_runs_on_wnll(
         assert foolbox_accuracy(wnll, clipped_w, y) < foolbox_accuracy(wnll, x, y)
 
 
-def test_eot_wrapper_through_tvm(wnll_model: WNLLNet, clean_slice: tuple[torch.Tensor, torch.Tensor]) -> None:
-    """A model with TVM inside gets Foolbox's EOT wrapper; LinfPGD through it (BPDA) moves the images."""
+def test_eot_through_tvm(wnll_model: WNLLNet, clean_slice: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The defence module averages its own TVM draws; any other randomised module gets wnll_art's EOT.
+    LinfPGD through the defence (BPDA + EOT) moves the images."""
     x, y = clean_slice
-    defended = torch.nn.Sequential(TVMPurifier(prob=0.5, lamb=0.03, seed=0), wnll_model)
-    attacked = to_foolbox(defended, eot_samples=3)
-    assert isinstance(attacked, fb.models.ExpectationOverTransformationWrapper)
-    assert isinstance(
-        to_foolbox(defended), fb.models.ExpectationOverTransformationWrapper
-    )  # default: 8 draws
-    assert not isinstance(to_foolbox(wnll_model), fb.models.ExpectationOverTransformationWrapper)
+    defended = Defence(wnll_model, tvm=TVMSettings(eot_samples=3), seed=0).eval()
+    attacked = to_foolbox(defended)
+    assert not isinstance(attacked, fb.models.ExpectationOverTransformationWrapper)
+    purifier, calls = TVMPurifier(seed=0), []
+    purifier.register_forward_hook(lambda *_: calls.append(1))
+    wrapped = to_foolbox(torch.nn.Sequential(purifier, wnll_model), eot_samples=3)
+    wrapped(x)  # a prediction: one draw
+    assert len(calls) == 1
+    wrapped(x.clone().requires_grad_(True))  # a gradient call: EOT over 3 draws of the whole batch
+    assert len(calls) == 4
     _, clipped, _ = fb.attacks.LinfPGD(steps=5, rel_stepsize=0.25)(attacked, x, y, epsilons=EPS)
     delta = (clipped - x).abs().flatten(1).amax(1)
     assert float(delta.max()) <= EPS + 1e-5 and float(delta.min()) > EPS / 2
-    deployed = to_foolbox(defended, eot_samples=1)
-    assert 0.0 <= foolbox_accuracy(deployed, clipped, y) <= 1.0
+    assert 0.0 <= foolbox_accuracy(attacked, clipped, y) <= 1.0

@@ -201,7 +201,7 @@ def test_adapter_numpy_roundtrip_layouts_and_dtypes() -> None:
         assert z.dtype == dtype and z.shape == x.shape and np.array_equal(y, np.arange(3))
     nchw, _ = TotalVarMinimization(seed=1)(x)
     nhwc, _ = TotalVarMinimization(seed=1, channels_first=False)(x.transpose(0, 2, 3, 1).copy())
-    np.testing.assert_allclose(nhwc.transpose(0, 3, 1, 2), nchw, atol=1e-6)
+    np.testing.assert_allclose(nhwc.transpose(0, 3, 1, 2), nchw, atol=1e-5)  # float32, strided layout
     one, _ = TotalVarMinimization(seed=1)(x[:1])
     assert one.shape == (1, 3, 12, 10)
 
@@ -227,24 +227,31 @@ def test_adapter_errors() -> None:
         TotalVarMinimization()(nchw[0])
     with pytest.raises(ValueError, match="shape"):
         TotalVarMinimization(channels_first=False)(nhwc[0])
-    with pytest.raises(ValueError, match="eot_samples"):
-        TotalVarMinimization(eot_samples=0)
+    with pytest.raises(TypeError, match="eot_samples"):
+        TotalVarMinimization(eot_samples=2)  # EOT lives in the defence module, never in the preprocessor
+    with pytest.raises(TypeError, match="seed"):
+        TotalVarMinimization(seed="abc")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="prob"):
         TotalVarMinimization(prob=-0.1)
 
 
-def test_adapter_forward_eot_tiles_only_for_loss_gradients() -> None:
+def test_adapter_computes_the_purifier_function_without_tiling() -> None:
+    """The ART preprocessor and the defence's TVMPurifier: same settings + seed -> the same images."""
     from wnll_art.adapters.art_tvm import TotalVarMinimization
+    from wnll_art.tvm.module import TVMPurifier
+    from wnll_art.tvm.settings import TVMSettings
 
-    tvm = TotalVarMinimization(seed=0, eot_samples=3)
-    x, y = _images(2, dtype=torch.float32), torch.tensor([4, 7])
-    with torch.no_grad():
-        z, y_out = tvm.forward(x, y)
+    x, y = _images(3, dtype=torch.float32), torch.tensor([4, 7, 1])
+    settings = TVMSettings(prob=0.4, lamb=0.1, iterations=5)
+    art = TotalVarMinimization(settings=settings, clip_values=(0.0, 1.0), seed=3)
+    z, y_out = art.forward(x.clone().requires_grad_(True), y)  # a loss-gradient call: never tiled
     assert z.shape == x.shape and torch.equal(y_out, y)
-    z, y_out = tvm.forward(x.clone().requires_grad_(True), y)
-    assert z.shape == (6, 3, 12, 10) and y_out.tolist() == [4, 4, 4, 7, 7, 7]
-    est = TotalVarMinimization(seed=0, gradient="unrolled", eot_samples=2).estimate_forward(x)
-    assert est.shape == x.shape
+    torch.testing.assert_close(z.detach(), TVMPurifier(settings, seed=3)(x), rtol=0, atol=0)
+    assert art.settings == settings and (art.prob, art.max_iter) == (0.4, 5)
+    art.set_params(prob=0.6)  # ART's set_params writes through to the one settings object
+    assert art.settings == settings.replace(prob=0.6)
+    with pytest.raises(ValueError, match="prob"):
+        art.set_params(prob=2.0)
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:

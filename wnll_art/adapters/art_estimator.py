@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,13 @@ def _find(model: nn.Module, name: str) -> Any:
         if value is not None and not isinstance(value, (nn.Module, torch.Tensor)):
             return value
     return None
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for a model without tensors)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _num_classes(model: nn.Module) -> int:
@@ -59,7 +66,10 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
 
     Defaults: ``clip_values=(0, 1)``, ``channels_first=True``, ``input_shape=(3, 32, 32)``,
     ``nb_classes=model.num_classes``, cross-entropy loss (the model's log-scores are its logits:
-    ``softmax(log u) = u``), device ``"gpu"`` when CUDA is available else ``"cpu"``.
+    ``softmax(log u) = u``), and the device the model is on (``device_type="auto"``): a model on
+    ``cuda:N`` stays there, a CPU model stays on the CPU. ``device_type="gpu"`` with a CPU model moves
+    the model to the current CUDA device **in place** (ART's behaviour); ``"cpu"`` moves a CUDA model to
+    the CPU in place.
 
     Batch coupling: a transductive WNLLNet's outputs depend on the other inputs of its solve. ``predict``
     therefore always feeds the model batches of ``model.wnll_batch_size`` (whatever ``batch_size`` an
@@ -74,7 +84,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         loss: Training/gradient loss; default ``nn.CrossEntropyLoss()``.
         input_shape: Shape of one input.
         nb_classes: Defaults to ``model.num_classes``.
-        device_type: ``"auto"``, ``"gpu"`` or ``"cpu"``.
+        device_type: ``"auto"`` (where the model is), ``"gpu"`` or ``"cpu"``.
         **kwargs: Passed to ``PyTorchClassifier`` (``preprocessing_defences``, ``optimizer``, ...).
     """
 
@@ -90,18 +100,24 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        home = _model_device(model)
         if device_type == "auto":
-            device_type = "gpu" if torch.cuda.is_available() else "cpu"
+            device_type = "gpu" if home.type == "cuda" else "cpu"
+        if device_type not in ("cpu", "gpu"):
+            raise ValueError(f"device_type must be 'auto', 'cpu' or 'gpu', got {device_type!r}")
         kwargs.setdefault("clip_values", (0.0, 1.0))
         kwargs.setdefault("channels_first", True)
-        super().__init__(
-            model=model,
-            loss=loss if loss is not None else nn.CrossEntropyLoss(),
-            input_shape=input_shape,
-            nb_classes=nb_classes if nb_classes is not None else _num_classes(model),
-            device_type=device_type,
-            **kwargs,
-        )
+        # ART moves the model to cuda:{current_device()}: make that the model's own CUDA device
+        where = torch.cuda.device(home) if home.type == "cuda" else nullcontext()
+        with where:
+            super().__init__(
+                model=model,
+                loss=loss if loss is not None else nn.CrossEntropyLoss(),
+                input_shape=input_shape,
+                nb_classes=nb_classes if nb_classes is not None else _num_classes(model),
+                device_type=device_type,
+                **kwargs,
+            )
         self.observed_batches: Counter[tuple[str, int]] = Counter()
 
     @property

@@ -26,41 +26,52 @@ from torch import Tensor
 
 from wnll_art._checks import check_positive_int
 from wnll_art.tvm.masks import make_generator
-from wnll_art.tvm.solver import (
-    check_clip_values,
-    check_tvm_options,
-    resolve_iterations,
-    total_variation_minimize,
-)
+from wnll_art.tvm.settings import PRESETS, TVMSettings
+from wnll_art.tvm.solver import check_clip_values, total_variation_minimize
 
 __all__ = ["TotalVarMinimization"]
 
 _SMALL_CHANNELS = (1, 3)
 
 
+def _settings_field(field: str) -> Any:
+    """A property reading ``self.settings.<field>``; assigning it replaces the (validated) settings."""
+
+    def setter(self: Any, value: Any) -> None:
+        self.settings = self.settings.replace(**{field: value})
+
+    return property(lambda self: getattr(self.settings, field), setter)
+
+
 class TotalVarMinimization(PreprocessorPyTorch):
     """TVM purification (Guo et al. 2018) as an ART ``PreprocessorPyTorch``.
 
+    Computes the function of :class:`wnll_art.tvm.module.TVMPurifier` with the same
+    :class:`~wnll_art.tvm.settings.TVMSettings` (default: Guo et al.'s, keep 50 %, lamb 0.03, 20 ADMM
+    iterations). ART's parameter names override single fields of ``settings``.
+
+    EOT is not done here: a preprocessor cannot average the model over draws without tiling the batch,
+    which would change a transductive WNLL solve. For EOT, attack the defence module
+    (``wnll_art.load_defence(..., tvm=True)`` in a ``WNLLClassifier``); this preprocessor is the
+    standalone, one-draw-per-call TVM for ``preprocessing_defences``, differentiated by BPDA or unrolling.
+
     Args:
         prob: Probability that a pixel value is kept (ART's meaning: 0.3 keeps 30 %), drawn per pixel
-            and channel.
-        norm: ART's ``norm`` (positive int p of the row / column p-norms of the ``"art"`` objective).
-        lamb: ART's ``lamb``, TV weight ``>= 0``.
+            and channel; ``None``: ``settings.prob``.
+        norm: ART's ``norm`` (positive int p of the "art" objective); ``None``: ``settings.norm``.
+        lamb: ART's ``lamb``, TV weight ``>= 0``; ``None``: ``settings.lamb``.
         max_iter: ADMM iterations (ART counts L-BFGS-B iterations); exclusive with ``preset``;
-            ``None`` with ``preset=None`` means ``"art-default"``.
+            ``None``: ``settings.iterations``.
         clip_values: ``(min, max)``: inputs must lie in it and results are clipped to it, as in ART.
         apply_fit: Apply when fitting.
         apply_predict: Apply when predicting.
         verbose: Show a progress bar over chunks.
-        seed: Seeds the mask generator (successive calls still draw new masks); ``None``: OS entropy.
+        settings: The TVM settings the other arguments start from (default :class:`TVMSettings`).
+        seed: Seeds the CPU mask generator (successive calls still draw new masks); ``None``: OS entropy.
         generator: A ``torch.Generator`` to draw masks from (overrides ``seed``).
-        objective: ``"art"`` (ART's ``_loss_func``, exactly) or ``"isotropic"``.
+        objective: ``"art"`` (ART's ``_loss_func``, exactly) or ``"isotropic"``; ``None``: the settings'.
         preset: ``"art-default"``, ``"art-100"`` or ``"converged"`` (3, 20, 300 iterations).
-        gradient: ``"bpda"`` (identity backward) or ``"unrolled"`` (autograd through the iterations).
-        eot_samples: Masks per image for loss gradients (EOT): when ``forward`` runs with autograd on
-            and labels ``y`` (ART's ``loss_gradient``), the batch and ``y`` are tiled ``eot_samples``
-            times (image by image, like ART's ``EoTPyTorch``) so the classifier's loss averages over
-            masks; predictions (no autograd) and label-free calls use one mask per image.
+        gradient: ``"bpda"`` (identity backward) or ``"unrolled"``; ``None``: the settings'.
         channels_first: ``True``: ``(N, C, H, W)``; ``False``: ``(N, H, W, C)`` as ART's ``TotalVarMin``.
         chunk_size: Images per solver call (``None``: 64 on CPU, whole batch elsewhere).
         compile: ``torch.compile`` the ADMM iteration (eager fallback with a warning).
@@ -73,27 +84,27 @@ class TotalVarMinimization(PreprocessorPyTorch):
     """
 
     params = [
-        "prob", "norm", "lamb", "max_iter", "clip_values", "verbose", "objective", "preset",
-        "gradient", "eot_samples", "channels_first", "chunk_size", "compile",
+        "prob", "norm", "lamb", "max_iter", "clip_values", "verbose", "objective", "gradient",
+        "channels_first", "chunk_size", "compile",
     ]  # fmt: skip
 
     def __init__(
         self,
-        prob: float = 0.3,
-        norm: int = 2,
-        lamb: float = 0.5,
+        prob: float | None = None,
+        norm: int | None = None,
+        lamb: float | None = None,
         max_iter: int | None = None,
         clip_values: tuple[float, float] | None = None,
         apply_fit: bool = False,
         apply_predict: bool = True,
         verbose: bool = False,
         *,
+        settings: TVMSettings | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
-        objective: str = "art",
+        objective: str | None = None,
         preset: str | None = None,
-        gradient: str = "bpda",
-        eot_samples: int = 1,
+        gradient: str | None = None,
         channels_first: bool = True,
         chunk_size: int | None = None,
         compile: bool = False,  # noqa: A002 - mirrors total_variation_minimize
@@ -102,18 +113,33 @@ class TotalVarMinimization(PreprocessorPyTorch):
         super().__init__(
             device_type=device_type, is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict
         )
-        self.prob, self.norm, self.lamb, self.max_iter = prob, norm, lamb, max_iter
-        self.clip_values, self.verbose, self.objective, self.preset = clip_values, verbose, objective, preset
-        self.gradient, self.eot_samples, self.channels_first = gradient, eot_samples, channels_first
+        base = TVMSettings() if settings is None else settings
+        if not isinstance(base, TVMSettings):
+            raise TypeError(f"settings must be a TVMSettings, got {type(base).__name__}")
+        if max_iter is not None and preset is not None:
+            raise ValueError(f"give max_iter or preset, not both (got max_iter={max_iter}, preset={preset!r})")
+        overrides = {"prob": prob, "norm": norm, "lamb": lamb, "objective": objective, "gradient": gradient,
+                     "iterations": PRESETS.get(preset, preset) if preset is not None else max_iter}  # fmt: skip
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}")
+        self.settings = base.replace(**{k: v for k, v in overrides.items() if v is not None})
+        self.clip_values, self.verbose, self.channels_first = clip_values, verbose, channels_first
         self.chunk_size, self.compile = chunk_size, compile
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
         self.generator = generator if generator is not None else make_generator(seed)
         self._check_params()
 
+    # ART's attribute names: views of the one settings object (ART's set_params assigns them)
+    prob = _settings_field("prob")
+    norm = _settings_field("norm")
+    lamb = _settings_field("lamb")
+    max_iter = _settings_field("iterations")
+    objective = _settings_field("objective")
+    gradient = _settings_field("gradient")
+
     def _check_params(self) -> None:
-        resolve_iterations(self.max_iter, self.preset)
-        check_tvm_options(self.prob, self.norm, self.lamb, self.objective, self.gradient)
         check_clip_values(self.clip_values)
-        check_positive_int(self.eot_samples, "eot_samples")
         if self.chunk_size is not None:
             check_positive_int(self.chunk_size, "chunk_size")
         for name in ("verbose", "channels_first", "compile"):
@@ -144,10 +170,8 @@ class TotalVarMinimization(PreprocessorPyTorch):
 
     def _purify(self, x_nchw: Tensor) -> Tensor:
         return total_variation_minimize(
-            x_nchw, prob=self.prob, norm=self.norm, lamb=self.lamb, objective=self.objective,  # type: ignore[arg-type]
-            max_iter=self.max_iter, preset=self.preset, generator=self.generator,
-            clip_values=self.clip_values, gradient=self.gradient, chunk_size=self.chunk_size,  # type: ignore[arg-type]
-            compile=self.compile, progress=self.verbose,
+            x_nchw, **self.settings.solver_kwargs(), generator=self.generator, clip_values=self.clip_values,
+            chunk_size=self.chunk_size, compile=self.compile, progress=self.verbose,
         )  # fmt: skip
 
     def forward(self, x: Tensor, y: Any | None = None) -> tuple[Tensor, Any | None]:
@@ -156,22 +180,16 @@ class TotalVarMinimization(PreprocessorPyTorch):
         Args:
             x: Images ``(N, C, H, W)`` (``(N, H, W, C)`` if ``channels_first=False``), floating,
                 finite, within ``clip_values``; any device.
-            y: Labels, passed through (tiled with ``x`` under EOT, see the class docstring).
+            y: Labels, passed through unchanged.
 
         Returns:
-            ``(x_purified, y)``: same layout, dtype and device as ``x`` (batch ``N * eot_samples``
-            under EOT).
+            ``(x_purified, y)``: same shape, layout, dtype and device as ``x`` (one draw per image).
         """
-        x_nchw = self._to_nchw(x)
-        if self.eot_samples > 1 and y is not None and x.requires_grad and torch.is_grad_enabled():
-            x_nchw = x_nchw.repeat_interleave(self.eot_samples, dim=0)
-            y = y.repeat_interleave(self.eot_samples, dim=0) if isinstance(y, Tensor) else np.repeat(
-                y, self.eot_samples, axis=0)  # fmt: skip
-        return self._from_nchw(self._purify(x_nchw)), y
+        return self._from_nchw(self._purify(self._to_nchw(x))), y
 
     def estimate_forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Differentiable estimate used by ART for gradients: the purified batch with ``gradient``'s
-        backward (BPDA: identity); for ``"unrolled"`` the mean over ``eot_samples`` masks.
+        backward (BPDA: identity; unrolled: through the iterations).
 
         Args:
             x: Images in this preprocessor's layout, shape ``(N, ...)``, floating.
@@ -180,11 +198,7 @@ class TotalVarMinimization(PreprocessorPyTorch):
         Returns:
             Same shape, dtype and device as ``x``.
         """
-        x_nchw = self._to_nchw(x)
-        samples = self.eot_samples if self.gradient == "unrolled" else 1
-        z = torch.stack([self._purify(x_nchw) for _ in range(samples)]).mean(0) if samples > 1 else (
-            self._purify(x_nchw))  # fmt: skip
-        return self._from_nchw(z)
+        return self._from_nchw(self._purify(self._to_nchw(x)))
 
     def __call__(self, x: np.ndarray, y: Any | None = None) -> tuple[np.ndarray, Any | None]:
         """Purifies a NumPy batch (standalone use).

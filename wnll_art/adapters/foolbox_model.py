@@ -5,7 +5,7 @@ the robustness of machine learning models in PyTorch, TensorFlow, and JAX", JOSS
 A. Athalye, N. Carlini, D. Wagner, "Obfuscated Gradients Give a False Sense of Security", ICML 2018 (EOT).
 
 Thin by design: the defence (WNLL, TVM) lives in the ``nn.Module``; this module only sets bounds,
-freezes parameters for eagerpy and adds EOT for randomised defences.
+freezes parameters for eagerpy and adds :mod:`wnll_art.eot`'s EOT to a randomised module without it.
 """
 
 from __future__ import annotations
@@ -15,10 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from wnll_art.defence import Defence
+from wnll_art.eot import EOT
+from wnll_art.tvm.settings import TVMSettings
+
 __all__ = ["foolbox_accuracy", "to_foolbox"]
 
 
-def _is_randomised(model: nn.Module) -> bool:
+def _needs_eot(model: nn.Module) -> bool:
+    """A randomised module (``randomised = True``) that does not average its own draws."""
+    if isinstance(model, (Defence, EOT)):
+        return False
     return any(getattr(m, "randomised", False) for m in model.modules())
 
 
@@ -27,37 +34,37 @@ def to_foolbox(
 ) -> Any:
     """Wraps ``model`` (images ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` scores) for Foolbox 3.
 
-    The model is put in eval mode and its parameters get ``requires_grad_(False)`` (Foolbox's eagerpy
-    would otherwise build parameter gradients on every call; call ``model.requires_grad_(True)`` to
-    train it again). If the model contains a randomised defence (a module with ``randomised = True``,
-    e.g. :class:`wnll_art.tvm.TVMPurifier`), the result is wrapped in Foolbox's
-    ``ExpectationOverTransformationWrapper`` with ``eot_samples`` draws per gradient (default 8), so
-    gradient attacks see the expectation over the defence's randomness.
+    The model is put in eval mode and its parameters get ``requires_grad_(False)`` **in place** (Foolbox's
+    eagerpy would otherwise build parameter gradients on every call; call ``model.requires_grad_(True)``
+    to train it again). The model is not moved: inputs must be on ``device``.
+
+    EOT is :mod:`wnll_art.eot`'s, the one every path uses: a :class:`wnll_art.defence.Defence` averages its
+    TVM draws itself when differentiated; any other randomised module (one holding a module with
+    ``randomised = True``) is wrapped in :class:`wnll_art.eot.EOT`.
 
     Args:
         model: The model; defence logic inside it.
         device: Device for the inputs; default: the model's parameter device (CPU if none).
-        eot_samples: EOT draws; ``None`` for 8 on randomised models and none otherwise, ``1`` to
-            disable EOT explicitly.
+        eot_samples: EOT draws for a randomised module without its own EOT; ``None``: the default TVM
+            settings' ``eot_samples``.
 
     Returns:
-        A ``foolbox.PyTorchModel`` with ``bounds=(0, 1)`` (or its EOT wrapper).
+        A ``foolbox.PyTorchModel`` with ``bounds=(0, 1)``.
     """
     import foolbox as fb
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if eot_samples is not None and (isinstance(eot_samples, bool) or eot_samples < 1):
+    if eot_samples is not None and (isinstance(eot_samples, bool) or not isinstance(eot_samples, int)
+                                    or eot_samples < 1):  # fmt: skip
         raise ValueError(f"eot_samples must be a positive int, got {eot_samples!r}")
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     model.eval().requires_grad_(False)
-    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
-    samples = eot_samples if eot_samples is not None else (8 if _is_randomised(model) else 1)
-    if samples > 1:
-        return fb.models.ExpectationOverTransformationWrapper(fmodel, n_steps=samples)
-    return fmodel
+    if _needs_eot(model):
+        model = EOT(model, samples=eot_samples or TVMSettings().eot_samples).eval()
+    return fb.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
 
 
 def foolbox_accuracy(
@@ -81,5 +88,5 @@ def foolbox_accuracy(
     correct = 0
     for i in range(0, images.shape[0], batch_size):
         logits = fmodel(images[i : i + batch_size])
-        correct += int((logits.argmax(1) == labels[i : i + batch_size]).sum())
+        correct += int((logits.argmax(1) == labels[i : i + batch_size].to(logits.device)).sum())
     return correct / images.shape[0]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wnll_art.defence import Defence
 from wnll_art.evaluation.checks import eps_monotonicity_flags, model_flags
 from wnll_art.evaluation.engine import Batches, Dist, derive_seed, run_cells
 from wnll_art.evaluation.harness import EvalConfig, load_batches, load_victims
@@ -171,14 +172,12 @@ def _victims(
     out = []
     for v in base:
         for d in defences:
-            purifier: nn.Module | None = None
-            if d == "tvm":
-                from wnll_art.tvm.module import TVMPurifier
-
-                purifier = TVMPurifier(**{**cfg.tvm, "seed": cfg.seed})
-            elif d != "none":
-                purifier = art_defence(d, seed=cfg.seed, **options.get(d, {}))
-            out.append(Victim(v.model, d, v.classifier, purifier))  # type: ignore[arg-type]
+            if d not in ("none", "tvm"):
+                module = Defence(v.classifier, purifier=art_defence(d, seed=cfg.seed, **options.get(d, {})))
+            else:
+                module = Defence(v.classifier, tvm=cfg.tvm if d == "tvm" else None, seed=cfg.seed)
+            module.training = False
+            out.append(Victim(v.model, d, module))
     return out
 
 
@@ -186,8 +185,7 @@ def _victim_flags(victims: Sequence[Victim], batches: Batches, eot: int) -> dict
     x, y = batches.get(0)
     flags = {}
     for v in victims:
-        randomised = v.purifier is not None and getattr(v.purifier, "randomised", True)
-        view = v.attack_view(eot_samples=eot if randomised else 1)
+        view = v.attack_view(eot_samples=eot if v.module.randomised else 1)
         flags[v.model, v.defence] = model_flags(v.predict_module, view, x, y, reseed=v.reseed)
     return flags
 

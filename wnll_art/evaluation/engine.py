@@ -118,12 +118,10 @@ def _adversarial(
         return x
     source = victim if spec.source == "self" else softmax
     # EOT only over a randomised purifier (a deterministic one, e.g. JPEG, gives the same draw each time)
-    randomised = source.purifier is not None and getattr(source.purifier, "randomised", True)
-    eot = spec.eot_samples if randomised else 1
-    # Views wrapping a purifier (nn.Sequential, EOTAverage) are built in train mode, and Attack.__call__ restores
-    # the mode it found: without this, attacking through TVM left the shared backbone in train mode (BatchNorm
-    # on batch statistics, running statistics overwritten), corrupting every later cell of both models.
-    view = source.attack_view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot).eval()
+    eot = spec.eot_samples if source.module.randomised else 1
+    # Attack.__call__ restores the mode it found; a view is built in its victim's (eval) mode, so the shared
+    # backbone's BatchNorm never switches to train mode (which once corrupted every later cell of both models).
+    view = source.attack_view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot)
     if not spec.attack.eps_independent:
         source.reseed(seed)  # the purifier's draws during the attack depend on the batch only, not the rank
         return spec.attack(view, x, y, eps=eps, seed=seed)

@@ -124,7 +124,7 @@ def feature_geometry(
     if with_tvm:
         from wnll_art.tvm.module import TVMPurifier
 
-        purifier = TVMPurifier(**{**cfg.tvm, "seed": cfg.seed})
+        purifier = TVMPurifier(cfg.tvm, seed=cfg.seed)
     attack = ArtBIM(steps=steps, step_fraction=step_fraction)
     y = batches.y.cpu()
     summary: dict[str, Any] = {"settings": settings, "eps": eps, "n": cfg.n, "conditions": [], "models": {},

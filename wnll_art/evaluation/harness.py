@@ -19,18 +19,12 @@ from wnll_art.evaluation.engine import AttackSpec, Batches, Dist, run_cells
 from wnll_art.evaluation.protocols import main_specs
 from wnll_art.evaluation.records import CellRecord, RunStore, per_image_minimum, write_markdown, write_plots
 from wnll_art.evaluation.victims import Victim, build_victims
+from wnll_art.tvm.settings import TVMSettings
 from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.template import balanced_template
 from wnll_art.zoo import load_pretrained
 
 __all__ = ["EvalConfig", "evaluate", "finalize", "load_batches", "load_victims"]
-
-
-# Guo et al. (2018): keep 50% of the pixels, lambda_TV = 0.03, their objective (which ART's TotalVarMin copies).
-# "art-100" = the quality of ART's L-BFGS-B at max_iter=100 (20 ADMM steps): on the pretrained softmax ResNet-56
-# it gives 86.6% clean accuracy on the first 500 test images (3 steps: 92.6%, near-input; converged: 82.6%,
-# 60 ms/image on CPU).
-GUO_TVM: dict[str, Any] = {"prob": 0.5, "lamb": 0.03, "norm": 2, "objective": "art", "preset": "art-100"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +44,7 @@ class EvalConfig:
         kernel: ``"gaussian"`` or ``"quartic"``.
         eot_samples: EOT draws when attacking through TVM.
         cw_steps: Optimisation steps of the C&W attacks.
-        tvm: :class:`~wnll_art.tvm.module.TVMPurifier` options.
+        tvm: The TVM settings (default: Guo et al.'s, :class:`~wnll_art.tvm.settings.TVMSettings`).
         seed: Seed of the template draw, TVM masks and attack random starts.
         device: ``"cpu"`` or ``"cuda"``.
     """
@@ -67,7 +61,7 @@ class EvalConfig:
     kernel: str = "gaussian"
     eot_samples: int = 2
     cw_steps: int = 20
-    tvm: dict[str, Any] = field(default_factory=lambda: dict(GUO_TVM))
+    tvm: TVMSettings = field(default_factory=TVMSettings)
     seed: int = 0
     device: str = "cpu"
 
@@ -82,7 +76,7 @@ class EvalConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "tvm": self.tvm.to_dict()}
 
 
 def load_batches(cfg: EvalConfig, data_root: str | os.PathLike[str] | None, dist: Dist) -> Batches:
@@ -112,10 +106,10 @@ def load_victims(
         template = balanced_template(images, labels, cfg.template_size // 10, generator=gen)
         wnll = WNLLNet(backbone, *template, coupling=cfg.coupling, wnll_batch_size=cfg.wnll_batch_size,  # type: ignore[arg-type]
                        kernel=cfg.kernel).to(cfg.device).eval()  # type: ignore[arg-type]  # fmt: skip
-    victims = build_victims(backbone, wnll, defences=cfg.defences, tvm_options={**cfg.tvm, "seed": cfg.seed})
+    victims = build_victims(backbone, wnll, defences=cfg.defences, tvm=cfg.tvm, seed=cfg.seed)
     softmax = next((v for v in victims if v.model == "softmax" and v.defence == "none"), None)
     if softmax is None:
-        softmax = build_victims(backbone, None, defences=("none",), tvm_options={})[0]
+        softmax = build_victims(backbone, None, defences=("none",), tvm=cfg.tvm, seed=cfg.seed)[0]
     return victims, softmax
 
 

@@ -24,9 +24,10 @@ from typing import Any
 
 from wnll_art._argparse import float_list, name_list
 from wnll_art.evaluation.engine import AttackSpec, Dist
-from wnll_art.evaluation.harness import GUO_TVM, EvalConfig
+from wnll_art.evaluation.harness import EvalConfig
 from wnll_art.evaluation.records import CellRecord, RunStore, per_image_minimum
 from wnll_art.evaluation.victims import Victim
+from wnll_art.tvm.settings import TVMSettings
 
 __all__ = [
     "attach_flags",
@@ -184,10 +185,11 @@ def script_parser(
     p.add_argument("--kernel", choices=("gaussian", "quartic"), default="gaussian")
     p.add_argument("--eot-samples", type=int, default=4, help="EOT draws when attacking a randomised defence")
     p.add_argument("--cw-steps", type=int, default=30, help="C&W optimisation steps (adaptive attacks)")
-    p.add_argument("--tvm-prob", type=float, default=GUO_TVM["prob"], help="probability that a pixel is kept")
-    p.add_argument("--tvm-lamb", type=float, default=GUO_TVM["lamb"], help="TV weight (Guo et al.: 0.03)")
-    p.add_argument("--tvm-objective", choices=("art", "isotropic"), default=GUO_TVM["objective"])
-    p.add_argument("--tvm-preset", choices=("art-default", "art-100", "converged"), default=GUO_TVM["preset"])
+    guo = TVMSettings()
+    p.add_argument("--tvm-prob", type=float, default=guo.prob, help="probability that a pixel is kept")
+    p.add_argument("--tvm-lamb", type=float, default=guo.lamb, help="TV weight (Guo et al.: 0.03)")
+    p.add_argument("--tvm-objective", choices=("art", "isotropic"), default=guo.objective)
+    p.add_argument("--tvm-iterations", type=int, default=guo.iterations, help="ADMM iterations (Guo: 20)")
     return p
 
 
@@ -198,8 +200,8 @@ def script_config(args: argparse.Namespace, *, defences: tuple[str, ...] | None 
         defences=args.defences if defences is None else defences, wnll_batch_size=args.wnll_batch_size,
         template_size=args.template_size, coupling=args.coupling, kernel=args.kernel,
         eot_samples=args.eot_samples, cw_steps=args.cw_steps, seed=args.seed, device=args.device,
-        tvm={**GUO_TVM, "prob": args.tvm_prob, "lamb": args.tvm_lamb, "objective": args.tvm_objective,
-             "preset": args.tvm_preset},
+        tvm=TVMSettings(prob=args.tvm_prob, lamb=args.tvm_lamb, objective=args.tvm_objective,
+                        iterations=args.tvm_iterations, eot_samples=args.eot_samples),
     )  # fmt: skip
 
 

@@ -1,25 +1,24 @@
 """Models as evaluated ("victims") and the attacker's views of them.
 
-A victim is a classifier (softmax ResNet-56 or WNLLNet) plus an optional input purifier (TVM). Its
-*prediction module* is what is deployed: purifier then classifier, one random TVM draw per image. An
-*attack view* is the module an attacker differentiates: exact or surrogate WNLL gradient, TVM seen
-through BPDA (and EOT over its masks) or not seen at all (the paper's oblivious setting).
-All views share parameters and buffers with the victim; nothing is copied.
+A victim is a :class:`wnll_art.defence.Defence` (classifier, softmax ResNet-56 or WNLLNet, plus an optional
+TVM purifier) named by its table cell. Its *prediction module* is the defence itself: one random TVM draw
+per image. An *attack view* (:meth:`Defence.view`) is what an attacker differentiates: exact or surrogate
+WNLL gradient, TVM seen through BPDA (with EOT over its masks) or not seen at all (the paper's oblivious
+setting). All views share parameters, buffers and the mask generator with the victim; nothing is copied.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from wnll_art.defence import Defence
+from wnll_art.tvm.module import TVMPurifier
+from wnll_art.tvm.settings import TVMSettings
 from wnll_art.wnll.model import WNLLNet
-
-if TYPE_CHECKING:
-    from wnll_art.tvm.module import TVMPurifier
 
 __all__ = ["Victim", "build_victims"]
 
@@ -28,30 +27,37 @@ TVMView = Literal["bpda", "oblivious", "unrolled"]
 
 @dataclass
 class Victim:
-    """One (model, defence) pair.
+    """One (model, defence) pair: a :class:`~wnll_art.defence.Defence` and the names of its cell.
 
     Attributes:
         model: ``"softmax"`` or ``"wnll"``.
         defence: ``"none"`` or ``"tvm"``.
-        classifier: Images in [0, 1] -> ``(N, C)`` scores, without the purifier.
-        purifier: The TVM purifier, or ``None``.
+        module: The defence module (purifier, if any, then classifier); the deployed model.
     """
 
     model: str
     defence: str
-    classifier: nn.Module
-    purifier: TVMPurifier | None = None
+    module: Defence
     _views: dict[tuple[object, ...], nn.Module] = field(default_factory=dict, repr=False)
 
     @property
+    def classifier(self) -> nn.Module:
+        """Images in [0, 1] -> ``(N, C)`` scores, without the purifier."""
+        return self.module.classifier
+
+    @property
+    def purifier(self) -> TVMPurifier | None:
+        """The TVM purifier, or ``None``."""
+        return self.module.purifier
+
+    @property
     def predict_module(self) -> nn.Module:
-        """The deployed model: purifier (BPDA gradient, one draw) then classifier."""
-        return self.attack_view()
+        """The deployed model: purifier (one draw per call) then classifier."""
+        return self.module
 
     def reseed(self, seed: int) -> None:
         """Reseeds the purifier's generator (the harness does it per batch, for reproducibility)."""
-        if self.purifier is not None:
-            self.purifier.reseed(seed)
+        self.module.reseed(seed)
 
     def attack_view(
         self,
@@ -64,35 +70,16 @@ class Victim:
 
         Args:
             gradient: WNLL gradient (ignored for softmax models).
-            tvm: ``"bpda"`` (straight-through), ``"unrolled"`` (through the solver iterations) or
-                ``"oblivious"`` (the attacker does not see TVM). Ignored without a purifier.
-            eot_samples: Expectation over that many TVM draws (scores averaged, as Foolbox's EOT).
+            tvm: ``"bpda"``, ``"unrolled"`` or ``"oblivious"`` (TVM unseen). Ignored without a purifier.
+            eot_samples: TVM draws averaged per gradient (:mod:`wnll_art.eot`).
         """
         key = (gradient, tvm, eot_samples)
         if key not in self._views:
-            clf = self.classifier
-            if isinstance(clf, WNLLNet) and clf.gradient != gradient:
-                clf = copy.copy(clf)  # shallow: shares modules, parameters, buffers and settings
-                clf.gradient = gradient
-            if self.purifier is None or tvm == "oblivious":
-                view: nn.Module = clf
-            else:
-                purifier = (
-                    self.purifier if tvm == self.purifier.gradient else self.purifier.with_gradient(tvm)
-                )
-                view = nn.Sequential(purifier, clf)
-                if eot_samples > 1:
-                    from wnll_art.tvm.module import EOTAverage
-
-                    view = EOTAverage(view, samples=eot_samples)
-            # containers are born in train mode: a view must never put the shared backbone's BatchNorm in train mode
-            self._views[key] = view.eval()
+            self._views[key] = self.module.view(gradient=gradient, tvm=tvm, eot_samples=eot_samples)
         return self._views[key]
 
     def settings(self) -> dict[str, Any]:
-        clf = self.classifier.settings() if isinstance(self.classifier, WNLLNet) else {}
-        tvm = self.purifier.settings() if self.purifier is not None else None
-        return {"model": self.model, "defence": self.defence, "wnll": clf, "tvm": tvm}
+        return {"model": self.model, "defence": self.defence, **self.module.settings()}
 
 
 def build_victims(
@@ -100,7 +87,8 @@ def build_victims(
     wnll: WNLLNet | None,
     *,
     defences: tuple[str, ...],
-    tvm_options: dict[str, Any],
+    tvm: TVMSettings,
+    seed: int,
 ) -> list[Victim]:
     """All (model, defence) victims: softmax / WNLL crossed with the requested defences.
 
@@ -108,7 +96,8 @@ def build_victims(
         softmax: The plain classifier (eval mode).
         wnll: The WNLL model built on the same backbone, or ``None`` to skip it.
         defences: Subset of ``("none", "tvm")``.
-        tvm_options: Keyword arguments of :class:`~wnll_art.tvm.module.TVMPurifier`.
+        tvm: The TVM settings of the ``"tvm"`` victims.
+        seed: Seed of their mask generators.
     """
     unknown = set(defences) - {"none", "tvm"}
     if unknown:
@@ -117,12 +106,11 @@ def build_victims(
     if wnll is not None:
         models.append(("wnll", wnll))
     victims = []
-    if "tvm" in defences:
-        from wnll_art.tvm.module import TVMPurifier
     for name, clf in models:
         for defence in defences:
-            purifier = TVMPurifier(**tvm_options) if defence == "tvm" else None
-            victims.append(Victim(name, defence, clf.eval(), purifier))
+            module = Defence(clf.eval(), tvm=tvm if defence == "tvm" else None, seed=seed)
+            module.training = False  # never recurse: the classifier is shared and already in eval mode
+            victims.append(Victim(name, defence, module))
     return victims
 
 

@@ -1,0 +1,147 @@
+"""The defence module: one TVM, one EOT (whole-batch draws), attacker views, settings (fast, synthetic)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from wnll_art.defence import Defence
+from wnll_art.eot import EOT, eot_forward
+from wnll_art.tvm.module import TVMPurifier
+from wnll_art.tvm.settings import TVMSettings
+from wnll_art.wnll.model import WNLLNet
+
+SETTINGS = TVMSettings(prob=0.5, lamb=0.1, iterations=3, eot_samples=3)
+
+
+class TinyBackbone(nn.Module):
+    feature_dim = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(48, 8)
+        self.linear = nn.Linear(8, 3)
+        self.batch_sizes: list[int] = []
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(x.shape[0])
+        return torch.tanh(self.proj(nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)))
+
+
+def _wnll(**kwargs: object) -> WNLLNet:
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    images, labels = torch.rand(30, 3, 8, 8, generator=gen), torch.arange(30) % 3
+    opts = {"k": 6, "sigma_neighbor": 4, "wnll_batch_size": 8, **kwargs}
+    return WNLLNet(TinyBackbone(), images, labels, **opts).eval()  # type: ignore[arg-type]
+
+
+def _x(n: int = 8) -> torch.Tensor:
+    return torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+def test_prediction_is_one_draw_of_purifier_then_classifier() -> None:
+    wnll = _wnll()
+    defence = Defence(wnll, tvm=SETTINGS, seed=4).eval()
+    with torch.no_grad():
+        out = defence(_x())
+        expect = wnll(TVMPurifier(SETTINGS, seed=4)(_x()))
+    torch.testing.assert_close(out, expect, rtol=0, atol=0)
+    assert defence.num_classes == 3 and defence.randomised
+
+
+def test_eot_gradient_is_the_mean_over_whole_batch_draws() -> None:
+    """EOT averages draws, each one call on the whole batch (a transductive solve never sees tiled copies)."""
+    wnll = _wnll()
+    defence = Defence(wnll, tvm=SETTINGS, seed=7).eval()
+    x = _x().requires_grad_(True)
+    wnll.template_features()  # cached in eval mode: only batch passes are counted below
+    wnll.backbone.batch_sizes.clear()
+    defence(x).sum().backward()
+    assert wnll.backbone.batch_sizes == [8, 8, 8]  # three draws of the batch of 8, never one batch of 24
+    purifier = TVMPurifier(SETTINGS, seed=7)  # the same masks, drawn one by one
+    draws = []
+    for _ in range(3):
+        xi = _x().requires_grad_(True)
+        wnll(purifier(xi)).sum().backward()
+        draws.append(xi.grad)
+    torch.testing.assert_close(x.grad, torch.stack(draws).mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_eot_forward_rule_and_module() -> None:
+    counter: list[int] = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        counter.append(x.shape[0])
+        return x.flatten(1)[:, :2] + torch.randn(x.shape[0], 2)
+
+    x = _x(4)
+    eot_forward(fn, x, 5)
+    assert counter == [4]  # no gradient wanted: one draw
+    eot_forward(fn, x.clone().requires_grad_(True), 5)
+    assert counter == [4] * 6
+    with torch.no_grad():
+        eot_forward(fn, x.clone().requires_grad_(True), 5)
+    assert len(counter) == 7
+    with pytest.raises(ValueError, match="samples"):
+        EOT(nn.Identity(), samples=0)
+
+
+def test_views_share_parameters_and_generator() -> None:
+    wnll = _wnll()
+    defence = Defence(wnll, tvm=SETTINGS, seed=0).eval()
+    view = defence.view(gradient="surrogate", tvm="unrolled", eot_samples=2)
+    assert not view.training and wnll.gradient == "exact"  # the victim keeps its own setting
+    assert view.classifier.gradient == "surrogate" and view.purifier.tvm.gradient == "unrolled"  # type: ignore[union-attr]
+    assert view.eot_samples == 2 and view.classifier.backbone is wnll.backbone
+    assert {id(p) for p in view.parameters()} == {id(p) for p in defence.parameters()}
+    oblivious = defence.view(tvm="oblivious")
+    assert not oblivious.randomised
+    with torch.no_grad():
+        torch.testing.assert_close(oblivious(_x()), wnll(_x()))
+    defence.reseed(5)  # views share the generator: reseeding the victim reseeds its views
+    with torch.no_grad():
+        a = view.purifier(_x())  # type: ignore[misc]
+        defence.reseed(5)
+        b = defence.purifier(_x())  # type: ignore[misc]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_settings_record_tvm_whole_and_softmax_defence() -> None:
+    defence = Defence(_wnll(), tvm=SETTINGS, seed=2)
+    record = defence.settings()
+    assert record["tvm"] == SETTINGS.to_dict() and record["purifier"]["seed"] == 2
+    assert TVMSettings.from_dict(record["tvm"]) == SETTINGS
+    assert record["classifier"] == "wnll" and record["wnll"]["coupling"] == "transductive"
+    plain = Defence(TinyBackbone())  # a softmax network: classes from its `linear` head
+    assert plain.settings()["tvm"] is None and not plain.randomised
+    with pytest.raises(TypeError, match="num_classes"):
+        Defence(nn.Identity())
+    with pytest.raises(ValueError, match="not both"):
+        Defence(_wnll(), tvm=SETTINGS, purifier=nn.Identity())
+
+
+def test_linear_classifier_without_num_classes_is_refused_clearly() -> None:
+    with pytest.raises(TypeError, match="num_classes"):
+        Defence(nn.Linear(4, 3))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("prob", 1.5), ("prob", float("nan")), ("lamb", -1.0), ("lamb", float("inf")), ("norm", 0),
+     ("iterations", 0), ("eot_samples", 0), ("objective", "l1"), ("gradient", "exact")],
+)  # fmt: skip
+def test_tvm_settings_refuse_bad_values(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        TVMSettings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_tvm_settings_round_trip_and_presets() -> None:
+    s = TVMSettings.from_preset("art-default", prob=0.3, lamb=0.5)
+    assert s.iterations == 3 and TVMSettings.from_dict(s.to_dict()) == s
+    assert TVMSettings() == TVMSettings(prob=0.5, lamb=0.03, norm=2, objective="art", iterations=20)
+    with pytest.raises(ValueError, match="unknown TVM settings"):
+        TVMSettings.from_dict({"prob": 0.5, "sigma": 1})
+    with pytest.raises(ValueError, match="preset"):
+        TVMSettings.from_preset("fast")

@@ -1,0 +1,229 @@
+"""The whole defence as one ``nn.Module``: TVM purifier (optional) -> backbone -> (buffer) -> WNLL head.
+
+B. Wang, A. T. Lin, Z. Shi, W. Zhu, P. Yin, A. L. Bertozzi, S. J. Osher, "Adversarial Defense via Data
+Dependent Activation Function and Total Variation Minimization", arXiv:1809.08516 (2018): the WNLL
+output activation (:class:`wnll_art.wnll.model.WNLLNet`) behind TVM input purification (C. Guo et al.,
+ICLR 2018; :class:`wnll_art.tvm.module.TVMPurifier`). A. Athalye, N. Carlini, D. Wagner, ICML 2018:
+attackers differentiate TVM by BPDA and average its randomness by EOT (:mod:`wnll_art.eot`).
+
+Everything that makes the defence lives in this module, so ART (``WNLLClassifier``, or attacks that
+rebuild a plain ``PyTorchClassifier`` from ``estimator.model``), Foolbox (``to_foolbox``) and plain
+PyTorch attack the same function. Settings: the WNLL gradient (``"exact"`` or the paper's straight-through
+``"surrogate"``) and coupling (``"transductive"`` or ``"inductive"``) are the classifier's; the TVM
+settings are the purifier's; :meth:`Defence.view` gives attacker views sharing every parameter.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from wnll_art.eot import eot_forward
+from wnll_art.tvm.module import TVMPurifier
+from wnll_art.tvm.settings import TVMSettings
+from wnll_art.wnll.model import WNLLNet
+
+__all__ = ["Defence", "load_defence"]
+
+Gradient = Literal["exact", "surrogate"]
+TVMView = Literal["bpda", "unrolled", "oblivious"]
+
+
+class Defence(nn.Module):
+    """Purifier (optional) then classifier, with EOT over the purifier's draws when differentiated.
+
+    ``forward`` on a batch: with a purifier, each call purifies with fresh masks; while autograd records
+    a graph reaching the input, the scores are the mean over ``eot_samples`` draws, each draw one call on
+    the whole batch (so a transductive WNLL solve never sees tiled copies); otherwise one draw, which is
+    the deployed model.
+
+    Args:
+        classifier: Images in [0, 1] -> ``(N, C)`` scores: a :class:`~wnll_art.wnll.model.WNLLNet`
+            (log WNLL label functions) or a softmax network (logits).
+        tvm: TVM settings, a ready :class:`~wnll_art.tvm.module.TVMPurifier`, or ``None`` (no TVM).
+        purifier: Another input purifier module instead of TVM (e.g. an ART defence as a module); EOT
+            applies when it has ``randomised = True``.
+        seed: Seed of the TVM mask generator (used with TVM settings only).
+        eot_samples: Draws averaged per gradient; ``None``: the TVM settings' ``eot_samples``.
+        oblivious: The attacker does not see TVM: ``forward`` skips the purifier (the paper's
+            oblivious setting; only for attack views).
+
+    Shapes:
+        ``forward(x)``: ``(N, 3, H, W)`` float in [0, 1], on the module's device -> ``(N, C)``.
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        *,
+        tvm: TVMSettings | TVMPurifier | None = None,
+        purifier: nn.Module | None = None,
+        seed: int = 0,
+        eot_samples: int | None = None,
+        oblivious: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(classifier, nn.Module):
+            raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
+        self.classifier = classifier
+        if tvm is not None and purifier is not None:
+            raise ValueError("give tvm or purifier, not both")
+        if tvm is not None and not isinstance(tvm, (TVMSettings, TVMPurifier)):
+            raise TypeError(f"tvm must be TVMSettings, TVMPurifier or None, got {type(tvm).__name__}")
+        if purifier is not None and not isinstance(purifier, nn.Module):
+            raise TypeError(f"purifier must be a torch.nn.Module, got {type(purifier).__name__}")
+        self.purifier: nn.Module | None = TVMPurifier(tvm, seed=seed) if isinstance(tvm, TVMSettings) else (
+            tvm or purifier)  # fmt: skip
+        samples = eot_samples if eot_samples is not None else (
+            self.tvm.eot_samples if self.tvm is not None else 1)  # fmt: skip
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"eot_samples must be a positive int, got {samples!r}")
+        self.eot_samples = samples
+        self.oblivious = bool(oblivious)
+        self.num_classes = _num_classes(classifier)
+
+    @property
+    def tvm(self) -> TVMSettings | None:
+        """The TVM settings, or ``None`` without a TVM purifier."""
+        return self.purifier.tvm if isinstance(self.purifier, TVMPurifier) else None
+
+    @property
+    def randomised(self) -> bool:
+        """Whether outputs depend on random purifier draws (EOT then applies)."""
+        return self.purifier is not None and not self.oblivious and bool(getattr(self.purifier, "randomised", False))
+
+    @property
+    def wnll(self) -> WNLLNet | None:
+        """The WNLL classifier, or ``None`` for a softmax one."""
+        return self.classifier if isinstance(self.classifier, WNLLNet) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.purifier is None or self.oblivious:
+            return self.classifier(x)
+        if not self.randomised:
+            return self._one_draw(x)
+        return eot_forward(self._one_draw, x, self.eot_samples)
+
+    def _one_draw(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.purifier(x))  # type: ignore[misc]
+
+    def reseed(self, seed: int) -> None:
+        """Restarts the TVM mask generator (shared with every view) from ``seed``."""
+        if callable(getattr(self.purifier, "reseed", None)):
+            self.purifier.reseed(seed)  # type: ignore[union-attr, operator]
+
+    def view(
+        self,
+        *,
+        gradient: Gradient | None = None,
+        tvm: TVMView | None = None,
+        eot_samples: int | None = None,
+    ) -> Defence:
+        """An attacker's view: the same parameters, buffers and mask generator, other gradient settings.
+
+        Args:
+            gradient: WNLL gradient, ``"exact"`` or ``"surrogate"`` (ignored for a softmax classifier).
+            tvm: ``"bpda"`` or ``"unrolled"`` (how TVM is differentiated) or ``"oblivious"`` (TVM unseen).
+            eot_samples: Draws averaged per gradient.
+
+        Returns:
+            A :class:`Defence` in this one's train/eval mode (set without touching the shared modules).
+        """
+        clf = self.classifier
+        if gradient is not None and isinstance(clf, WNLLNet) and clf.gradient != gradient:
+            if gradient not in ("exact", "surrogate"):
+                raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
+            clf = copy.copy(clf)  # shallow: shares modules, parameters, buffers and settings
+            clf.gradient = gradient
+        purifier = self.purifier
+        if isinstance(purifier, TVMPurifier) and tvm in ("bpda", "unrolled") and purifier.tvm.gradient != tvm:
+            purifier = purifier.with_gradient(tvm)  # type: ignore[arg-type]
+        if tvm not in (None, "bpda", "unrolled", "oblivious"):
+            raise ValueError(f"tvm must be 'bpda', 'unrolled' or 'oblivious', got {tvm!r}")
+        view = Defence(clf, purifier=purifier, eot_samples=self.eot_samples if eot_samples is None else eot_samples,
+                       oblivious=tvm == "oblivious" or (tvm is None and self.oblivious))  # fmt: skip
+        view.training = self.training  # a container is born in train mode; never recurse into shared BN
+        return view
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting that changes the function computed (recorded with each result)."""
+        return {
+            "classifier": "wnll" if self.wnll is not None else "softmax",
+            "wnll": self.wnll.settings() if self.wnll is not None else None,
+            "tvm": self.tvm.to_dict() if self.tvm is not None else None,
+            "purifier": _purifier_settings(self.purifier),
+            "eot_samples": self.eot_samples if self.randomised else None,
+            "oblivious": self.oblivious,
+        }
+
+
+def _purifier_settings(purifier: nn.Module | None) -> dict[str, Any] | None:
+    if purifier is None:
+        return None
+    settings = purifier.settings() if callable(getattr(purifier, "settings", None)) else {}
+    return {"type": type(purifier).__name__, **settings}  # type: ignore[dict-item]
+
+
+def _num_classes(classifier: nn.Module) -> int:
+    n = getattr(classifier, "num_classes", None)
+    if n is None and isinstance(getattr(classifier, "linear", None), nn.Linear):
+        n = classifier.linear.out_features  # type: ignore[union-attr]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise TypeError(f"{type(classifier).__name__} needs an int attribute num_classes >= 2")
+    return n
+
+
+def load_defence(
+    name: str = "resnet56",
+    *,
+    head: Literal["wnll", "softmax"] = "wnll",
+    tvm: bool | TVMSettings = False,
+    template_size: int = 500,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    data_root: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    **wnll_options: Any,
+) -> Defence:
+    """The defence built from the model zoo in one call, in eval mode, on ``device``.
+
+    Args:
+        name: Zoo model name (``wnll_art.ZOO``), e.g. ``"resnet56"``.
+        head: ``"wnll"``: the WNLL output activation with a class-balanced template of ``template_size``
+            CIFAR-10 training images drawn with ``seed``; ``"softmax"``: the network's own linear head.
+        tvm: ``True`` for TVM with Guo et al.'s settings (:class:`TVMSettings` defaults), a
+            :class:`TVMSettings`, or ``False`` (no TVM).
+        template_size: Template images (a multiple of the class count).
+        seed: Seed of the template draw and of the TVM masks.
+        device: Where the model, its template and its purifier live (chosen once).
+        data_root: CIFAR-10 root (default ``$WNLL_ART_DATA``, else ``~/.cache/wnll_art``).
+        weights: Weights file (default: the torch hub cache, sha256-checked).
+        **wnll_options: Further :class:`WNLLNet` settings (``coupling``, ``gradient``, ``kernel``, ...).
+
+    Returns:
+        The :class:`Defence`.
+
+    Example:
+        >>> defence = wnll_art.load_defence("resnet56", tvm=True)
+        >>> scores = defence(x)                      # x: (N, 3, 32, 32) float in [0, 1]
+    """
+    if head not in ("wnll", "softmax"):
+        raise ValueError(f"head must be 'wnll' or 'softmax', got {head!r}")
+    if not isinstance(tvm, (bool, TVMSettings)):
+        raise TypeError(f"tvm must be a bool or TVMSettings, got {type(tvm).__name__}")
+    if head == "wnll":
+        classifier: nn.Module = WNLLNet.from_pretrained(
+            name, template_size=template_size, seed=seed, data_root=data_root, weights=weights, **wnll_options
+        )
+    else:
+        if wnll_options:
+            raise ValueError(f"WNLL options {sorted(wnll_options)} need head='wnll'")
+        from wnll_art.zoo import load_pretrained
+
+        classifier = load_pretrained(name, weights=weights)
+    settings = TVMSettings() if tvm is True else (tvm or None)
+    return Defence(classifier, tvm=settings, seed=seed).to(torch.device(device)).eval()
