@@ -51,13 +51,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from wnll_art.evaluation.harness import EvalConfig, evaluate
+    from wnll_art.tvm.settings import TVMSettings
 
     cfg = EvalConfig(
         n=args.n, start=args.start, eps=args.eps, models=args.models, defences=args.defences, attacks=args.attacks,
         wnll_batch_size=args.wnll_batch_size, template_size=args.template_size, coupling=args.coupling,
         kernel=args.kernel, eot_samples=args.eot_samples, cw_steps=args.cw_steps, seed=args.seed, device=args.device,
-        tvm={"prob": args.tvm_prob, "lamb": args.tvm_lamb, "norm": 2, "objective": args.tvm_objective,
-             "preset": args.tvm_preset},
+        tvm=TVMSettings.from_preset(args.tvm_preset, prob=args.tvm_prob, lamb=args.tvm_lamb,
+                                    objective=args.tvm_objective, eot_samples=args.eot_samples),
     )  # fmt: skip
     bar = tqdm(desc="cells", unit="cell", disable=args.no_progress)
 
