@@ -49,11 +49,10 @@ from wnll_art.plots import accuracy_bars""",
         """wnll = wnll_art.WNLLNet.from_pretrained("resnet56", template_size=500)  # transductive batches of 500
 x, y = wnll_art.load_cifar10(split="test")
 x, y = (x[:N].float() / 255).numpy(), y[:N].numpy()
-tvm = wnll_art.TotalVarMinimization(prob=0.5, lamb=0.03, preset="art-100", clip_values=(0.0, 1.0), seed=0)
-classifiers = {
+classifiers = {  # the defence module with TVM (Guo et al.'s settings) attacks with BPDA + EOT over 2 draws
     "softmax": wnll_art.WNLLClassifier(wnll.backbone),
     "WNLL": wnll_art.WNLLClassifier(wnll),
-    "WNLL + TVM": wnll_art.WNLLClassifier(wnll, preprocessing_defences=[tvm]),
+    "WNLL + TVM": wnll_art.WNLLClassifier(wnll_art.Defence(wnll, tvm=wnll_art.TVMSettings(), seed=0).eval()),
 }
 attacks = {
     "FGSM": lambda c: FastGradientMethod(c, eps=EPS, batch_size=500),
@@ -92,11 +91,9 @@ defence is deployed. `N` sets the size.""",
         "code",
         """%matplotlib inline
 import foolbox as fb
-import torch
 import wnll_art
 from wnll_art.adapters.foolbox_model import foolbox_accuracy
-from wnll_art.plots import accuracy_bars
-from wnll_art.tvm.module import TVMPurifier""",
+from wnll_art.plots import accuracy_bars""",
     ),
     (
         "code",
@@ -106,7 +103,7 @@ x, y = x[:N].float() / 255, y[:N]
 models = {
     "softmax": wnll.backbone,
     "WNLL": wnll,
-    "WNLL + TVM": torch.nn.Sequential(TVMPurifier(prob=0.5, lamb=0.03, preset="art-100", seed=0), wnll),
+    "WNLL + TVM": wnll_art.Defence(wnll, tvm=wnll_art.TVMSettings(eot_samples=EOT_SAMPLES), seed=0).eval(),
 }
 attacks = {
     "FGSM": (fb.attacks.FGSM(), EPS),
@@ -118,12 +115,11 @@ attacks = {
         "code",
         """table = {}
 for name, model in models.items():
-    attacked = wnll_art.to_foolbox(model, eot_samples=EOT_SAMPLES)  # EOT only matters for the randomised TVM
-    deployed = wnll_art.to_foolbox(model, eot_samples=1)
-    table[name] = {"clean": foolbox_accuracy(deployed, x, y)}
+    fmodel = wnll_art.to_foolbox(model)  # the defence averages EOT_SAMPLES TVM draws per gradient itself
+    table[name] = {"clean": foolbox_accuracy(fmodel, x, y)}
     for attack_name, (attack, eps) in attacks.items():
-        _, adversarial, _ = attack(attacked, x, y, epsilons=eps)
-        table[name][attack_name] = foolbox_accuracy(deployed, adversarial, y)
+        _, adversarial, _ = attack(fmodel, x, y, epsilons=eps)
+        table[name][attack_name] = foolbox_accuracy(fmodel, adversarial, y)
     print(f"{name:>11}: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in table[name].items()))""",
     ),
     ("code", """accuracy_bars(table, title=f"Foolbox attacks (EOT {EOT_SAMPLES} through TVM), n={N}")"""),
@@ -165,7 +161,7 @@ from wnll_art.tvm.module import TVMPurifier""",
 x, y = wnll_art.load_cifar10(split="test")
 x, y = x[:N].float() / 255, y[:N]
 x_adv = ArtBIM(steps=10, step_fraction=0.25)(wnll, x, y, eps=EPS, seed=0)
-x_tvm = TVMPurifier(prob=0.5, lamb=0.03, preset="art-100", seed=0)(x_adv)
+x_tvm = TVMPurifier(wnll_art.TVMSettings(), seed=0)(x_adv)
 rows = {"original": x, f"IFGSM eps={EPS}": x_adv, "TVM(IFGSM)": x_tvm}
 for name, images in rows.items():
     print(f"{name:>16}: WNLL accuracy {100 * float((wnll(images).argmax(1) == y).float().mean()):.1f}%")

@@ -7,14 +7,24 @@ returns a ``matplotlib.figure.Figure`` with titled, labelled axes; saving is the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from wnll_art.evaluation.records import CellRecord
+
+class AccuracyRecord(Protocol):
+    """What the figures read of a result record (``wnll_art.evaluation.records.CellRecord`` has it)."""
+
+    protocol: str
+    model: str
+    defence: str
+    attack: str
+    eps: float
+    accuracy: float
+    n: int
 
 __all__ = ["accuracy_bars", "accuracy_vs_eps", "image_grid", "protocol_comparison"]
 
@@ -61,9 +71,9 @@ def image_grid(
     return fig
 
 
-def accuracy_vs_eps(records: Sequence[CellRecord], *, attack: str, protocol: str = "main") -> Figure:
+def accuracy_vs_eps(records: Sequence[AccuracyRecord], *, attack: str, protocol: str = "main") -> Figure:
     """Accuracy (%) vs eps, one line per (model, defence), for one attack (the paper's Fig. 5)."""
-    lines: dict[tuple[str, str], list[CellRecord]] = {}
+    lines: dict[tuple[str, str], list[AccuracyRecord]] = {}
     for r in records:
         if r.attack == attack and r.protocol == protocol:
             lines.setdefault((r.model, r.defence), []).append(r)
@@ -84,7 +94,7 @@ def accuracy_vs_eps(records: Sequence[CellRecord], *, attack: str, protocol: str
     return fig
 
 
-def protocol_comparison(records: Sequence[CellRecord], *, eps: float, attacks: Sequence[str]) -> Figure:
+def protocol_comparison(records: Sequence[AccuracyRecord], *, eps: float, attacks: Sequence[str]) -> Figure:
     """Grouped bars: paper-protocol vs adaptive-protocol accuracy per (model, defence, attack) at ``eps``."""
     index = {(r.protocol, r.model, r.defence, r.attack): r for r in records if abs(r.eps - eps) < 1e-9}
     groups = sorted({(m, d, a) for (p, m, d, a) in index if p == "paper" and a in attacks})

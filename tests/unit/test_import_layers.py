@@ -1,0 +1,104 @@
+"""Import direction: lower layers never import higher ones, and no module imports itself back (no cycles).
+
+Every ``import`` / ``from ... import`` of a ``wnll_art`` module counts, at module level, inside functions
+and under ``TYPE_CHECKING`` alike (a cycle that only lazy imports hide is still a cycle for readers).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "wnll_art"
+
+# layer of each module prefix (the longest matching prefix wins); imports may only go to layers <= own
+LAYERS: dict[str, int] = {
+    "wnll_art._checks": 0,
+    "wnll_art._argparse": 0,
+    "wnll_art.data": 1,
+    "wnll_art.models": 1,
+    "wnll_art.zoo": 2,
+    "wnll_art.wnll": 2,
+    "wnll_art.tvm": 2,
+    "wnll_art.eot": 2,
+    "wnll_art.plots": 2,
+    "wnll_art.defence": 3,
+    "wnll_art.adapters": 4,
+    "wnll_art.train": 5,
+    "wnll_art.evaluation": 5,
+    "wnll_art.cli": 6,
+    "wnll_art": 7,  # the package's lazy attribute table may name anything
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return {name for name in found if name == "wnll_art" or name.startswith("wnll_art.")}
+
+
+def _layer(module: str) -> int:
+    best = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    return LAYERS[best]
+
+
+def _graph() -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p) - {_module_name(p)} for p in PACKAGE.rglob("*.py")}
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in _graph():
+        assert _layer(module) >= 0
+
+
+@pytest.mark.parametrize("module", sorted(_graph()))
+def test_imports_go_down(module: str) -> None:
+    if module == "wnll_art":
+        return
+    up = {dep for dep in _graph()[module] if dep != "wnll_art" and _layer(dep) > _layer(module)}
+    assert not up, f"{module} (layer {_layer(module)}) imports higher layers: {sorted(up)}"
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle ``[a, b, ..., a]`` of ``graph`` (edges to unknown nodes ignored), or ``None``."""
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> list[str] | None:
+        state[node] = 1
+        for dep in sorted(graph.get(node, set()) & set(graph)):
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in state and (cycle := visit(dep, [*stack, dep])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node, [node])):
+            return cycle
+    return None
+
+
+def test_no_import_cycles() -> None:
+    graph = {m: deps for m, deps in _graph().items() if m != "wnll_art"}
+    cycle = find_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
+
+
+def test_the_checker_finds_cycles(tmp_path: Path) -> None:
+    a = tmp_path / "a.py"
+    a.write_text("from wnll_art.b import x\nimport wnll_art.c, os\n\ndef f():\n    from wnll_art import d\n")
+    assert _imports(a) == {"wnll_art.b", "wnll_art.c", "wnll_art"}
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
