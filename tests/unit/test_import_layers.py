@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "wnll_art"
 LAYERS: dict[str, int] = {
     "wnll_art._checks": 0,
     "wnll_art._argparse": 0,
+    "wnll_art._device": 0,
     "wnll_art.data": 1,
     "wnll_art.models": 1,
     "wnll_art.zoo": 2,

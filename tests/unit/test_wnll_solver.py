@@ -301,3 +301,21 @@ def test_meta_device_mismatch_is_reported() -> None:
         wnll_interpolate(X, XL.to("meta"), YL)
     with pytest.raises(ValueError, match="template_labels is on meta"):
         wnll_interpolate(X, XL, YL.to("meta"))
+
+
+@pytest.mark.parametrize("density", [0.02, 0.2])
+def test_reachability_on_device_matches_scipy(density: float) -> None:
+    """The device propagation (with SciPy only as fallback) agrees with exact connected components."""
+    from wnll_art.wnll.graph import _reachable_scipy, reachable_from
+
+    gen = torch.Generator().manual_seed(3)
+    n_pts, n_edges = 60, 120
+    rows = torch.randint(0, n_pts, (n_edges,), generator=gen)
+    cols = torch.randint(0, n_pts, (n_edges,), generator=gen)
+    weights = (torch.rand(n_edges, generator=gen) < density * 5).double()
+    expect = _reachable_scipy(rows, cols, weights > 0.5, n_pts, 5)
+    got = reachable_from(rows, cols, weights, n_pts, 5, threshold=0.5)
+    assert torch.equal(got, expect) and bool(got[-5:].all())
+    chain = torch.arange(n_pts - 1)  # a path 0-1-...-59: 54 hops from the sources, beyond the device hops
+    far = reachable_from(chain, chain + 1, torch.ones(n_pts - 1), n_pts, 1, threshold=0.5)
+    assert bool(far.all())
