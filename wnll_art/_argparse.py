@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 __all__ = [
-    "UsageError", "check_out_dir", "device", "float_list", "name_list", "positive_float", "positive_int",
+    "UsageError", "check_out_dir", "device", "eps_list", "float_list", "name_list", "positive_float", "positive_int",
     "unit_float",
 ]  # fmt: skip
 
@@ -19,6 +19,14 @@ def float_list(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+def eps_list(text: str) -> tuple[float, ...]:
+    """``"0.02,0.08"`` -> ``(0.02, 0.08)``: one or more L-inf radii in ``(0, 1]``; an ``argparse`` type."""
+    values = float_list(text)
+    if not values or not all(0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected one or more radii in (0, 1], comma-separated, got {text!r}")
+    return values
 
 
 def name_list(text: str) -> tuple[str, ...]:
