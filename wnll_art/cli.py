@@ -30,17 +30,6 @@ def _template_size(text: str) -> int:
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    """An ``argparse`` type: an int ``>= 0``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("evaluate", help="robust accuracy grid (ART + Foolbox attacks), JSON + markdown + PNG",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
@@ -48,7 +37,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     # --num-images / --start-index: torchrun's own parser rejects --n and --start as ambiguous abbreviations
     p.add_argument("--n", "--num-images", dest="n", type=ap.positive_int, default=50,
                    help="test images (--n 10000 --device cuda for the full run; --num-images under torchrun)")  # fmt: skip
-    p.add_argument("--start", "--start-index", dest="start", type=_non_negative_int, default=0,
+    p.add_argument("--start", "--start-index", dest="start", type=ap.non_negative_int, default=0,
                    help="index of the first test image (--start-index under torchrun)")  # fmt: skip
     p.add_argument("--eps", type=ap.eps_list, default=(0.02, 0.04, 0.08), help="L-inf radii, comma-separated")
     p.add_argument("--models", type=ap.name_list, default=("softmax", "wnll"))
@@ -69,7 +58,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--tvm-lamb", type=ap.positive_float, default=0.03, help="TV weight (Guo et al.: 0.03)")
     p.add_argument("--tvm-objective", choices=("art", "isotropic"), default="art")
     p.add_argument("--tvm-preset", choices=("art-default", "art-100", "converged"), default="art-100")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--seed", type=ap.non_negative_int, default=0)
     p.add_argument("--device", type=ap.device, default="cpu", help="cpu, cuda or cuda:N (checked to exist)")
     p.add_argument(
         "--data-root", default=None, help="CIFAR-10 root (default: $WNLL_ART_DATA or the user cache)"
@@ -148,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             return _run_info(args)
         return int(importlib.import_module("wnll_art.train.cli").run_train(args))
-    except (ValueError, FileNotFoundError, KeyError, ap.UsageError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, ConnectionError, ap.UsageError) as exc:
         print(f"wnll-art {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -3,12 +3,12 @@ records read back (fast)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -151,34 +151,19 @@ def test_refusal_names_each_differing_setting(tmp_path: Path) -> None:
         RunStore(tmp_path, other)
 
 
-def _damage(path: Path, how: str) -> None:
-    rec = json.loads(path.read_text())
-    if how == "truncate":
-        path.write_text(path.read_text()[:295])
-    elif how == "empty":
-        path.write_text("")
-    elif how == "nul":
-        path.write_bytes(b"\0" * 300)
-    elif how == "drop_field":
-        del rec["settings"]
-        path.write_text(json.dumps(rec))
-    elif how == "edit_accuracy":
-        rec["accuracy"] = 1.0
-        path.write_text(json.dumps(rec))
-    elif how == "other_run":
-        other = _record(settings={"run": {"n": 2, "start": 0, "seed": 7}, "protocol": "main"})
-        path.write_text(other.to_json())  # a valid record, hash and all, of another run
-
-
-@pytest.mark.parametrize("how", ["truncate", "empty", "nul", "drop_field", "edit_accuracy", "other_run"])
-def test_invalid_cells_named_and_set_aside(tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture) -> None:
-    store = RunStore(tmp_path, RUN)
+@pytest.mark.parametrize("how", ["truncate", "empty", "nul_fill", "drop_field", "edit_accuracy", "other_run"])
+def test_invalid_cells_named_and_set_aside(
+    tmp_path: Path, how: str, fault: Callable[[Path, str, Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RunStore(tmp_path / "run", RUN)
     store.put(_record())
     path = store.path(_record().key)
-    _damage(path, how)
+    other = tmp_path / "other.json"  # a valid record, hash and all, of another run
+    other.write_text(_record(settings={"run": {"n": 2, "start": 0, "seed": 7}, "protocol": "main"}).to_json())
+    fault(path, how, other)
     damaged = path.read_bytes()
     with pytest.raises(RecordError, match=str(path)):
-        read_records(tmp_path)  # the library reader refuses, moving nothing
+        read_records(tmp_path / "run")  # the library reader refuses, moving nothing
     assert path.read_bytes() == damaged
     with caplog.at_level(logging.WARNING, logger="wnll_art.evaluation"):
         assert store.get(_record().key) is None
@@ -188,7 +173,11 @@ def test_invalid_cells_named_and_set_aside(tmp_path: Path, how: str, caplog: pyt
 
 def test_consistency_checks_without_the_hash(tmp_path: Path) -> None:
     path = tmp_path / f"{_record().key}.json"
-    for bad, match in [({"accuracy": 1.0}, "disagrees"), ({"n": 3}, "n=3"), ({"image_indices": [0, 5]}, "indices")]:
+    for bad, match in [
+        ({"accuracy": 1.0}, "disagrees"),
+        ({"n": 3}, "n=3"),
+        ({"image_indices": [0, 5]}, "indices"),
+    ]:
         path.write_text(_record(**bad).to_json())  # hash matches; the numbers do not
         with pytest.raises(RecordError, match=match):
             load_record(path, RUN)
