@@ -9,7 +9,10 @@ Tests that need real data are skipped, with the reason, when none can be found.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,31 @@ def pretrained_resnet56(hub_dir: Path) -> torch.nn.Module:
             os.environ.pop("TORCH_HOME")
         else:
             os.environ["TORCH_HOME"] = old
+
+
+def inject_fault(cell: Path, fault: str, other: Path) -> None:
+    """Damages a cell file as a user or a crash might (``other_run``: replaced by ``other``, a valid cell of
+    another run)."""
+    rec = json.loads(cell.read_text())
+    if fault == "truncate":
+        cell.write_text(cell.read_text()[:295])
+    elif fault == "empty":
+        cell.write_text("")
+    elif fault == "nul_fill":
+        cell.write_bytes(b"\0" * cell.stat().st_size)
+    elif fault == "drop_field":
+        del rec["per_image_correct"]
+        cell.write_text(json.dumps(rec, indent=1))
+    elif fault == "edit_accuracy":
+        rec["accuracy"] = 1.0 - rec["accuracy"] + 0.25
+        cell.write_text(json.dumps(rec, indent=1))
+    elif fault == "other_run":
+        shutil.copyfile(other, cell)
+    else:
+        raise ValueError(f"unknown fault {fault!r}")
+
+
+@pytest.fixture
+def fault() -> Callable[[Path, str, Path], None]:
+    """:func:`inject_fault`."""
+    return inject_fault

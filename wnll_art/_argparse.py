@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 __all__ = [
-    "UsageError", "check_out_dir", "device", "float_list", "name_list", "positive_float", "positive_int",
-    "unit_float",
+    "UsageError", "check_out_dir", "device", "eps_list", "float_list", "name_list", "non_negative_int",
+    "positive_float", "positive_int", "unit_float",
 ]  # fmt: skip
 
 
@@ -21,6 +21,14 @@ def float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
+def eps_list(text: str) -> tuple[float, ...]:
+    """``"0.02,0.08"`` -> ``(0.02, 0.08)``: one or more L-inf radii in ``(0, 1]``; an ``argparse`` type."""
+    values = float_list(text)
+    if not values or not all(0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected one or more radii in (0, 1], comma-separated, got {text!r}")
+    return values
+
+
 def name_list(text: str) -> tuple[str, ...]:
     """``"none, tvm"`` -> ``("none", "tvm")``; an ``argparse`` type."""
     return tuple(v.strip() for v in text.split(",") if v.strip())
@@ -30,15 +38,24 @@ class UsageError(Exception):
     """A user error found after parsing (device, output folder, data): printed as one line, exit 2."""
 
 
-def positive_int(text: str) -> int:
-    """An ``argparse`` type: an int ``>= 1``."""
+def _int_at_least(text: str, low: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an int ``>= 1``."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An ``argparse`` type: an int ``>= 0``."""
+    return _int_at_least(text, 0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:

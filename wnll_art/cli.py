@@ -6,12 +6,28 @@ import argparse
 import importlib
 import json
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from wnll_art._argparse import float_list, name_list
+from wnll_art import _argparse as ap
 
 __all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (problem and remedy), exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _template_size(text: str) -> int:
+    """An ``argparse`` type: a positive multiple of 10 (the template is class-balanced)."""
+    value = ap.positive_int(text)
+    if value % 10:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 10 (one share per class), got {text!r}")
+    return value
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,27 +35,31 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     p.add_argument("--out", default="results/evaluate", help="results directory (re-running resumes)")
     # --num-images / --start-index: torchrun's own parser rejects --n and --start as ambiguous abbreviations
-    p.add_argument("--n", "--num-images", dest="n", type=int, default=50,
+    p.add_argument("--n", "--num-images", dest="n", type=ap.positive_int, default=50,
                    help="test images (--n 10000 --device cuda for the full run; --num-images under torchrun)")  # fmt: skip
-    p.add_argument("--start", "--start-index", dest="start", type=int, default=0,
+    p.add_argument("--start", "--start-index", dest="start", type=ap.non_negative_int, default=0,
                    help="index of the first test image (--start-index under torchrun)")  # fmt: skip
-    p.add_argument("--eps", type=float_list, default=(0.02, 0.04, 0.08), help="L-inf radii, comma-separated")
-    p.add_argument("--models", type=name_list, default=("softmax", "wnll"))
-    p.add_argument("--defences", type=name_list, default=("none", "tvm"))
-    p.add_argument("--attacks", type=name_list, default=None,
+    p.add_argument("--eps", type=ap.eps_list, default=(0.02, 0.04, 0.08), help="L-inf radii, comma-separated")
+    p.add_argument("--models", type=ap.name_list, default=("softmax", "wnll"))
+    p.add_argument("--defences", type=ap.name_list, default=("none", "tvm"))
+    p.add_argument("--attacks", type=ap.name_list, default=None,
                    help="subset of fgsm,bim,cw_l2,linf_pgd,fb_cw_l2,transfer_bim (default: all)")  # fmt: skip
-    p.add_argument("--wnll-batch-size", type=int, default=500, help="transductive WNLL batch = attack batch")
-    p.add_argument("--template-size", type=int, default=500)
+    p.add_argument(
+        "--wnll-batch-size", type=ap.positive_int, default=500, help="transductive WNLL batch = attack batch"
+    )
+    p.add_argument("--template-size", type=_template_size, default=500)
     p.add_argument("--coupling", choices=("transductive", "inductive"), default="transductive")
     p.add_argument("--kernel", choices=("gaussian", "quartic"), default="gaussian")
-    p.add_argument("--eot-samples", type=int, default=2, help="EOT draws when attacking through TVM")
-    p.add_argument("--cw-steps", type=int, default=20)
-    p.add_argument("--tvm-prob", type=float, default=0.5, help="probability that a pixel is kept")
-    p.add_argument("--tvm-lamb", type=float, default=0.03, help="TV weight (Guo et al.: 0.03)")
+    p.add_argument(
+        "--eot-samples", type=ap.positive_int, default=2, help="EOT draws when attacking through TVM"
+    )
+    p.add_argument("--cw-steps", type=ap.positive_int, default=20)
+    p.add_argument("--tvm-prob", type=ap.unit_float, default=0.5, help="probability that a pixel is kept")
+    p.add_argument("--tvm-lamb", type=ap.positive_float, default=0.03, help="TV weight (Guo et al.: 0.03)")
     p.add_argument("--tvm-objective", choices=("art", "isotropic"), default="art")
     p.add_argument("--tvm-preset", choices=("art-default", "art-100", "converged"), default="art-100")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=ap.non_negative_int, default=0)
+    p.add_argument("--device", type=ap.device, default="cpu", help="cpu, cuda or cuda:N (checked to exist)")
     p.add_argument(
         "--data-root", default=None, help="CIFAR-10 root (default: $WNLL_ART_DATA or the user cache)"
     )
@@ -94,9 +114,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="wnll-art", description="WNLL + TVM defence (Wang et al. 2018) for ART/Foolbox"
-    )
+    parser = _Parser(prog="wnll-art", description="WNLL + TVM defence (Wang et al. 2018) for ART/Foolbox")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(sub)
     sub.add_parser("info", help="versions, data root, model zoo and cache status (JSON)")
@@ -114,11 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "evaluate":
+            ap.check_out_dir(args.out)
             return _run_evaluate(args)
         if args.command == "info":
             return _run_info(args)
         return int(importlib.import_module("wnll_art.train.cli").run_train(args))
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, ConnectionError, ap.UsageError) as exc:
         print(f"wnll-art {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

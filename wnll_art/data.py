@@ -80,21 +80,35 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
+def _fetch_archive(archive: Path) -> None:
+    """Downloads the official archive to ``archive`` (torchvision's downloader when it works, else urllib).
+
+    Raises:
+        ConnectionError: The download failed (offline machine, proxy, server); one message with the remedy.
+    """
+    try:
+        from torchvision.datasets.utils import download_url
+
+        download_url(ARCHIVE_URL, str(archive.parent), filename=ARCHIVE_NAME, md5=ARCHIVE_MD5)
+        return
+    except Exception:  # noqa: S110 - missing or broken torchvision (e.g. a CUDA build on a CPU torch), offline
+        pass
+    try:
+        with urllib.request.urlopen(ARCHIVE_URL, timeout=60) as resp, archive.open("wb") as out:
+            shutil.copyfileobj(resp, out)
+    except OSError as exc:  # URLError, timeouts, refused connections
+        raise ConnectionError(
+            f"could not download CIFAR-10 from {ARCHIVE_URL} ({exc}); on an offline machine copy "
+            f"'{BASE_FOLDER}/' (or {ARCHIVE_NAME}, extracted) into the data root yourself"
+        ) from None
+
+
 def _download(root: Path) -> None:
     """Fetches and verifies the official archive, then extracts it atomically into ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
         archive = Path(tmp) / ARCHIVE_NAME
-        try:
-            from torchvision.datasets.utils import download_url
-
-            download_url(ARCHIVE_URL, tmp, filename=ARCHIVE_NAME, md5=ARCHIVE_MD5)
-        except ImportError:
-            with urllib.request.urlopen(ARCHIVE_URL, timeout=60) as resp, archive.open("wb") as out:
-                shutil.copyfileobj(resp, out)
-        except Exception:  # torchvision present but broken (e.g. CUDA build on a CPU torch)
-            with urllib.request.urlopen(ARCHIVE_URL, timeout=60) as resp, archive.open("wb") as out:
-                shutil.copyfileobj(resp, out)
+        _fetch_archive(archive)
         actual = _md5(archive)
         if actual != ARCHIVE_MD5:
             raise ValueError(f"downloaded {ARCHIVE_URL} has md5 {actual}, expected {ARCHIVE_MD5}")
@@ -127,6 +141,7 @@ def load_cifar10(
     Raises:
         ValueError: Unknown split, or a corrupt file (message names file, md5 and remedy).
         FileNotFoundError: A missing file (message names file, md5 and remedy).
+        ConnectionError: ``download=True`` and the download failed (e.g. offline).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

@@ -126,6 +126,13 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}"
         )
+    wrong = [f"{k}: {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+             for k, v in expected.items() if state[k].shape != v.shape]  # fmt: skip
+    if wrong:
+        raise ValueError(f"{path} does not fit {type(model).__name__}: wrong shapes {wrong[:5]}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path} holds NaN or infinite values in {bad[:5]}; the weights are corrupt")
     model.load_state_dict(state, strict=True)
 
 
@@ -151,7 +158,8 @@ def load_pretrained(
     Raises:
         KeyError: Unknown name (the message lists the zoo).
         FileNotFoundError: No file at ``weights``, or not cached and not downloadable.
-        ValueError: Wrong sha256, not a checkpoint, or keys that do not fit the architecture.
+        ValueError: Wrong sha256, not a checkpoint, keys or shapes that do not fit the architecture, or
+            NaN/infinite values.
     """
     if name not in ZOO:
         raise KeyError(f"unknown model {name!r}; the zoo has {sorted(ZOO)}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 from wnll_art import load_cifar10
+from wnll_art.evaluation import engine
 from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.template import balanced_template
 
@@ -27,3 +29,17 @@ def wnll_model(pretrained_resnet56: torch.nn.Module, cifar_root: Path) -> WNLLNe
     images, labels = load_cifar10(cifar_root, split="train")
     template = balanced_template(images, labels, 10, generator=torch.Generator().manual_seed(0))
     return WNLLNet(pretrained_resnet56, *template, wnll_batch_size=N_IMAGES).eval()
+
+
+@pytest.fixture
+def computed_cells(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``"model/attack"`` of every cell the engine computes (not reads back) during the test."""
+    calls: list[str] = []
+    original: Callable[..., object] = engine._run_one
+
+    def counting(spec, victim, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(f"{victim.model}/{spec.name}")
+        return original(spec, victim, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_run_one", counting)
+    return calls

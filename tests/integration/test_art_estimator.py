@@ -63,3 +63,33 @@ def test_wrapped_model_and_plain_model(model: WNLLNet) -> None:
         WNLLClassifier(nn.Linear(3, 3))
     with pytest.raises(TypeError, match="nn.Module"):
         WNLLClassifier("model")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_predict_casts_other_float_dtypes(model: WNLLNet, dtype: type) -> None:
+    clf = WNLLClassifier(model)
+    x32 = np.random.default_rng(2).random((8, 3, 32, 32), dtype=np.float32)
+    x = x32.astype(dtype)
+    before = x.copy()
+    out = clf.predict(x)
+    assert out.dtype == np.float32 and x.dtype == dtype and np.array_equal(x, before)
+    np.testing.assert_allclose(out, clf.predict(x.astype(np.float32)), atol=1e-6)
+    grad = clf.loss_gradient(x, np.eye(4, dtype=np.float32)[np.arange(8) % 4])
+    assert grad.shape == x.shape and np.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (2, 3, 16, 16), (2, 3, 1, 1)])
+def test_predict_refuses_other_image_sizes(model: WNLLNet, shape: tuple[int, ...]) -> None:
+    for clf in (WNLLClassifier(model), WNLLClassifier(CifarResNet(1, 10))):
+        with pytest.raises(ValueError, match=rf"\(N, 3, 32, 32\).*{shape}"):
+            clf.predict(np.zeros(shape, dtype=np.float32))
+
+
+def test_input_shape_comes_from_the_model_and_bad_inputs_refused(model: WNLLNet) -> None:
+    with pytest.raises(ValueError, match="disagrees"):
+        WNLLClassifier(model, input_shape=(3, 16, 16))
+    clf = WNLLClassifier(model)
+    empty = clf.predict(np.zeros((0, 3, 32, 32), dtype=np.float32))
+    assert empty.shape == (0, 4) and empty.dtype == np.float32
+    with pytest.raises(TypeError, match="uint8"):
+        clf.predict(np.zeros((2, 3, 32, 32), dtype=np.uint8))

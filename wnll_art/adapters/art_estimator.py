@@ -39,6 +39,14 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """Floating dtype of the model's first floating parameter or buffer (float32 for a model without)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
 def _num_classes(model: nn.Module) -> int:
     n = _find(model, "num_classes")
     if isinstance(n, int) and n > 0:
@@ -46,6 +54,15 @@ def _num_classes(model: nn.Module) -> int:
     raise TypeError(
         f"{type(model).__name__} has no positive int attribute `num_classes`; pass nb_classes=... explicitly"
     )
+
+
+def _input_shape(model: nn.Module, given: tuple[int, ...] | None) -> tuple[int, ...]:
+    """``given``, else the model's ``input_shape``, else ``(3, 32, 32)``; refuses a disagreement."""
+    own = _find(model, "input_shape")
+    own = tuple(own) if isinstance(own, tuple) else None
+    if given is not None and own is not None and tuple(given) != own:
+        raise ValueError(f"input_shape={tuple(given)} disagrees with the model's input_shape {own}")
+    return tuple(given) if given is not None else own or (3, 32, 32)
 
 
 @contextmanager
@@ -64,7 +81,8 @@ def _input_gradients_only(model: nn.Module) -> Iterator[None]:
 class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     """``PyTorchClassifier`` with the defaults of a :class:`~wnll_art.WNLLNet` (or any [0, 1] image model).
 
-    Defaults: ``clip_values=(0, 1)``, ``channels_first=True``, ``input_shape=(3, 32, 32)``,
+    Defaults: ``clip_values=(0, 1)``, ``channels_first=True``, ``input_shape=model.input_shape`` (a
+    :class:`~wnll_art.WNLLNet` knows it from its template; ``(3, 32, 32)`` for a model that does not say),
     ``nb_classes=model.num_classes``, cross-entropy loss (the model's log-scores are its logits:
     ``softmax(log u) = u``), and the device the model is on (``device_type="auto"``): a model on
     ``cuda:N`` stays there, a CPU model stays on the CPU. ``device_type="gpu"`` with a CPU model moves
@@ -76,13 +94,19 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     attack passes), so predictions are the model's declared setting. Gradients are computed on the batch
     an attack passes: give attacks ``batch_size=model.wnll_batch_size`` (the evaluation harness does).
     Every call's batch size is counted in :attr:`observed_batches` so results can record the coupling
-    actually used. Gradient calls compute input gradients only (parameters are frozen for the call and
+    actually used.
+
+    Inputs: ``predict``, ``loss_gradient`` and ``class_gradient`` refuse inputs whose shape is not
+    ``(N, *input_shape)`` (``ValueError``) or whose dtype is not floating (``TypeError``), and cast other
+    floating dtypes (e.g. NumPy's float64 from ``uint8 / 255.0``) to the model's dtype, in a copy; outputs
+    and gradients then have the model's dtype. ``predict`` of an empty batch gives ``(0, nb_classes)``. Gradient calls compute input gradients only (parameters are frozen for the call and
     restored after), which saves about a third of each backward pass.
 
     Args:
         model: The ``nn.Module`` (images ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` logits or log-scores).
         loss: Training/gradient loss; default ``nn.CrossEntropyLoss()``.
-        input_shape: Shape of one input.
+        input_shape: Shape of one input (default: the model's ``input_shape``, else ``(3, 32, 32)``); must
+            agree with the model's when it has one.
         nb_classes: Defaults to ``model.num_classes``.
         device_type: ``"auto"`` (where the model is), ``"gpu"`` or ``"cpu"``.
         **kwargs: Passed to ``PyTorchClassifier`` (``preprocessing_defences``, ``optimizer``, ...).
@@ -93,7 +117,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         model: nn.Module,
         *,
         loss: nn.Module | None = None,
-        input_shape: tuple[int, ...] = (3, 32, 32),
+        input_shape: tuple[int, ...] | None = None,
         nb_classes: int | None = None,
         device_type: str = "auto",
         **kwargs: Any,
@@ -105,6 +129,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
             device_type = "gpu" if home.type == "cuda" else "cpu"
         if device_type not in ("cpu", "gpu"):
             raise ValueError(f"device_type must be 'auto', 'cpu' or 'gpu', got {device_type!r}")
+        input_shape = _input_shape(model, input_shape)
         kwargs.setdefault("clip_values", (0.0, 1.0))
         kwargs.setdefault("channels_first", True)
         # ART moves the model to cuda:{current_device()}: make that the model's own CUDA device
@@ -142,6 +167,9 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         wnll = self.wnll_batch_size
         if wnll is not None and (self.transductive or batch_size is None):
             batch_size = wnll
+        x = self._checked(x)
+        if len(x) == 0:
+            return np.zeros((0, self.nb_classes), dtype=self._np_dtype)
         batch_size = batch_size or 128
         for start in range(0, len(x), batch_size):
             self.observed_batches["predict", min(batch_size, len(x) - start)] += 1
@@ -155,6 +183,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         **kwargs: Any,
     ) -> np.ndarray | torch.Tensor:
         """Gradient of the loss w.r.t. ``x`` (same shape), over the batch exactly as given."""
+        x = self._checked(x)
         self.observed_batches["gradient", len(x)] += 1
         with _input_gradients_only(self.model):
             return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
@@ -163,9 +192,32 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         self, x: np.ndarray | torch.Tensor, label: Any = None, training_mode: bool = False, **kwargs: Any
     ) -> np.ndarray:
         """Class gradients ``(N, 1 or C, ...)`` over the batch exactly as given."""
+        x = self._checked(x)
         self.observed_batches["gradient", len(x)] += 1
         with _input_gradients_only(self.model):
             return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
+
+    @property
+    def _np_dtype(self) -> np.dtype[Any]:
+        return torch.empty(0, dtype=_model_dtype(self.model)).numpy().dtype
+
+    def _checked(self, x: Any) -> Any:
+        """``x`` (NumPy array or tensor) after the shape and dtype checks, cast to the model's dtype (a copy
+        when cast; never modified in place)."""
+        if not isinstance(x, (np.ndarray, torch.Tensor)):
+            raise TypeError(f"x must be a numpy array or torch.Tensor, got {type(x).__name__}")
+        floating = (
+            x.is_floating_point() if isinstance(x, torch.Tensor) else np.issubdtype(x.dtype, np.floating)
+        )
+        if not floating:
+            raise TypeError(f"x must be floating point with values in [0, 1], got dtype {x.dtype} "
+                            f"(convert uint8 images with x.astype(np.float32) / 255)")  # fmt: skip
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(f"x must have shape (N, {', '.join(map(str, self.input_shape))}) (the estimator's "
+                             f"input_shape), got {tuple(x.shape)}")  # fmt: skip
+        if isinstance(x, torch.Tensor):
+            return x.to(_model_dtype(self.model))
+        return x if x.dtype == self._np_dtype else x.astype(self._np_dtype)
 
     def settings(self) -> dict[str, object]:
         """``settings()`` of every sub-module that has one, keyed by class name (``"WNLLNet"``,

@@ -162,7 +162,8 @@ def run_cells(
 ) -> list[CellRecord]:
     """Runs every (victim, spec, eps) cell not already in ``store``; returns all records (rank 0 writes).
 
-    Clean specs (``attack=None``) run once with ``eps = 0``.
+    Clean specs (``attack=None``) run once with ``eps = 0``. A stored record is reused only if it is valid and
+    every field but the measurements matches what this run would write (else it is set aside and recomputed).
     """
     records = []
     raw_cache: dict[Any, torch.Tensor] = {}
@@ -170,7 +171,10 @@ def run_cells(
         for spec in specs:
             for eps in [0.0] if spec.attack is None else eps_values:
                 key = f"{protocol}__{victim.model}__{victim.defence}__{spec.name}__eps{eps:.4f}"
-                record = store.get(key)
+                expected = dict(model=victim.model, defence=victim.defence, attack=spec.name, eps=eps,
+                                protocol=protocol, n=len(batches.indices), image_indices=batches.indices,
+                                settings={**run_settings, "victim": victim.settings(), "spec": spec.settings()})  # fmt: skip
+                record = store.get(key, expected=expected)
                 if record is None:
                     start = time.perf_counter()
                     parts = batches.dist.gather(
@@ -178,12 +182,8 @@ def run_cells(
                     )
                     merged = {b: c for part in parts for b, c in part.items()}
                     correct = [c for b in sorted(merged) for c in merged[b]]
-                    record = CellRecord(
-                        model=victim.model, defence=victim.defence, attack=spec.name, eps=eps, protocol=protocol,
-                        accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
-                        image_indices=batches.indices, time_s=time.perf_counter() - start,
-                        settings={**run_settings, "victim": victim.settings(), "spec": spec.settings()},
-                    )  # fmt: skip
+                    record = CellRecord(**expected, accuracy=sum(correct) / len(correct), per_image_correct=correct,
+                                        time_s=time.perf_counter() - start)  # type: ignore[arg-type]  # fmt: skip
                     if batches.dist.rank == 0:
                         store.put(record)
                     batches.dist.barrier()

@@ -5,6 +5,7 @@ ART and Foolbox attacks; a results directory of JSON records, a markdown table a
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from wnll_art import _argparse
 from wnll_art.data import load_cifar10
 from wnll_art.evaluation.checks import eps_monotonicity_flags, model_flags, transfer_flags
 from wnll_art.evaluation.engine import AttackSpec, Batches, Dist, run_cells
@@ -24,7 +26,7 @@ from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.template import balanced_template
 from wnll_art.zoo import load_pretrained
 
-__all__ = ["EvalConfig", "evaluate", "finalize", "load_batches", "load_victims"]
+__all__ = ["EvalConfig", "check_device", "evaluate", "finalize", "load_batches", "load_victims"]
 
 
 @dataclass(frozen=True)
@@ -66,17 +68,47 @@ class EvalConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.n < 1 or self.start < 0 or self.start + self.n > 10000:
-            raise ValueError(f"need 1 <= n and start + n <= 10000, got start={self.start}, n={self.n}")
-        if any(not 0.0 < e <= 1.0 for e in self.eps):
-            raise ValueError(f"eps values must be in (0, 1], got {self.eps}")
-        if not set(self.models) <= {"softmax", "wnll"} or "softmax" not in self.models:
-            raise ValueError(
-                f"models must include 'softmax' and be within ('softmax', 'wnll'), got {self.models}"
-            )
+        _check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "tvm": self.tvm.to_dict()}
+
+
+def _check_config(cfg: EvalConfig) -> None:
+    """Raises ``ValueError``/``TypeError`` naming the first bad setting of ``cfg`` (before anything runs)."""
+    if isinstance(cfg.n, bool) or not isinstance(cfg.n, int) or not isinstance(cfg.start, int):
+        raise TypeError(f"n and start must be ints, got n={cfg.n!r}, start={cfg.start!r}")
+    if cfg.n < 1 or cfg.start < 0 or cfg.start + cfg.n > 10000:
+        raise ValueError(f"need 1 <= n and start + n <= 10000, got start={cfg.start}, n={cfg.n}")
+    if not cfg.eps or any(not 0.0 < e <= 1.0 for e in cfg.eps):
+        raise ValueError(f"eps must be one or more radii in (0, 1], got {cfg.eps}")
+    if not set(cfg.models) <= {"softmax", "wnll"} or "softmax" not in cfg.models:
+        raise ValueError(f"models must include 'softmax' and be within ('softmax', 'wnll'), got {cfg.models}")
+    if not cfg.defences or not set(cfg.defences) <= {"none", "tvm"}:
+        raise ValueError(f"defences must be one or more of ('none', 'tvm'), got {cfg.defences}")
+    for name in ("wnll_batch_size", "eot_samples", "cw_steps", "seed"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (name != "seed"):
+            raise ValueError(f"{name} must be an int >= {int(name != 'seed')}, got {value!r}")
+    if isinstance(cfg.template_size, bool) or not isinstance(cfg.template_size, int) or cfg.template_size < 10 \
+            or cfg.template_size % 10:  # fmt: skip
+        raise ValueError(
+            f"template_size must be a positive multiple of 10 (one share per class), got {cfg.template_size!r}"
+        )
+    if cfg.coupling not in ("transductive", "inductive") or cfg.kernel not in ("gaussian", "quartic"):
+        raise ValueError(f"coupling/kernel must be transductive|inductive / gaussian|quartic, got "
+                         f"{cfg.coupling!r} / {cfg.kernel!r}")  # fmt: skip
+    if cfg.attacks is not None and not cfg.attacks:
+        raise ValueError("attacks: give at least one attack (or None for all)")
+    main_specs(eot_samples=cfg.eot_samples, cw_steps=cfg.cw_steps, attacks=cfg.attacks)  # unknown names
+
+
+def check_device(device: str) -> str:
+    """Returns ``device`` if it is a torch device usable here, else raises ``ValueError`` with a remedy."""
+    try:
+        return _argparse.device(device)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"device {exc}") from None
 
 
 def load_batches(cfg: EvalConfig, data_root: str | os.PathLike[str] | None, dist: Dist) -> Batches:
@@ -155,17 +187,25 @@ def evaluate(
     weights: str | os.PathLike[str] | None = None,
     on_cell: Callable[[CellRecord], None] | None = None,
 ) -> list[CellRecord]:
-    """Runs the main evaluation grid; see the module docstring. Returns the (finalised) records."""
+    """Runs the main evaluation grid; see the module docstring. Returns the (finalised) records.
+
+    Everything is checked before anything is written: the device, ``out_dir`` (a writable folder, and no
+    run with other settings in it), the data, the weights and the defences; ``run.json`` comes with the
+    first cell.
+
+    Raises:
+        ValueError: A bad setting, a device not available here, or ``out_dir`` holding another run.
+        UsageError: ``out_dir`` is a file or not writable.
+        FileNotFoundError: Missing data or weights.
+    """
+    check_device(cfg.device)
+    _argparse.check_out_dir(out_dir)
     dist = Dist.from_env(cfg.device)
     specs: list[AttackSpec] = main_specs(
         eot_samples=cfg.eot_samples, cw_steps=cfg.cw_steps, attacks=cfg.attacks
     )
     run_settings = {"run": cfg.to_dict(), "protocol": "main"}
-    if dist.rank == 0:
-        store = RunStore(out_dir, run_settings)
-    dist.barrier()
-    if dist.rank != 0:
-        store = RunStore(out_dir, run_settings)
+    store = RunStore(out_dir, run_settings, writer=dist.rank == 0)  # checks the folder; writes nothing
     batches = load_batches(cfg, data_root, dist)
     victims, softmax = load_victims(cfg, data_root, weights)
     if "wnll" not in cfg.models:

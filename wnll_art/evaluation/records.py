@@ -1,24 +1,34 @@
 """Result records: one JSON file per (model, defence, attack, eps) cell, a markdown table and PNG plots.
 
 Records follow RobustBench's habit of plain JSON a person can read and a program can parse. Each cell is
-written atomically (temporary file + rename) as soon as it finishes, so a killed run loses at most the
-cell in flight, and a re-run with the same output directory and settings reads finished cells back.
+written atomically (temporary file + rename, with the permissions the umask gives) as soon as it finishes, so
+a killed run loses at most the cell in flight, and a re-run with the same output directory and settings reads
+finished cells back.
+
+Every record read back is validated before it is used: its ``sha256`` (over all its other fields), its
+internal consistency (``accuracy`` = mean of ``per_image_correct``, one entry per image) and its fit to the
+run (``settings.run``, image indices, library versions, and for a resumed cell every expected field). A
+record that fails is never deleted: :class:`RunStore` moves it to ``<root>/rejected/``, logs one line naming
+the file and the reason, and the harness recomputes the cell.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import platform
-import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "SCHEMA",
     "CellRecord",
+    "RecordError",
     "RunStore",
     "library_versions",
     "read_records",
@@ -26,7 +36,12 @@ __all__ = [
     "write_plots",
 ]
 
-SCHEMA = "wnll-art/cell/v1"
+SCHEMA = "wnll-art/cell/v2"
+_log = logging.getLogger("wnll_art.evaluation")
+
+
+class RecordError(ValueError):
+    """A cell file that cannot be trusted: unreadable, incomplete, inconsistent or from another run."""
 
 
 def library_versions() -> dict[str, str]:
@@ -89,73 +104,205 @@ class CellRecord:
         return f"{self.protocol}__{self.model}__{self.defence}__{self.attack}__eps{self.eps:.4f}"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=True)
+        """The record as JSON, with ``sha256``: the digest of all its other fields."""
+        data = json.loads(json.dumps(asdict(self)))
+        return json.dumps({**data, "sha256": _digest(data)}, indent=1, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellRecord:
+        """A record from parsed JSON, after checking its fields, digest and internal consistency.
+
+        Raises:
+            RecordError: Missing or unknown fields, a wrong schema or digest, or numbers that disagree.
+        """
+        if not isinstance(data, dict):
+            raise RecordError(f"not a JSON object but {type(data).__name__}")
         if data.get("schema") != SCHEMA:
-            raise ValueError(f"not a {SCHEMA} record (schema={data.get('schema')!r})")
-        return cls(**data)
+            raise RecordError(f"not a {SCHEMA} record (schema={data.get('schema')!r})")
+        body = {k: v for k, v in data.items() if k != "sha256"}
+        names = {f.name for f in fields(cls)}
+        missing, unknown = sorted(names - set(body)), sorted(set(body) - names)
+        if missing or unknown:
+            raise RecordError(f"missing field(s) {missing}, unknown field(s) {unknown}")
+        if data.get("sha256") != _digest(body):
+            raise RecordError("its sha256 does not match its contents (edited or damaged)")
+        record = cls(**body)
+        _check_consistent(record)
+        return record
+
+
+def _digest(data: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_consistent(r: CellRecord) -> None:
+    """Raises :class:`RecordError` unless the record's numbers agree with each other."""
+    correct, indices = r.per_image_correct, r.image_indices
+    if not isinstance(correct, list) or any(c not in (0, 1) or isinstance(c, bool) for c in correct):
+        raise RecordError("per_image_correct is not a list of 0/1")
+    if not isinstance(indices, list) or not all(type(i) is int for i in indices):
+        raise RecordError("image_indices is not a list of ints")
+    if type(r.n) is not int or r.n < 1 or len(correct) != r.n or len(indices) != r.n:
+        raise RecordError(f"n={r.n!r} but {len(correct)} per-image results and {len(indices)} image indices")
+    if r.accuracy != sum(correct) / r.n:
+        raise RecordError(f"accuracy {r.accuracy!r} disagrees with per_image_correct ({sum(correct)}/{r.n})")
+    if not isinstance(r.settings, dict) or not isinstance(r.versions, dict):
+        raise RecordError("settings and versions must be JSON objects")
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Writes ``text`` to a temporary file beside ``path`` (mode 0666 less the umask), then renames it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``"path: old -> new"`` for every leaf where two JSON values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{prefix}{k}.")]  # fmt: skip
+    return [] if old == new else [f"{prefix.rstrip('.')}: {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+def load_record(path: Path, run: Mapping[str, Any] | None = None) -> CellRecord:
+    """Reads and validates one cell file (against ``run``, the run's settings, when given).
+
+    Raises:
+        RecordError: The file is not valid JSON or not a valid record (of this run); the message names it.
+    """
+    try:
+        record = CellRecord.from_dict(json.loads(path.read_bytes().decode("utf-8")))
+        if run is not None:
+            _check_run(record, run)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecordError) as exc:
+        raise RecordError(f"{path}: {exc}") from None
+    if path.name != f"{record.key}.json":
+        raise RecordError(f"{path}: holds cell {record.key!r}, not the one its name says")
+    return record
+
+
+def _check_run(record: CellRecord, run: Mapping[str, Any]) -> None:
+    """Raises :class:`RecordError` unless the record belongs to a run with settings ``run``."""
+    if "run" in run and record.settings.get("run") != run["run"]:
+        diff = _differences(run["run"], record.settings.get("run"), "run.")
+        raise RecordError(f"settings of another run ({'; '.join(diff[:4])})")
+    cfg = run.get("run", {})
+    n, start = cfg.get("n"), cfg.get("start")
+    if (
+        isinstance(n, int)
+        and isinstance(start, int)
+        and record.image_indices != list(range(start, start + n))
+    ):
+        raise RecordError(f"image indices are not those of the run (start={start}, n={n})")
+    versions = library_versions()
+    if record.versions != versions:
+        raise RecordError(
+            f"computed with other library versions ({'; '.join(_differences(versions, record.versions))})"
+        )
 
 
 class RunStore:
     """A results directory: ``run.json`` (the settings), ``cells/*.json``, ``results.md``, ``*.png``.
 
+    Opening a store writes nothing: ``run.json`` is written with the first cell, so a run that fails before
+    computing anything (bad device, data or weights) leaves the folder as it was. Records read back are
+    validated (see the module docstring); a record that fails is moved to ``<root>/rejected/`` (by the
+    writer only) with a logged line naming it, and treated as missing.
+
     Args:
-        root: The directory (created if missing).
+        root: The directory (created with the first cell).
         run_settings: Settings that must match for finished cells to be reused.
+        writer: Whether this process writes (rank 0); other ranks only read.
 
     Raises:
-        ValueError: If ``root`` holds a run made with different settings.
+        ValueError: If ``root`` holds a run made with different settings (each difference is named with
+            the recorded and the requested value), or an unreadable ``run.json``.
     """
 
-    def __init__(self, root: str | os.PathLike[str], run_settings: dict[str, Any]) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], run_settings: dict[str, Any], *, writer: bool = True
+    ) -> None:
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
+        self.writer = writer
+        self.settings: dict[str, Any] = json.loads(json.dumps(run_settings, sort_keys=True))
+        self.rejected: list[Path] = []
         meta = self.root / "run.json"
-        canonical = json.loads(json.dumps(run_settings, sort_keys=True))
         if meta.is_file():
-            previous = json.loads(meta.read_text())
-            if previous != canonical:
-                changed = sorted(
-                    k for k in set(previous) | set(canonical) if previous.get(k) != canonical.get(k)
-                )
+            try:
+                previous = json.loads(meta.read_bytes().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ValueError(
-                    f"{self.root} holds a run with different settings (differing: {changed}); "
-                    f"use another --out directory or delete it"
+                    f"{meta} is not readable JSON ({exc}); move it away or use another --out"
+                ) from None
+            diff = _differences(previous, self.settings)
+            if diff:
+                raise ValueError(
+                    f"{self.root} holds a run with different settings (recorded -> requested: {'; '.join(diff)}); "
+                    f"use another --out directory or the recorded settings"
                 )
-        else:
-            _atomic_write(meta, json.dumps(canonical, indent=1, sort_keys=True))
-        self.settings = canonical
 
     def path(self, key: str) -> Path:
         return self.cells_dir / f"{key}.json"
 
-    def get(self, key: str) -> CellRecord | None:
-        """The finished record for ``key``, or ``None``."""
+    def get(self, key: str, *, expected: Mapping[str, Any] | None = None) -> CellRecord | None:
+        """The finished, validated record for ``key``, or ``None`` (missing or set aside).
+
+        Args:
+            key: The cell's key.
+            expected: Fields the record must have (e.g. ``settings``, ``image_indices``), compared as JSON.
+        """
         p = self.path(key)
         if not p.is_file():
             return None
-        return CellRecord.from_dict(json.loads(p.read_text()))
+        try:
+            record = load_record(p, self.settings)
+            wanted = json.loads(json.dumps(dict(expected or {}), sort_keys=True))
+            diff = _differences(wanted, {k: json.loads(json.dumps(getattr(record, k))) for k in wanted})
+            if diff:
+                raise RecordError(f"{p}: does not fit this run (expected -> found: {'; '.join(diff[:4])})")
+        except RecordError as exc:
+            self._set_aside(p, exc, "recomputing the cell")
+            return None
+        return record
 
     def put(self, record: CellRecord) -> None:
+        """Writes ``record`` (and ``run.json`` with the first one)."""
+        meta = self.root / "run.json"
+        if not meta.is_file():
+            _atomic_write(meta, json.dumps(self.settings, indent=1, sort_keys=True))
         _atomic_write(self.path(record.key), record.to_json())
 
     def records(self) -> list[CellRecord]:
-        """All finished records, sorted by key."""
-        return read_records(self.root) if self.cells_dir.is_dir() else []
+        """All valid records of this run, sorted by key (invalid ones are set aside and left out)."""
+        out = []
+        for p in sorted(self.cells_dir.glob("*.json")) if self.cells_dir.is_dir() else []:
+            try:
+                out.append(load_record(p, self.settings))
+            except RecordError as exc:
+                self._set_aside(p, exc, "left out of the results")
+        return out
+
+    def _set_aside(self, path: Path, why: Exception, then: str) -> None:
+        """Moves an invalid cell file to ``rejected/`` (never overwriting an earlier one) and says so."""
+        if not self.writer:
+            return
+        target = self.root / "rejected" / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        k = 1
+        while target.exists():
+            target, k = target.with_name(f"{path.name}.{k}"), k + 1
+        os.replace(path, target)
+        self.rejected.append(target)
+        _log.warning("invalid cell %s; moved to %s; %s", why, target, then)
 
 
 def _flag_lines(records: Sequence[CellRecord]) -> list[str]:
@@ -240,8 +387,17 @@ def per_image_minimum(
 
 
 def read_records(root: str | os.PathLike[str]) -> list[CellRecord]:
-    """All records under ``root/cells/`` (a results directory of any harness), sorted by file name."""
+    """All records under ``root/cells/`` (a results directory of any harness), sorted by file name.
+
+    Each is validated against its own contents and, when ``root/run.json`` exists, against the run.
+
+    Raises:
+        FileNotFoundError: No ``cells/`` folder.
+        RecordError: A cell file is invalid (the message names it); nothing is moved.
+    """
     cells = Path(root) / "cells"
     if not cells.is_dir():
         raise FileNotFoundError(f"no results at {cells}")
-    return [CellRecord.from_dict(json.loads(p.read_text())) for p in sorted(cells.glob("*.json"))]
+    meta = Path(root) / "run.json"
+    run = json.loads(meta.read_text()) if meta.is_file() else None
+    return [load_record(p, run) for p in sorted(cells.glob("*.json"))]

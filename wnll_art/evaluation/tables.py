@@ -80,10 +80,10 @@ def parse_checkpoints(entries: Iterable[str]) -> dict[str, Path]:
 
 
 def open_store(out_dir: str | os.PathLike[str], run_settings: dict[str, Any], dist: Dist) -> RunStore:
-    """A :class:`RunStore` opened on every rank (rank 0 first, so it alone writes ``run.json``)."""
+    """A :class:`RunStore` opened on every rank (rank 0 first; it alone writes or sets files aside)."""
     store = RunStore(out_dir, run_settings) if dist.rank == 0 else None
     dist.barrier()
-    return store if store is not None else RunStore(out_dir, run_settings)
+    return store if store is not None else RunStore(out_dir, run_settings, writer=False)
 
 
 def stronger_flags(

@@ -20,7 +20,7 @@ from torch import nn
 from wnll_art._checks import check_images, check_labels, check_positive_int
 from wnll_art.models.resnet import INPUT_ATOL
 from wnll_art.wnll.score import LOG_FLOOR, wnll_scores
-from wnll_art.wnll.solver import wnll_interpolate
+from wnll_art.wnll.solver import check_graph_options, wnll_interpolate
 from wnll_art.wnll.template import balanced_template
 
 __all__ = ["WNLLNet"]
@@ -47,7 +47,8 @@ class WNLLNet(nn.Module):
             straight-through estimator: forward = WNLL, backward = log-softmax of the linear head).
         buffer_dim: Width of the paper's FC+ReLU buffer block (``None``: no buffer block; the WNLL
             acts on the backbone features and the backbone's ``linear`` is the linear head).
-        k: Neighbours in the kNN graph (the point itself counted).
+        k: Neighbours in the kNN graph (the point itself counted); ``2 <= k <= M`` (the template size), so
+            that a forward of a single image (``M + 1`` points) has ``k`` neighbours to draw from.
         sigma_neighbor: Neighbour whose distance sets the Gaussian scale.
         kernel: ``"gaussian"`` (the paper) or ``"quartic"`` (the authors' code).
         gamma: Weight of the template term; ``None`` for the paper's ``|X| / |template| - 1``.
@@ -55,10 +56,17 @@ class WNLLNet(nn.Module):
             log finite without zeroing any gradient (a clamp would).
         solver: Passed to :func:`wnll_interpolate` (``"auto"``, ``"dense"`` or ``"cg"``).
 
+    Raises:
+        TypeError: A backbone without ``features``/``linear``, or options of the wrong type.
+        ValueError: Any option out of range (all are checked here, not at the first forward).
+
     Shapes:
         ``forward(x)``: ``(N, 3, H, W)`` float in [0, 1], on the module's device -> ``(N, C)`` log-scores
         (log of the WNLL label functions; not normalised logits: use NLL as the loss). ``N = 0`` gives
-        ``(0, C)``.
+        ``(0, C)``. ``(3, H, W)`` must be :attr:`input_shape`, the template's image shape (other sizes
+        are refused: the backbone would accept them and silently give other answers). Any floating
+        dtype is accepted and cast to the template's dtype (the model's, e.g. float32), so NumPy's
+        float64 ``uint8 / 255.0`` works; the output has the model's dtype.
     """
 
     template_images: torch.Tensor
@@ -109,6 +117,8 @@ class WNLLNet(nn.Module):
         self.wnll_batch_size = check_positive_int(wnll_batch_size, "wnll_batch_size")
         self.gradient: Gradient = gradient
         self.log_floor = log_floor
+        check_graph_options(k=k, sigma_neighbor=sigma_neighbor, kernel=kernel, gamma=gamma, solver=solver,
+                            n_points=images.shape[0] + 1)  # fmt: skip
         self.k, self.sigma_neighbor, self.kernel = k, sigma_neighbor, kernel
         self.gamma, self.solver = gamma, solver
         self.buffer: nn.Module | None = None
@@ -124,6 +134,12 @@ class WNLLNet(nn.Module):
         self._cache: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------- features
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one input image: the template's image shape."""
+        c, h, w = self.template_images.shape[1:]
+        return int(c), int(h), int(w)
+
     @property
     def linear_head(self) -> nn.Module:
         """The linear head parallel to the WNLL head (used by the surrogate gradient and training)."""
@@ -170,6 +186,12 @@ class WNLLNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Log WNLL label functions ``(N, C)`` of images ``(N, 3, H, W)`` in [0, 1]."""
         check_images(x, "x", allow_empty=True, atol=INPUT_ATOL)
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"x must have shape (N, {', '.join(map(str, self.input_shape))}) (the template's image shape), "
+                f"got {tuple(x.shape)}; resize the images to {self.input_shape[1]}x{self.input_shape[2]}"
+            )
+        x = x.to(self.template_images.dtype)  # documented cast (no copy when the dtype already matches)
         if x.shape[0] == 0:
             return x.new_zeros((0, self.num_classes))
         template = self.template_features()

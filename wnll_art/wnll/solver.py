@@ -31,7 +31,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from wnll_art._checks import check_finite, check_labels, check_positive_int, check_same_device_dtype
 from wnll_art.wnll.graph import knn_indices, knn_weights, reachable_from
 
-__all__ = ["wnll_interpolate", "AUTO_DENSE_MAX_N"]
+__all__ = ["wnll_interpolate", "check_graph_options", "AUTO_DENSE_MAX_N"]
 
 # solver="auto" uses the dense path up to this many unlabelled points and CG above it. Measured on
 # CPU (1 thread, torch 2.13, m = n template points, D = 64, C = 10, k = 15, clustered data; medians of
@@ -169,10 +169,28 @@ def _validate(
         )
     labels = check_labels(template_labels, "template_labels")
     n_cls = _check_template_labels(labels, templ, num_classes)
-    n_pts = feats.shape[0] + templ.shape[0]
+    check_graph_options(k=k, sigma_neighbor=sigma_neighbor, kernel=kernel, gamma=gamma, solver=solver,
+                        n_points=feats.shape[0] + templ.shape[0])  # fmt: skip
+    n_over_m = feats.shape[0] / templ.shape[0]
+    gamma_v = n_over_m if gamma is None else float(gamma)
+    tol_v = _DEFAULT_TOL[feats.dtype] if tol is None else _check_real(tol, "tol", positive=True)
+    check_positive_int(max_iter, "max_iter")
+    return n_cls, gamma_v, tol_v
+
+
+def check_graph_options(
+    *, k: int, sigma_neighbor: int, kernel: str, gamma: float | None, solver: str, n_points: int
+) -> None:
+    """Checks the graph and solver options of :func:`wnll_interpolate` for a solve over ``n_points`` points.
+
+    Raises:
+        TypeError: ``k``/``sigma_neighbor`` not ints, ``gamma`` not a real number.
+        ValueError: ``k`` outside ``[2, n_points)``, ``sigma_neighbor`` outside ``[2, k]``, ``gamma < 0``,
+            unknown ``kernel``/``solver``.
+    """
     check_positive_int(k, "k")
-    if not 2 <= k < n_pts:
-        raise ValueError(f"k must satisfy 2 <= k < number of points (n + m = {n_pts}), got k={k}")
+    if not 2 <= k < n_points:
+        raise ValueError(f"k must satisfy 2 <= k < number of points (n + m = {n_points}), got k={k}")
     check_positive_int(sigma_neighbor, "sigma_neighbor")
     if not 2 <= sigma_neighbor <= k:
         raise ValueError(f"sigma_neighbor must satisfy 2 <= sigma_neighbor <= k={k}, got {sigma_neighbor}")
@@ -180,11 +198,8 @@ def _validate(
         raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
-    n_over_m = feats.shape[0] / templ.shape[0]
-    gamma_v = n_over_m if gamma is None else _check_real(gamma, "gamma", positive=False)
-    tol_v = _DEFAULT_TOL[feats.dtype] if tol is None else _check_real(tol, "tol", positive=True)
-    check_positive_int(max_iter, "max_iter")
-    return n_cls, gamma_v, tol_v
+    if gamma is not None:
+        _check_real(gamma, "gamma", positive=False)
 
 
 def _check_template_labels(labels: Tensor, templ: Tensor, num_classes: int | None) -> int:

@@ -1,0 +1,69 @@
+"""`wnll-art evaluate` with bad options: one line naming the problem and the remedy, exit 2, nothing written
+(integration tier: no data needed, but the harness imports ART)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from wnll_art.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        (["--eot-samples", "0"], "--eot-samples: expected a positive integer"),
+        (["--eps", ","], "--eps: expected one or more radii in (0, 1]"),
+        (["--eps", "0"], "--eps: expected one or more radii in (0, 1]"),
+        (["--template-size", "15"], "--template-size: expected a multiple of 10"),
+        (["--cw-steps", "-3"], "--cw-steps: expected a positive integer"),
+        (["--n", "0"], "--n/--num-images: expected a positive integer"),
+        (["--wnll-batch-size", "x"], "--wnll-batch-size: expected a positive integer"),
+        (["--seed", "-1"], "--seed: expected an integer >= 0"),
+        (["--tvm-prob", "2"], "--tvm-prob: expected a number in [0, 1]"),
+        (["--tvm-lamb", "nan"], "--tvm-lamb: expected a finite positive number"),
+        (["--device", "bogus"], "'bogus' is not a torch device (use cpu, cuda or cuda:N)"),
+        (["--device", "cuda"], "CUDA is not available on this machine; use --device cpu"),
+        (["--models", "wnll"], "models must include 'softmax'"),
+        (["--defences", "jpeg"], "defences must be one or more of"),
+        (["--attacks", "nope"], "unknown attacks ['nope']; choose from"),
+        (["--n", "20000"], "start + n <= 10000"),
+    ],
+)
+def test_bad_option_is_one_line_exit_2_nothing_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], option: list[str],
+    match: str,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:  # argparse errors exit; later ones return 2
+        raise SystemExit(main(["evaluate", "--out", str(out), *option]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("wnll-art evaluate: error: ") and match in err, err
+    assert not out.exists()
+
+
+def test_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    out.write_text("mine")
+    assert main(["evaluate", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a folder; choose another --out" in err
+    assert out.read_text() == "mine"
+
+
+def test_out_not_writable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # chmod does not stop root (CI runs as root): ask os.access as a non-root user would
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    assert main(["evaluate", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not writable; choose a writable --out" in err
+    assert list(tmp_path.iterdir()) == []
