@@ -209,7 +209,7 @@ def test_compare_defences(tmp_path: Path, common: list[str]) -> None:
             assert r.per_image_correct == [
                 int(all(v)) for v in zip(*(p.per_image_correct for p in parts), strict=True)
             ]
-    jpeg = recs["compare__wnll__jpeg__clean__eps0.0000"].settings["victim"]["tvm"]
+    jpeg = recs["compare__wnll__jpeg__clean__eps0.0000"].settings["victim"]["purifier"]
     assert jpeg["art_class"] == "JpegCompression" and "BPDA" in jpeg["gradient"]
     text = (out / "compare_defences.md").read_text()
     assert "attacker's gradient through the defence" in text and "| wnll | art_tvm |" in text
