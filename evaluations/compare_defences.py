@@ -16,16 +16,17 @@ PROG = "compare_defences"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses ``argv`` and runs :func:`wnll_art.evaluation.defence_comparison.compare_defences`."""
-    from wnll_art.evaluation.defence_comparison import DEFAULT_ATTACKS, DEFENCES
-    from wnll_art.evaluation.tables import run_script, script_config, script_parser
+    """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.defence_comparison.compare_defences`."""
+    from wnll_art._argparse import positive_int
+    from wnll_art.evaluation.jobs.defence_comparison import DEFAULT_ATTACKS, DEFENCES
+    from wnll_art.evaluation.parser import config_from_args, run_script, script_parser
 
     p = script_parser(PROG, __doc__ or "", n=50, eps=(0.02, 0.04, 0.08), defences=DEFENCES,
                       defences_help=f"defences among {','.join(DEFENCES)}", out="results/compare_defences")  # fmt: skip
     p.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS),
                    help="comma-separated adaptive attacks (also pgd_exact_eot, cw_l2_exact_eot, autoattack, "
                         "ifgsm_surrogate_eot)")  # fmt: skip
-    p.add_argument("--steps", type=int, default=10, help="iterations of the iterative attacks")
+    p.add_argument("--steps", type=positive_int, default=10, help="iterations of the iterative attacks")
     p.add_argument(
         "--defence-options",
         type=json.loads,
@@ -35,15 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def body() -> None:
-        from wnll_art.evaluation.defence_comparison import compare_defences
+        from wnll_art.evaluation.jobs.defence_comparison import compare_defences
 
-        compare_defences(script_config(args, defences=("none",)), out_dir=args.out, data_root=args.data_root,
+        compare_defences(config_from_args(args, defences=("none",)), out_dir=args.out, data_root=args.data_root,
                          weights=args.weights, defences=args.defences, steps=args.steps,
                          attacks=[a for a in args.attacks.split(",") if a], defence_options=args.defence_options)  # fmt: skip
         if os.environ.get("RANK", "0") == "0":
             print((Path(args.out) / "compare_defences.md").read_text())
 
-    return run_script(body, PROG)
+    return run_script(body, PROG, args)
 
 
 if __name__ == "__main__":

@@ -14,26 +14,27 @@ PROG = "transfer_table"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses ``argv`` and runs :func:`wnll_art.evaluation.paper_tables.transfer_table`; returns the exit status."""
-    from wnll_art.evaluation.tables import run_script, script_config, script_parser
+    """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.paper_tables.transfer_table`; returns the exit status."""
+    from wnll_art._argparse import positive_int
+    from wnll_art.evaluation.parser import config_from_args, run_script, script_parser
 
     p = script_parser(PROG, __doc__ or "", defences=("none",), out="results/transfer_table")
     p.add_argument("--attacks", default="fgsm,ifgsm,cw_l2", help="comma-separated subset of fgsm,ifgsm,cw_l2")
     p.add_argument("--gradient", choices=("surrogate", "exact"), default="surrogate",
                    help="WNLL gradient when crafting on WNLL (surrogate: the paper's straight-through one)")  # fmt: skip
-    p.add_argument("--paper-cw-steps", type=int, default=10, help="C&W steps (the authors' code: 10)")
+    p.add_argument("--paper-cw-steps", type=positive_int, default=10, help="C&W steps (the authors' code: 10)")
     args = p.parse_args(argv)
 
     def body() -> None:
-        from wnll_art.evaluation.paper_tables import transfer_table
+        from wnll_art.evaluation.jobs.paper_tables import transfer_table
 
-        transfer_table(script_config(args), out_dir=args.out, data_root=args.data_root, weights=args.weights,
+        transfer_table(config_from_args(args), out_dir=args.out, data_root=args.data_root, weights=args.weights,
                        gradient=args.gradient, attacks=[a for a in args.attacks.split(",") if a],
                        paper_cw_steps=args.paper_cw_steps)  # fmt: skip
         if os.environ.get("RANK", "0") == "0":
             print((Path(args.out) / "transfer_table.md").read_text())
 
-    return run_script(body, PROG)
+    return run_script(body, PROG, args)
 
 
 if __name__ == "__main__":

@@ -22,64 +22,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _template_size(text: str) -> int:
-    """An ``argparse`` type: a positive multiple of 10 (the template is class-balanced)."""
-    value = ap.positive_int(text)
-    if value % 10:
-        raise argparse.ArgumentTypeError(f"expected a multiple of 10 (one share per class), got {text!r}")
-    return value
-
-
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from wnll_art.evaluation.config import MAIN_ATTACKS
+    from wnll_art.evaluation.parser import add_run_options
+
     p = sub.add_parser("evaluate", help="robust accuracy grid (ART + Foolbox attacks), JSON + markdown + PNG",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument("--out", default="results/evaluate", help="results directory (re-running resumes)")
-    # --num-images / --start-index: torchrun's own parser rejects --n and --start as ambiguous abbreviations
-    p.add_argument("--n", "--num-images", dest="n", type=ap.positive_int, default=50,
-                   help="test images (--n 10000 --device cuda for the full run; --num-images under torchrun)")  # fmt: skip
-    p.add_argument("--start", "--start-index", dest="start", type=ap.non_negative_int, default=0,
-                   help="index of the first test image (--start-index under torchrun)")  # fmt: skip
-    p.add_argument("--eps", type=ap.eps_list, default=(0.02, 0.04, 0.08), help="L-inf radii, comma-separated")
-    p.add_argument("--models", type=ap.name_list, default=("softmax", "wnll"))
-    p.add_argument("--defences", type=ap.name_list, default=("none", "tvm"))
+    add_run_options(p, out="results/evaluate")
+    p.add_argument("--models", type=ap.name_list, default=("softmax", "wnll"), help="softmax and optionally wnll")
     p.add_argument("--attacks", type=ap.name_list, default=None,
-                   help="subset of fgsm,bim,cw_l2,linf_pgd,fb_cw_l2,transfer_bim (default: all)")  # fmt: skip
-    p.add_argument(
-        "--wnll-batch-size", type=ap.positive_int, default=500, help="transductive WNLL batch = attack batch"
-    )
-    p.add_argument("--template-size", type=_template_size, default=500)
-    p.add_argument("--coupling", choices=("transductive", "inductive"), default="transductive")
-    p.add_argument("--kernel", choices=("gaussian", "quartic"), default="gaussian")
-    p.add_argument(
-        "--eot-samples", type=ap.positive_int, default=2, help="EOT draws when attacking through TVM"
-    )
-    p.add_argument("--cw-steps", type=ap.positive_int, default=20)
-    p.add_argument("--tvm-prob", type=ap.unit_float, default=0.5, help="probability that a pixel is kept")
-    p.add_argument("--tvm-lamb", type=ap.positive_float, default=0.03, help="TV weight (Guo et al.: 0.03)")
-    p.add_argument("--tvm-objective", choices=("art", "isotropic"), default="art")
-    p.add_argument("--tvm-preset", choices=("art-default", "art-100", "converged"), default="art-100")
-    p.add_argument("--seed", type=ap.non_negative_int, default=0)
-    p.add_argument("--device", type=ap.device, default="cpu", help="cpu, cuda or cuda:N (checked to exist)")
-    p.add_argument(
-        "--data-root", default=None, help="CIFAR-10 root (default: $WNLL_ART_DATA or the user cache)"
-    )
-    p.add_argument("--weights", default=None, help="ResNet-56 checkpoint (default: the torch hub cache)")
+                   help=f"subset of {','.join(MAIN_ATTACKS)} (unset: all)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from wnll_art.evaluation.harness import EvalConfig, evaluate
-    from wnll_art.tvm.settings import TVMSettings
+    from wnll_art._device import set_deterministic
+    from wnll_art.evaluation.jobs.main import evaluate
+    from wnll_art.evaluation.parser import config_from_args
 
-    cfg = EvalConfig(
-        n=args.n, start=args.start, eps=args.eps, models=args.models, defences=args.defences, attacks=args.attacks,
-        wnll_batch_size=args.wnll_batch_size, template_size=args.template_size, coupling=args.coupling,
-        kernel=args.kernel, eot_samples=args.eot_samples, cw_steps=args.cw_steps, seed=args.seed, device=args.device,
-        tvm=TVMSettings.from_preset(args.tvm_preset, prob=args.tvm_prob, lamb=args.tvm_lamb,
-                                    objective=args.tvm_objective, eot_samples=args.eot_samples),
-    )  # fmt: skip
+    if args.deterministic:  # before anything is built (the device facts of every record say so)
+        set_deterministic(True)
+    cfg = config_from_args(args, models=args.models, attacks=args.attacks)
     bar = tqdm(desc="cells", unit="cell", disable=args.no_progress)
 
     def on_cell(record: object) -> None:

@@ -1,13 +1,14 @@
 """Figures of the paper from tensors and result records (matplotlib only; torchvision not needed).
 
-Wang et al. (2018): Fig. 2 (original / adversarial / TVM images), Fig. 5 (accuracy vs eps). Each function
+Wang et al. (2018): Fig. 2 (original / adversarial / TVM images), Fig. 4 (feature planes), Fig. 5 (accuracy
+vs eps). Each function
 returns a ``matplotlib.figure.Figure`` with titled, labelled axes; saving is the caller's choice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -26,7 +27,7 @@ class AccuracyRecord(Protocol):
     accuracy: float
     n: int
 
-__all__ = ["accuracy_bars", "accuracy_vs_eps", "image_grid", "protocol_comparison"]
+__all__ = ["accuracy_bars", "accuracy_vs_eps", "feature_planes", "image_grid", "protocol_comparison"]
 
 
 def _figure(*, figsize: tuple[float, float], dpi: int) -> Figure:
@@ -134,4 +135,56 @@ def accuracy_bars(table: Mapping[str, Mapping[str, float]], *, title: str) -> Fi
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+_CONDITION_TITLES = {"clean": "clean", "ifgsm": "IFGSM", "tvm_clean": "TVM(clean)", "tvm_ifgsm": "TVM(IFGSM)"}
+
+
+def feature_planes(
+    projections: Mapping[str, Mapping[str, torch.Tensor]],
+    summary: Mapping[str, Any],
+    labels: torch.Tensor,
+    *,
+    gradient: str,
+) -> Figure:
+    """Fig. 4: one row per model, one panel per condition, features on their first two principal components.
+
+    Args:
+        projections: ``{model: {condition: (N, 2) projected features}}``.
+        summary: ``conditions`` (panel order), ``eps``, ``n`` and per model ``explained_variance_ratio`` and
+            per condition ``accuracy`` (as written by :func:`wnll_art.evaluation.jobs.geometry.feature_geometry`).
+        labels: ``(N,)`` class labels in ``0..9`` (CPU), colouring the points.
+        gradient: The attack's WNLL gradient, for the title.
+    """
+    from wnll_art.data import CIFAR10_CLASSES
+
+    conditions, models = summary["conditions"], list(projections)
+    fig = _figure(figsize=(3.6 * len(conditions) + 1.8, 3.4 * len(models) + 0.8), dpi=110)
+    axes = fig.subplots(len(models), len(conditions), squeeze=False)
+    for r, model in enumerate(models):
+        ms = summary["models"][model]
+        ratio = ms["explained_variance_ratio"]
+        every = torch.cat(list(projections[model].values()))
+        lo, hi = every.min(0).values, every.max(0).values
+        pad = 0.05 * (hi - lo).clamp_min(1e-9)
+        for col, c in enumerate(conditions):
+            ax, p = axes[r][col], projections[model][c]
+            for k in range(10):
+                sel = labels == k
+                if bool(sel.any()):
+                    ax.scatter(p[sel, 0], p[sel, 1], s=9, alpha=0.75, color=f"C{k}", label=CIFAR10_CLASSES[k])
+            ax.set_xlim(float(lo[0] - pad[0]), float(hi[0] + pad[0]))
+            ax.set_ylim(float(lo[1] - pad[1]), float(hi[1] + pad[1]))
+            ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% of clean variance)", fontsize=8)
+            ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}%)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            acc = ms["conditions"][c]["accuracy"]
+            ax.set_title(f"{model}: {_CONDITION_TITLES.get(c, c)} (acc {100 * acc:.1f}%)", fontsize=9)
+            ax.grid(alpha=0.25)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=8, title="class", markerscale=1.6)
+    fig.suptitle(f"64-D features on their first two principal components (fitted on clean features per model); "
+                 f"IFGSM eps={summary['eps']:g} ({gradient} gradient), n={summary['n']}", fontsize=10)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 0.95))
     return fig

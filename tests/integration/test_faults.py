@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from wnll_art.evaluation.harness import EvalConfig, evaluate
+from wnll_art.evaluation.config import EvalConfig
+from wnll_art.evaluation.jobs.main import evaluate
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from wnll_art.cli import main
-from wnll_art.evaluation.harness import EvalConfig, evaluate
+from wnll_art.evaluation.config import MAIN_ATTACKS, EvalConfig
+from wnll_art.evaluation.jobs.main import evaluate
+from wnll_art.evaluation.protocols import main_specs
 from wnll_art.evaluation.records import SCHEMA
 
 pytestmark = pytest.mark.integration
@@ -34,6 +36,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, cifar_root: Path, hub_dir:
 
 def test_records_schema_and_outputs(run_dir: Path) -> None:
     cells = sorted((run_dir / "cells").glob("*.json"))
+    run_json = json.loads((run_dir / "run.json").read_text())
     # 2 models x (clean + 3 attacks x 2 eps), plus a worst case per model and eps
     assert len(cells) == 2 * (1 + 3 * 2) + 2 * 2
     for path in cells:
@@ -44,6 +47,9 @@ def test_records_schema_and_outputs(run_dir: Path) -> None:
         run = rec["settings"]["run"]
         assert run["wnll_batch_size"] == 4 and run["template_size"] == 100 and run["seed"] == 0
         assert {"torch", "art", "foolbox", "numpy", "wnll_art"} <= set(rec["versions"])
+        assert rec["settings"]["device_facts"] == run_json["device_facts"]
+        assert rec["settings"]["device_facts"]["device"] == "cpu" and "num_threads" in rec["settings"]["device_facts"]
+        assert "eot_samples" not in run and run["tvm"]["eot_samples"] == 2  # one EOT setting
         if rec["model"] == "wnll":
             assert rec["settings"]["victim"]["wnll"]["coupling"] == "transductive"
     recs = {p.stem: json.loads(p.read_text()) for p in cells}
@@ -55,6 +61,9 @@ def test_records_schema_and_outputs(run_dir: Path) -> None:
             assert rec["per_image_correct"] == [
                 int(all(v)) for v in zip(*(r["per_image_correct"] for r in parts), strict=True)
             ]
+            for i in range(8):  # an image fooled by any attack (or wrong clean) is counted as fooled
+                if any(r["per_image_correct"][i] == 0 for r in parts):
+                    assert rec["per_image_correct"][i] == 0, (key, i)
     table = (run_dir / "results.md").read_text()
     assert "| main | wnll | none | bim |" in table
     pngs = sorted(run_dir.glob("accuracy_vs_eps__*.png"))
@@ -95,3 +104,26 @@ def test_different_settings_refused(run_dir: Path, cifar_root: Path) -> None:
 def test_cli_reports_errors_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "--n", "20000", "--out", str(tmp_path)]) == 2
     assert "start + n <= 10000" in capsys.readouterr().err
+
+
+def test_main_plan_is_the_configs_attack_list() -> None:
+    specs = main_specs(eot_samples=3, cw_steps=2)
+    assert [s.name for s in specs] == ["clean", *MAIN_ATTACKS]
+    assert all(s.eot_samples == 3 for s in specs if s.attack is not None and s.source == "self")
+    with pytest.raises(ValueError, match="unknown attacks"):
+        EvalConfig(attacks=("fgsm", "nope"))
+
+
+def test_deterministic_is_set_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import wnll_art._device
+
+    calls: list[bool] = []
+    monkeypatch.setattr(wnll_art._device, "set_deterministic", calls.append)
+    # the configuration is refused (n too large), but only after the switch was set
+    assert main(["evaluate", "--deterministic", "--n", "20000", "--out", str(tmp_path / "x")]) == 2
+    assert calls == [True] and "start + n <= 10000" in capsys.readouterr().err
+    calls.clear()
+    assert main(["evaluate", "--n", "20000", "--out", str(tmp_path / "x")]) == 2
+    assert calls == []

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch.distributed as tdist
 
-from wnll_art.evaluation.tables import tvm_available
+from wnll_art.evaluation.setup import tvm_available
 
 pytestmark = pytest.mark.integration
 

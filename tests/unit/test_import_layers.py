@@ -28,10 +28,24 @@ LAYERS: dict[str, int] = {
     "wnll_art.defence": 3,
     "wnll_art.adapters": 4,
     "wnll_art.train": 5,
+    # evaluation, in layers: configuration < victims/attacks/records < engine < report < jobs
     "wnll_art.evaluation": 5,
-    "wnll_art.cli": 6,
-    "wnll_art": 7,  # the package's lazy attribute table may name anything
+    "wnll_art.evaluation.config": 5,
+    "wnll_art.evaluation.victims": 6,
+    "wnll_art.evaluation.attacks": 6,
+    "wnll_art.evaluation.records": 6,
+    "wnll_art.evaluation.parser": 6,  # the options of the configuration (used by the CLI and the scripts)
+    "wnll_art.evaluation.engine": 7,
+    "wnll_art.evaluation.protocols": 7,
+    "wnll_art.evaluation.checks": 7,
+    "wnll_art.evaluation.art_defences": 7,
+    "wnll_art.evaluation.setup": 8,
+    "wnll_art.evaluation.report": 8,
+    "wnll_art.evaluation.jobs": 9,
+    "wnll_art.cli": 10,
+    "wnll_art": 11,  # the package's lazy attribute table may name anything
 }
+JOBS = "wnll_art.evaluation.jobs"
 
 
 def _module_name(path: Path) -> str:
@@ -93,6 +107,39 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycles() -> None:
     graph = {m: deps for m, deps in _graph().items() if m != "wnll_art"}
+    cycle = find_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
+
+
+def test_every_evaluation_module_has_its_own_layer() -> None:
+    for module in _graph():
+        if module.startswith("wnll_art.evaluation."):
+            prefix = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+            assert prefix != "wnll_art.evaluation", f"{module}: add it to LAYERS"
+
+
+def test_jobs_never_import_each_other() -> None:
+    graph = _graph()
+    for module, deps in graph.items():
+        if module.startswith(JOBS + "."):
+            others = {d for d in deps if d.startswith(JOBS)}
+            assert not others, f"{module} imports other jobs: {sorted(others)}"
+
+
+def test_no_private_names_across_modules() -> None:
+    """No ``from wnll_art.evaluation.x import _name`` anywhere (library, tests and scripts)."""
+    roots = [PACKAGE, PACKAGE.parent / "tests", PACKAGE.parent / "evaluations"]
+    found = []
+    for path in (p for root in roots for p in root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("wnll_art.evaluation"):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                found += [f"{path.name}: from {node.module} import {name}" for name in private]
+    assert not found, found
+
+
+def test_no_evaluation_cycles() -> None:
+    graph = {m: deps for m, deps in _graph().items() if m.startswith("wnll_art.evaluation")}
     cycle = find_cycle(graph)
     assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
 

@@ -3,6 +3,7 @@ records read back (fast)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -192,3 +193,19 @@ def test_rejected_files_are_never_overwritten(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "rejected").iterdir()) == [
         f"{_record().key}.json", f"{_record().key}.json.1"
     ]  # fmt: skip
+
+
+def test_device_facts_are_treated_like_library_versions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another machine's folder is not refused, but its cells made under other device facts are recomputed."""
+    here = {**RUN, "device_facts": {"device": "cpu", "num_threads": 1, "deterministic": False}}
+    there = {**RUN, "device_facts": {"device": "cpu", "num_threads": 4, "deterministic": False}}
+    RunStore(tmp_path, there).put(_record(settings={**there, "victim": {}}))
+    store = RunStore(tmp_path, here)  # no "different settings" refusal
+    with caplog.at_level(logging.WARNING, logger="wnll_art.evaluation"):
+        assert store.get(_record().key) is None  # set aside: computed with 4 threads
+    assert "other device facts (num_threads: 1 -> 4)" in caplog.text
+    store.put(_record(settings={**here, "victim": {}}))
+    assert json.loads((tmp_path / "run.json").read_text()) == here  # run.json now states this machine
+    assert store.get(_record().key) == _record(settings={**here, "victim": {}})
+    with pytest.raises(RecordError, match="other device facts"):
+        load_record(store.path(_record().key), there)

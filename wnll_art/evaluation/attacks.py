@@ -1,12 +1,12 @@
-"""Attacks used by the evaluation harness, run through ART and Foolbox on plain ``nn.Module`` views.
+"""Attacks used by the evaluation jobs, run through ART and Foolbox on plain ``nn.Module`` views.
 
 I. Goodfellow et al. 2015 (FGSM); A. Kurakin et al. 2017 (BIM / IFGSM); A. Madry et al. 2018 (PGD);
 N. Carlini, D. Wagner 2017 (C&W L2); F. Croce, M. Hein 2020 (AutoAttack, APGD-CE / APGD-DLR).
 
 Each attack is a small class in the Foolbox 3 style: :meth:`Attack.__call__` is the one ``@final``
 template method (validation, seeding of the libraries' global RNGs, projection, output checks) and
-subclasses write only :meth:`Attack.run`. Every attack sees a batch exactly as the harness passes it
-(one WNLL batch), so the transductive coupling is the harness's named setting, never a library default.
+subclasses write only :meth:`Attack.run`. Every attack sees a batch exactly as the engine passes it
+(one WNLL batch), so the transductive coupling is the run's named setting, never a library default.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from torch import nn
 
 from wnll_art._checks import check_images, check_labels
 
-__all__ = ["ATTACKS", "Attack", "ArtAutoAttack", "ArtBIM", "ArtCarliniL2", "ArtFGSM", "FoolboxL2CW",
-           "FoolboxLinfPGD", "make_attack", "project_linf"]  # fmt: skip
+__all__ = ["Attack", "ArtAutoAttack", "ArtBIM", "ArtCarliniL2", "ArtFGSM", "FoolboxL2CW", "FoolboxLinfPGD",
+           "project_linf"]  # fmt: skip
 
 
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -46,7 +46,7 @@ class Attack(ABC):
     Class attributes:
         name: Short name used in records.
         library: ``"art"`` or ``"foolbox"``.
-        eps_independent: The raw attack ignores ``eps`` (C&W): the harness runs it once per batch and
+        eps_independent: The raw attack ignores ``eps`` (C&W): the engine runs it once per batch and
             projects the result onto each eps ball.
     """
 
@@ -232,15 +232,3 @@ class FoolboxL2CW(Attack):
                                                   initial_const=self.initial_const, abort_early=False)  # fmt: skip
         raw, _, _ = attack(_foolbox(model), x, y, epsilons=None)
         return raw
-
-
-ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (ArtFGSM, ArtBIM, ArtCarliniL2, ArtAutoAttack, FoolboxLinfPGD, FoolboxL2CW)
-}
-
-
-def make_attack(name: str, **options: Any) -> Attack:
-    """Builds an attack by name (see :data:`ATTACKS`) with hyper-parameter overrides."""
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose from {sorted(ATTACKS)}")
-    return ATTACKS[name](**options)

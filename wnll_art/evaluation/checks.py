@@ -4,7 +4,7 @@ F. Croce, M. Hein, "Reliable evaluation of adversarial robustness with an ensemb
 parameter-free attacks", ICML 2020; A. Athalye, N. Carlini, D. Wagner, ICML 2018 (signs of obfuscated
 gradients); F. Tramer et al., "On Adaptive Attacks to Adversarial Example Defenses", NeurIPS 2020.
 
-Each check returns human-readable flags; the harness stores them with the records and the table.
+Each check returns human-readable flags; the jobs store them with the records and the tables.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 
 from wnll_art.evaluation.records import CellRecord
 
-__all__ = ["VANISHING", "eps_monotonicity_flags", "model_flags", "transfer_flags"]
+__all__ = ["VANISHING", "eps_monotonicity_flags", "model_flags", "stronger_flags", "transfer_flags"]
 
 # A loss gradient whose largest entry is below this is useless to sign- and step-based attacks in float32
 # (the softmax ResNet-56's median on CIFAR-10 is ~1e-3; saturated WNLL outputs reach ~1e-13).
@@ -94,19 +94,39 @@ def eps_monotonicity_flags(records: Sequence[CellRecord], *, slack: int = 1) -> 
     return flags
 
 
+def stronger_flags(
+    records: Sequence[CellRecord], *, reference: str, challenger: str, flag: str, why: str
+) -> dict[str, list[str]]:
+    """Flags ``reference`` cells that a (supposedly weaker) ``challenger`` attack beats at the same eps.
+
+    E.g. reference = the exact-gradient IFGSM, challenger = the surrogate-gradient IFGSM or a transfer
+    attack: if the challenger wins, the reference's gradient is probably masked.
+
+    Args:
+        records: Records of one run (cells are matched on protocol, model, defence and eps).
+        reference: Attack name of the cells to flag.
+        challenger: Attack name of the cells that should not be stronger.
+        flag: Flag name (first word of the message).
+        why: What a win of the challenger means, in words.
+
+    Returns:
+        ``{reference cell key: flags}``.
+    """
+    index = {(r.protocol, r.model, r.defence, r.attack, r.eps): r for r in records}
+    flags: dict[str, list[str]] = {}
+    for (protocol, model, defence, attack, eps), rec in index.items():
+        ref = index.get((protocol, model, defence, reference, eps)) if attack == challenger else None
+        if ref is not None and rec.accuracy < ref.accuracy:
+            flags.setdefault(ref.key, []).append(
+                f"{flag}: {challenger} gives {100 * rec.accuracy:.1f}% < {reference} {100 * ref.accuracy:.1f}% at "
+                f"eps={eps:g} ({why})"
+            )
+    return flags
+
+
 def transfer_flags(
     records: Sequence[CellRecord], *, white_box: str = "bim", transfer: str = "transfer_bim"
 ) -> dict[str, list[str]]:
     """A black-box (transfer) attack stronger than the white-box one signals masked gradients."""
-    index = {(r.protocol, r.model, r.defence, r.attack, r.eps): r for r in records}
-    flags: dict[str, list[str]] = {}
-    for (protocol, model, defence, attack, eps), rec in index.items():
-        if attack != transfer:
-            continue
-        wb = index.get((protocol, model, defence, white_box, eps))
-        if wb is not None and rec.accuracy < wb.accuracy:
-            flags.setdefault(wb.key, []).append(
-                f"black_box_stronger: transfer from softmax gives {100 * rec.accuracy:.1f}% < white-box "
-                f"{100 * wb.accuracy:.1f}% at eps={eps:g}"
-            )
-    return flags
+    return stronger_flags(records, reference=white_box, challenger=transfer, flag="black_box_stronger",
+                          why="transfer from softmax beats white box")  # fmt: skip

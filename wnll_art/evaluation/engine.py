@@ -17,10 +17,10 @@ from typing import Any, Literal
 import torch
 
 from wnll_art.evaluation.attacks import Attack, project_linf
-from wnll_art.evaluation.records import CellRecord, RunStore
+from wnll_art.evaluation.records import CellRecord, RunStore, cell_key
 from wnll_art.evaluation.victims import Victim, predict_labels
 
-__all__ = ["AttackSpec", "Batches", "Dist", "run_cells"]
+__all__ = ["AttackSpec", "Batches", "Dist", "adversarial", "attack_batches", "cell_key", "derive_seed", "run_cells"]
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,26 @@ def derive_seed(*parts: object) -> int:
     return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
 
 
-def _adversarial(
-    spec: AttackSpec, victim: Victim, softmax: Victim, x: torch.Tensor, y: torch.Tensor, eps: float,
+def adversarial(
+    spec: AttackSpec, victim: Victim, softmax: Victim, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     seed: int, raw_cache: dict[Any, torch.Tensor],
 ) -> torch.Tensor:  # fmt: skip
+    """The adversarials of one batch under ``spec`` (``x`` itself for the clean spec).
+
+    Args:
+        spec: The attack as run in the protocol.
+        victim: The attacked victim (its own view when ``spec.source == "self"``).
+        softmax: The undefended softmax victim (the source of transfer attacks).
+        x: ``(N, 3, H, W)`` float images in [0, 1] (one WNLL batch).
+        y: ``(N,)`` int64 labels.
+        eps: L-inf radius in [0, 1].
+        seed: Seed of the attack's random starts and of the purifier's draws during the attack.
+        raw_cache: Unconstrained results of eps-independent attacks (C&W), keyed per spec, source and seed,
+            so they run once per batch and are projected onto each eps; filled in place.
+
+    Returns:
+        ``(N, 3, H, W)`` images in the eps ball around ``x`` and in [0, 1], on ``x``'s device.
+    """
     if spec.attack is None:
         return x
     source = victim if spec.source == "self" else softmax
@@ -132,16 +148,17 @@ def _adversarial(
     return project_linf(raw_cache[key], x, eps)
 
 
-def _run_one(
-    spec: AttackSpec, victim: Victim, softmax: Victim, eps: float, batches: Batches, seed: int,
+def attack_batches(
+    spec: AttackSpec, victim: Victim, softmax: Victim, *, eps: float, batches: Batches, seed: int,
     raw_cache: dict[Any, torch.Tensor],
 ) -> dict[int, list[int]]:  # fmt: skip
+    """Computes one cell on this rank's batches: ``{batch: 0/1 correct per image}`` (no store involved)."""
     out = {}
     for b in batches.mine():
         x, y = batches.get(b)
         # the attack seed ignores eps so eps-independent attacks are run once per batch
         attack_seed = derive_seed(seed, victim.model, victim.defence, spec.name, b)
-        x_adv = _adversarial(spec, victim, softmax, x, y, eps, attack_seed, raw_cache)
+        x_adv = adversarial(spec, victim, softmax, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
         victim.reseed(derive_seed(seed, "predict", b, spec.name, eps))
         out[b] = (predict_labels(victim.predict_module, x_adv) == y).int().tolist()
     return out
@@ -170,16 +187,16 @@ def run_cells(
     for victim in victims:
         for spec in specs:
             for eps in [0.0] if spec.attack is None else eps_values:
-                key = f"{protocol}__{victim.model}__{victim.defence}__{spec.name}__eps{eps:.4f}"
+                key = cell_key(protocol, victim.model, victim.defence, spec.name, eps)
                 expected = dict(model=victim.model, defence=victim.defence, attack=spec.name, eps=eps,
                                 protocol=protocol, n=len(batches.indices), image_indices=batches.indices,
                                 settings={**run_settings, "victim": victim.settings(), "spec": spec.settings()})  # fmt: skip
                 record = store.get(key, expected=expected)
                 if record is None:
                     start = time.perf_counter()
-                    parts = batches.dist.gather(
-                        _run_one(spec, victim, softmax, eps, batches, seed, raw_cache)
-                    )
+                    parts = batches.dist.gather(attack_batches(
+                        spec, victim, softmax, eps=eps, batches=batches, seed=seed, raw_cache=raw_cache
+                    ))  # fmt: skip
                     merged = {b: c for part in parts for b, c in part.items()}
                     correct = [c for b in sorted(merged) for c in merged[b]]
                     record = CellRecord(**expected, accuracy=sum(correct) / len(correct), per_image_correct=correct,

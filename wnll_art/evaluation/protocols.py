@@ -21,10 +21,12 @@ from wnll_art.evaluation.attacks import (
     FoolboxL2CW,
     FoolboxLinfPGD,
 )
+from wnll_art.evaluation.config import MAIN_ATTACKS
 from wnll_art.evaluation.engine import AttackSpec
 from wnll_art.evaluation.records import CellRecord, per_image_minimum
+from wnll_art.evaluation.victims import Victim
 
-__all__ = ["FAMILIES", "adaptive_minimum", "adaptive_specs", "main_specs", "paper_specs"]
+__all__ = ["CLEAN", "FAMILIES", "adaptive_minimum", "adaptive_specs", "main_specs", "paper_specs", "specs_for_victim"]
 
 CLEAN = AttackSpec("clean", None)
 # family -> paper spec name
@@ -35,7 +37,8 @@ def main_specs(
     *, eot_samples: int, cw_steps: int = 30, attacks: Sequence[str] | None = None
 ) -> list[AttackSpec]:
     """The ``wnll-art evaluate`` plan: white box with exact WNLL gradients and BPDA + EOT through TVM,
-    plus BIM transferred from the softmax model (a gradient-masking check)."""
+    plus BIM transferred from the softmax model (a gradient-masking check); clean accuracy first, then the
+    attacks named in :data:`~wnll_art.evaluation.config.MAIN_ATTACKS` (``attacks``: a subset of them)."""
     specs = [
         CLEAN,
         AttackSpec("fgsm", ArtFGSM(), eot_samples=eot_samples),
@@ -47,9 +50,9 @@ def main_specs(
     ]
     if attacks is None:
         return specs
-    unknown = set(attacks) - {s.name for s in specs}
+    unknown = set(attacks) - set(MAIN_ATTACKS)
     if unknown:
-        raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {[s.name for s in specs[1:]]}")
+        raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {list(MAIN_ATTACKS)}")
     return [s for s in specs if s.attack is None or s.name in attacks]
 
 
@@ -100,3 +103,15 @@ def adaptive_minimum(paper: Sequence[CellRecord], adaptive: Sequence[CellRecord]
             parts += [p, *by_cell.get((p.model, p.defence, p.eps), [])]
             out += per_image_minimum(parts, attack=p.attack, protocol="adaptive", include_clean=True)
     return out
+
+
+def specs_for_victim(victim: Victim, specs: Sequence[AttackSpec]) -> list[AttackSpec]:
+    """``specs`` without those that would only repeat a cell on ``victim``: on a softmax model the surrogate
+    gradient is the exact one, and transfer from the undefended softmax model onto itself is white box."""
+    if victim.model != "softmax":
+        return list(specs)
+    return [
+        s
+        for s in specs
+        if s.gradient != "surrogate" and not (s.source == "softmax" and victim.defence == "none")
+    ]

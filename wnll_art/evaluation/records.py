@@ -1,4 +1,4 @@
-"""Result records: one JSON file per (model, defence, attack, eps) cell, a markdown table and PNG plots.
+"""Result records: one JSON file per (model, defence, attack, eps) cell, and the results directory holding them.
 
 Records follow RobustBench's habit of plain JSON a person can read and a program can parse. Each cell is
 written atomically (temporary file + rename, with the permissions the umask gives) as soon as it finishes, so
@@ -7,9 +7,14 @@ finished cells back.
 
 Every record read back is validated before it is used: its ``sha256`` (over all its other fields), its
 internal consistency (``accuracy`` = mean of ``per_image_correct``, one entry per image) and its fit to the
-run (``settings.run``, image indices, library versions, and for a resumed cell every expected field). A
-record that fails is never deleted: :class:`RunStore` moves it to ``<root>/rejected/``, logs one line naming
-the file and the reason, and the harness recomputes the cell.
+run (``settings.run``, image indices, library versions, device facts, and for a resumed cell every expected
+field). A record that fails is never deleted: :class:`RunStore` moves it to ``<root>/rejected/``, logs one line
+naming the file and the reason, and the engine recomputes the cell.
+
+Library versions and device facts (:func:`wnll_art._device.device_facts`: device, thread count, determinism,
+GPU and TF32 flags) are facts of the machine, not settings: a folder made elsewhere is not refused, but each of
+its cells computed under other facts is set aside and recomputed. This module writes no markdown and draws no
+figures (see :mod:`wnll_art.evaluation.report`).
 """
 
 from __future__ import annotations
@@ -20,23 +25,26 @@ import logging
 import os
 import platform
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DEVICE_FACTS",
     "SCHEMA",
     "CellRecord",
     "RecordError",
     "RunStore",
+    "cell_key",
     "library_versions",
+    "load_record",
+    "per_image_minimum",
     "read_records",
-    "write_markdown",
-    "write_plots",
 ]
 
 SCHEMA = "wnll-art/cell/v2"
+DEVICE_FACTS = "device_facts"  # key of the device facts in run settings (run.json and every record's settings)
 _log = logging.getLogger("wnll_art.evaluation")
 
 
@@ -59,6 +67,11 @@ def library_versions() -> dict[str, str]:
         except ImportError:  # pragma: no cover - all are dependencies
             versions[module] = "missing"
     return versions
+
+
+def cell_key(protocol: str, model: str, defence: str, attack: str, eps: float) -> str:
+    """File-name-safe identifier of a cell (its file is ``cells/<key>.json``)."""
+    return f"{protocol}__{model}__{defence}__{attack}__eps{eps:.4f}"
 
 
 @dataclass
@@ -101,7 +114,7 @@ class CellRecord:
     @property
     def key(self) -> str:
         """File-name-safe identifier of the cell."""
-        return f"{self.protocol}__{self.model}__{self.defence}__{self.attack}__eps{self.eps:.4f}"
+        return cell_key(self.protocol, self.model, self.defence, self.attack, self.eps)
 
     def to_json(self) -> str:
         """The record as JSON, with ``sha256``: the digest of all its other fields."""
@@ -207,6 +220,14 @@ def _check_run(record: CellRecord, run: Mapping[str, Any]) -> None:
         raise RecordError(
             f"computed with other library versions ({'; '.join(_differences(versions, record.versions))})"
         )
+    facts = run.get(DEVICE_FACTS)
+    if facts is not None and record.settings.get(DEVICE_FACTS) != facts:
+        diff = _differences(facts, record.settings.get(DEVICE_FACTS, "<absent>"))
+        raise RecordError(f"computed under other device facts ({'; '.join(diff[:4])})")
+
+
+def _without_facts(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != DEVICE_FACTS}
 
 
 class RunStore:
@@ -235,6 +256,7 @@ class RunStore:
         self.writer = writer
         self.settings: dict[str, Any] = json.loads(json.dumps(run_settings, sort_keys=True))
         self.rejected: list[Path] = []
+        self._stale_meta = False
         meta = self.root / "run.json"
         if meta.is_file():
             try:
@@ -243,7 +265,9 @@ class RunStore:
                 raise ValueError(
                     f"{meta} is not readable JSON ({exc}); move it away or use another --out"
                 ) from None
-            diff = _differences(previous, self.settings)
+            # device facts, like library versions, are checked per cell (cells made under others are recomputed)
+            diff = _differences(_without_facts(previous), _without_facts(self.settings))
+            self._stale_meta = previous != self.settings
             if diff:
                 raise ValueError(
                     f"{self.root} holds a run with different settings (recorded -> requested: {'; '.join(diff)}); "
@@ -275,10 +299,11 @@ class RunStore:
         return record
 
     def put(self, record: CellRecord) -> None:
-        """Writes ``record`` (and ``run.json`` with the first one)."""
+        """Writes ``record`` (and ``run.json`` with the first one, or with this run's device facts)."""
         meta = self.root / "run.json"
-        if not meta.is_file():
+        if self._stale_meta or not meta.is_file():
             _atomic_write(meta, json.dumps(self.settings, indent=1, sort_keys=True))
+            self._stale_meta = False
         _atomic_write(self.path(record.key), record.to_json())
 
     def records(self) -> list[CellRecord]:
@@ -303,51 +328,6 @@ class RunStore:
         os.replace(path, target)
         self.rejected.append(target)
         _log.warning("invalid cell %s; moved to %s; %s", why, target, then)
-
-
-def _flag_lines(records: Sequence[CellRecord]) -> list[str]:
-    """Flags, those shared by every row of a (protocol, model, defence) listed once for it."""
-    groups: dict[tuple[str, str, str], list[CellRecord]] = {}
-    for r in records:
-        groups.setdefault((r.protocol, r.model, r.defence), []).append(r)
-    lines = []
-    for (p, m, d), recs in sorted(groups.items()):
-        shared = set.intersection(*(set(r.flags) for r in recs))
-        lines += [f"- {p}/{m}/{d} (all rows): {f}" for f in sorted(shared)]
-        lines += sorted({f"- {p}/{m}/{d}/{r.attack}: {f}" for r in recs for f in set(r.flags) - shared})
-    return ["", "## Flags (gradient masking and sanity checks)", "", *lines] if lines else []
-
-
-def write_markdown(records: Sequence[CellRecord], path: Path, *, title: str = "Robust accuracy (%)") -> str:
-    """Writes a table (rows: protocol/model/defence/attack, columns: eps) and its flags; returns it."""
-    eps_values = sorted({r.eps for r in records})
-    rows: dict[tuple[str, str, str, str], dict[float, CellRecord]] = {}
-    for r in records:
-        rows.setdefault((r.protocol, r.model, r.defence, r.attack), {})[r.eps] = r
-    head = "| protocol | model | defence | attack | " + " | ".join(f"eps={e:g}" for e in eps_values) + " |"
-    lines = [f"# {title}", "", head, "|" + "---|" * (4 + len(eps_values))]
-    for (protocol, model, defence, attack), cells in sorted(rows.items()):
-        values = [f"{100 * cells[e].accuracy:.1f}" if e in cells else "" for e in eps_values]
-        lines.append(f"| {protocol} | {model} | {defence} | {attack} | " + " | ".join(values) + " |")
-    lines += _flag_lines(records)
-    n_values = sorted({r.n for r in records})
-    lines += ["", f"Images per cell: {n_values}. Settings: see cells/*.json and run.json.", ""]
-    text = "\n".join(lines)
-    path.write_text(text)
-    return text
-
-
-def write_plots(records: Iterable[CellRecord], out_dir: Path) -> list[Path]:
-    """Accuracy vs eps, one PNG per (protocol, attack) with a line per (model, defence) (paper Fig. 5)."""
-    from wnll_art.plots import accuracy_vs_eps
-
-    records = list(records)
-    paths = []
-    for protocol, attack in sorted({(r.protocol, r.attack) for r in records if r.attack != "clean"}):
-        path = out_dir / f"accuracy_vs_eps__{protocol}__{attack}.png"
-        accuracy_vs_eps(records, attack=attack, protocol=protocol).savefig(path)
-        paths.append(path)
-    return paths
 
 
 def per_image_minimum(
@@ -379,7 +359,8 @@ def per_image_minimum(
             accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
             image_indices=parts[0].image_indices, time_s=sum(r.time_s for r in parts),
             settings={"components": sorted(f"{r.protocol}:{r.attack}" for r in parts),
-                      "run": parts[0].settings.get("run", {}), "victim": parts[0].settings.get("victim", {})},
+                      "run": parts[0].settings.get("run", {}), "victim": parts[0].settings.get("victim", {}),
+                      **{k: parts[0].settings[k] for k in (DEVICE_FACTS,) if k in parts[0].settings}},
             flags=sorted({f for r in parts for f in r.flags}),
             extra={"component_accuracy": {f"{r.protocol}:{r.attack}": r.accuracy for r in parts}},
         ))  # fmt: skip
@@ -387,7 +368,7 @@ def per_image_minimum(
 
 
 def read_records(root: str | os.PathLike[str]) -> list[CellRecord]:
-    """All records under ``root/cells/`` (a results directory of any harness), sorted by file name.
+    """All records under ``root/cells/`` (a results directory of any job), sorted by file name.
 
     Each is validated against its own contents and, when ``root/run.json`` exists, against the run.
 

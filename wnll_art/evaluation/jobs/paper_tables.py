@@ -16,18 +16,42 @@ from typing import Any
 
 import torch
 
-from wnll_art.evaluation.checks import eps_monotonicity_flags
-from wnll_art.evaluation.engine import AttackSpec, Batches, Dist, _adversarial, derive_seed, run_cells
-from wnll_art.evaluation.harness import EvalConfig, _victim_flags, load_batches, load_victims
-from wnll_art.evaluation.protocols import CLEAN, FAMILIES, adaptive_minimum, adaptive_specs, paper_specs
-from wnll_art.evaluation.records import CellRecord, RunStore, write_plots
-from wnll_art.evaluation.tables import (
-    attach_flags,
-    open_store,
-    pct,
+from wnll_art.evaluation.checks import eps_monotonicity_flags, stronger_flags
+from wnll_art.evaluation.config import EvalConfig
+from wnll_art.evaluation.engine import (
+    AttackSpec,
+    Batches,
+    Dist,
+    adversarial,
+    cell_key,
+    derive_seed,
+    run_cells,
+)
+from wnll_art.evaluation.protocols import (
+    CLEAN,
+    FAMILIES,
+    adaptive_minimum,
+    adaptive_specs,
+    paper_specs,
     specs_for_victim,
-    stronger_flags,
-    tvm_available,
+)
+from wnll_art.evaluation.records import CellRecord, RunStore
+from wnll_art.evaluation.report import (
+    attach_flags,
+    flag_section,
+    markdown_table,
+    merge_flags,
+    pct,
+    write_plots,
+    write_text,
+)
+from wnll_art.evaluation.setup import (
+    check_tvm,
+    load_batches,
+    load_victims,
+    open_store,
+    run_settings,
+    victim_flags,
 )
 from wnll_art.evaluation.victims import Victim, predict_labels
 from wnll_art.zoo import load_pretrained, sha256_file
@@ -44,14 +68,6 @@ class ProtocolRecords:
     paper: list[CellRecord]
     adaptive_attacks: list[CellRecord]
     adaptive: list[CellRecord]
-
-
-def _check_tvm(cfg: EvalConfig) -> None:
-    unknown = set(cfg.defences) - {"none", "tvm"}
-    if unknown:
-        raise ValueError(f"unknown defences {sorted(unknown)}; choose from none,tvm")
-    if "tvm" in cfg.defences and not tvm_available():
-        raise ValueError("the TVM purifier (wnll_art.tvm) is not importable; run with --defences none")
 
 
 def _training_data(
@@ -83,7 +99,7 @@ def defense_table(
     ``cfg.wnll_batch_size``) with each defence of ``cfg.defences`` are attacked by FGSM, IFGSM and C&W-L2 at
     each ``cfg.eps`` under :func:`~wnll_art.evaluation.protocols.paper_specs`, then by
     :func:`~wnll_art.evaluation.protocols.adaptive_specs`; the adaptive number of a family is the per-image
-    minimum over its paper attack and every adaptive attack, so it never exceeds the paper number.
+    minimum over clean accuracy, its paper attack and every adaptive attack.
 
     Writes ``out_dir/<training data>/`` (a :class:`RunStore`: ``run.json``, ``cells/*.json`` for protocols
     ``paper`` and ``adaptive``, ``accuracy_vs_eps__*.png``) and ``out_dir/defense_table.md``. Resumable and
@@ -104,10 +120,10 @@ def defense_table(
     Returns:
         ``{training data: ProtocolRecords}`` (on every rank).
     """
-    _check_tvm(cfg)
+    check_tvm(cfg.defences)
     if steps < 1 or paper_cw_steps < 1:
         raise ValueError(f"steps and paper_cw_steps must be >= 1, got {steps} and {paper_cw_steps}")
-    adaptive = adaptive_specs(eot_samples=cfg.eot_samples, steps=steps, cw_steps=cfg.cw_steps)
+    adaptive = adaptive_specs(eot_samples=cfg.tvm.eot_samples, steps=steps, cw_steps=cfg.cw_steps)
     if adaptive_attacks is not None:
         unknown = set(adaptive_attacks) - {s.name for s in adaptive}
         if unknown or not adaptive_attacks:
@@ -123,8 +139,8 @@ def defense_table(
     for name, path, origin in variants:
         backbone = None if path is None else load_pretrained("resnet56", weights=path, check_hash=False)
         victims, softmax = load_victims(cfg, data_root, weights, backbone=backbone)
-        settings = {"run": cfg.to_dict(), "protocol": "defense_table", "training_data": name, **origin,
-                    "paper": [s.settings() for s in paper], "adaptive": [s.settings() for s in adaptive]}  # fmt: skip
+        settings = run_settings(cfg, dist, protocol="defense_table", training_data=name, **origin,
+                                paper=[s.settings() for s in paper], adaptive=[s.settings() for s in adaptive])  # fmt: skip
         store = open_store(Path(out_dir) / name, settings, dist)
         common: dict[str, Any] = dict(softmax=softmax, eps_values=cfg.eps, batches=batches, store=store, seed=cfg.seed,
                                       run_settings=settings, on_cell=on_cell)  # fmt: skip
@@ -143,20 +159,17 @@ def _finish(
     paper: list[CellRecord], attacks: list[CellRecord], name: str,
 ) -> ProtocolRecords:  # fmt: skip
     """Flags, adaptive minima and plots (rank 0 writes; every rank returns the same records)."""
-    cell = eps_monotonicity_flags([*paper, *attacks])
     # the paper's attacks (surrogate gradient, TVM unseen) relabelled so they can challenge the adaptive ones
     relabelled = [replace(r, protocol="adaptive", attack=f"paper_{r.attack}") for r in paper]
     checks = [("ifgsm_exact_eot", "transfer_ifgsm", "black_box_stronger", "transfer beats white box"),
               ("ifgsm_exact_eot", "ifgsm_surrogate_eot", "surrogate_stronger", "exact WNLL gradient weaker than the straight-through one"),
               ("fgsm_exact_eot", "paper_fgsm", "paper_attack_stronger", "surrogate / TVM-oblivious FGSM beats exact + BPDA + EOT")]  # fmt: skip
-    for reference, challenger, flag, why in checks:
-        found = stronger_flags(
-            [*attacks, *relabelled], reference=reference, challenger=challenger, flag=flag, why=why
-        )
-        for key, fl in found.items():
-            cell.setdefault(key, []).extend(fl)
+    cell = merge_flags(eps_monotonicity_flags([*paper, *attacks]), *(
+        stronger_flags([*attacks, *relabelled], reference=reference, challenger=challenger, flag=flag, why=why)
+        for reference, challenger, flag, why in checks
+    ))  # fmt: skip
     rank0 = batches.dist.rank == 0
-    vflags = _victim_flags(victims, batches, cfg.eot_samples)
+    vflags = victim_flags(victims, batches, eot_samples=cfg.tvm.eot_samples)
     paper = attach_flags(store if rank0 else None, paper, victim_flags=vflags, cell_flags=cell)
     attacks = attach_flags(store if rank0 else None, attacks, victim_flags=vflags, cell_flags=cell)
     minima = [
@@ -170,56 +183,51 @@ def _finish(
     return ProtocolRecords(paper, attacks, minima)
 
 
+def _family_rows(name: str, recs: ProtocolRecords, eps_values: Sequence[float]) -> list[list[str]]:
+    """Rows ``training data | model | defence | family | clean | paper / adaptive per eps``."""
+    clean = {(r.model, r.defence): r for r in recs.paper if r.attack == "clean"}
+    paper = {(r.model, r.defence, r.attack, r.eps): r for r in recs.paper}
+    ada = {(r.model, r.defence, r.attack, r.eps): r for r in recs.adaptive}
+    rows = []
+    for model, defence in sorted(clean):
+        for family in FAMILIES:
+            cells = []
+            for e in eps_values:
+                p, a = paper.get((model, defence, family, e)), ada.get((model, defence, family, e))
+                cells.append(f"{pct(p.accuracy) if p else '-'} / {pct(a.accuracy) if a else '-'}")
+            rows.append([name, model, defence, family, pct(clean[model, defence].accuracy), *cells])
+    return rows
+
+
+def _attack_rows(name: str, recs: ProtocolRecords, eps_values: Sequence[float]) -> list[list[str]]:
+    """Rows ``training data | model | defence | adaptive attack | accuracy per eps``."""
+    cells: dict[tuple[str, str, str], dict[float, CellRecord]] = {}
+    for r in recs.adaptive_attacks:
+        cells.setdefault((r.model, r.defence, r.attack), {})[r.eps] = r
+    return [[name, *row, *(pct(by_eps[e].accuracy) if e in by_eps else "-" for e in eps_values)]
+            for row, by_eps in sorted(cells.items())]  # fmt: skip
+
+
 def _write_defense_markdown(
     results: Mapping[str, ProtocolRecords], path: Path, cfg: EvalConfig, steps: int, paper_cw_steps: int
 ) -> str:
     eps_values = sorted(cfg.eps)
+    eps_head = [f"eps={e:g}" for e in eps_values]
     used = sorted({r.attack for recs in results.values() for r in recs.adaptive_attacks})
-    head = (
-        "| training data | model | defence | attack | clean | "
-        + " | ".join(f"eps={e:g}" for e in eps_values)
-        + " |"
-    )
     lines = ["# Robust accuracy (%), paper protocol / adaptive protocol (the paper's Table 2)", "",
              "Each cell: **paper / adaptive**. Paper protocol: the paper's stated settings (IFGSM 10 steps of size "
              f"eps, C&W c=10 kappa=0 with {paper_cw_steps} steps, straight-through surrogate gradient on WNLL, TVM "
              "unseen by the attacker). Adaptive: per image, the minimum over clean accuracy, the family's paper "
-             f"attack and every adaptive attack run ({', '.join(used) or 'none'}; EOT({cfg.eot_samples}) and BPDA "
+             f"attack and every adaptive attack run ({', '.join(used) or 'none'}; EOT({cfg.tvm.eot_samples}) and BPDA "
              f"through TVM, {steps} steps), so adaptive <= paper by construction.", "",
-             head, "|" + "---|" * (5 + len(eps_values))]  # fmt: skip
-    for name, recs in results.items():
-        clean = {(r.model, r.defence): r for r in recs.paper if r.attack == "clean"}
-        ada = {(r.model, r.defence, r.attack, r.eps): r for r in recs.adaptive}
-        for model, defence in sorted(clean):
-            for family in FAMILIES:
-                cells = []
-                for e in eps_values:
-                    p = next(
-                        (
-                            r
-                            for r in recs.paper
-                            if (r.model, r.defence, r.attack, r.eps) == (model, defence, family, e)
-                        ),
-                        None,
-                    )
-                    a = ada.get((model, defence, family, e))
-                    cells.append(f"{pct(p.accuracy) if p else '-'} / {pct(a.accuracy) if a else '-'}")
-                lines.append(f"| {name} | {model} | {defence} | {family} | {pct(clean[model, defence].accuracy)} | "
-                             + " | ".join(cells) + " |")  # fmt: skip
-    lines += ["", "## Adaptive attacks (components of the adaptive numbers)", "",
-              "| training data | model | defence | attack | " + " | ".join(f"eps={e:g}" for e in eps_values) + " |",
-              "|" + "---|" * (4 + len(eps_values))]  # fmt: skip
-    for name, recs in results.items():
-        rows: dict[tuple[str, str, str], dict[float, CellRecord]] = {}
-        for r in recs.adaptive_attacks:
-            rows.setdefault((r.model, r.defence, r.attack), {})[r.eps] = r
-        for (model, defence, attack), cells_by_eps in sorted(rows.items()):
-            vals = [pct(cells_by_eps[e].accuracy) if e in cells_by_eps else "-" for e in eps_values]
-            lines.append(f"| {name} | {model} | {defence} | {attack} | " + " | ".join(vals) + " |")
+             *markdown_table(["training data", "model", "defence", "attack", "clean", *eps_head],
+                             [row for name, recs in results.items() for row in _family_rows(name, recs, eps_values)]),
+             "", "## Adaptive attacks (components of the adaptive numbers)", "",
+             *markdown_table(["training data", "model", "defence", "attack", *eps_head],
+                             [row for name, recs in results.items() for row in _attack_rows(name, recs, eps_values)])]  # fmt: skip
     flags = sorted({(name, r.protocol, r.model, r.defence, r.attack, f) for name, recs in results.items()
                     for r in [*recs.paper, *recs.adaptive_attacks] for f in r.flags})  # fmt: skip
-    lines += ["", "## Flags (gradient masking and sanity checks)", ""]
-    lines += [f"- {n}/{p}/{m}/{d}/{a}: {f}" for n, p, m, d, a, f in flags] or ["- none"]
+    lines += flag_section("/".join(fl[:5]) + f": {fl[5]}" for fl in flags)
     others = [n for n in results if n != "original"]
     lines += ["", "## Training data", "",
               f"- available: {', '.join(results)}" + ("" if others else " (only 'original', the public pretrained "
@@ -227,9 +235,7 @@ def _write_defense_markdown(
               f"- images per cell: {cfg.n} (test indices {cfg.start}..{cfg.start + cfg.n - 1}); WNLL batch "
               f"{cfg.wnll_batch_size}, template {cfg.template_size}, coupling {cfg.coupling}, kernel {cfg.kernel}, "
               f"seed {cfg.seed}; TVM {cfg.tvm}", "- records: <training data>/cells/*.json; settings: <training data>/run.json", ""]  # fmt: skip
-    text = "\n".join(lines)
-    path.write_text(text)
-    return text
+    return write_text(path, lines)
 
 
 # ------------------------------------------------------------------------------------------ Table 1
@@ -257,7 +263,7 @@ def transfer_table(
     Returns:
         All records (clean ones included).
     """
-    _check_tvm(cfg)
+    check_tvm(cfg.defences)
     if "none" not in cfg.defences:
         raise ValueError(
             "defences must include 'none' (the adversarials are crafted on the undefended models)"
@@ -269,8 +275,8 @@ def transfer_table(
         raise ValueError(f"attacks must be a non-empty subset of {sorted(specs)}, got {list(attacks)}")
     crafting = [replace(specs[a], gradient=gradient) for a in specs if a in attacks]  # type: ignore[arg-type]
     dist = Dist.from_env(cfg.device)
-    settings = {"run": cfg.to_dict(), "protocol": "transfer_table", "gradient": gradient,
-                "attacks": [s.settings() for s in crafting]}  # fmt: skip
+    settings = run_settings(cfg, dist, protocol="transfer_table", gradient=gradient,
+                            attacks=[s.settings() for s in crafting])
     store = open_store(out_dir, settings, dist)
     batches = load_batches(cfg, data_root, dist)
     victims, softmax = load_victims(cfg, data_root, weights)
@@ -297,7 +303,7 @@ def _transfer_cells(
     store: RunStore, seed: int, settings: dict[str, Any], raw_cache: dict[Any, torch.Tensor],
 ) -> list[CellRecord]:  # fmt: skip
     name = f"{spec.name}_from_{source.model}"
-    keys = [f"transfer__{t.model}__{t.defence}__{name}__eps{eps:.4f}" for t in targets]
+    keys = [cell_key("transfer", t.model, t.defence, name, eps) for t in targets]
     stored = [store.get(k) for k in keys]
     if all(r is not None for r in stored):
         return [r for r in stored if r is not None]
@@ -306,7 +312,7 @@ def _transfer_cells(
     for b in batches.mine():
         x, y = batches.get(b)
         attack_seed = derive_seed(seed, "transfer", source.model, spec.name, b)
-        x_adv = _adversarial(spec, source, softmax, x, y, eps, attack_seed, raw_cache)
+        x_adv = adversarial(spec, source, softmax, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
         mine[b] = []
         for t in targets:
             t.reseed(derive_seed(seed, "predict", b, name, eps))
@@ -336,21 +342,15 @@ def _write_transfer_markdown(
     targets = sorted({(r.model, r.defence) for r in records}, key=lambda md: (md[1] != "none", md))
     labels = [m if d == "none" else f"{m} + {d}" for m, d in targets]
     index = {(r.model, r.defence, r.attack, r.eps): r for r in records}
+    rows = [["clean", "-", "0", *(pct(index[m, d, "clean", 0.0].accuracy) for m, d in targets)]]
+    for attack, eps in sorted({(r.attack, r.eps) for r in records if r.attack != "clean"}):
+        base, _, source = attack.partition("_from_")
+        rows.append([base, source, f"{eps:g}", *(pct(index[m, d, attack, eps].accuracy)
+                                                 if (m, d, attack, eps) in index else "-" for m, d in targets)])  # fmt: skip
     lines = ["# Transfer of adversarial examples between activations (%; the paper's Table 1)", "",
              f"Rows: attack crafted white box on the source model (paper-protocol attacks; WNLL gradient: {gradient}). "
              "Columns: accuracy of each classifier on those images (source = column: white-box reference).", "",
-             "| attack | crafted on | eps | " + " | ".join(labels) + " |", "|" + "---|" * (3 + len(labels)),
-             "| clean | - | 0 | " + " | ".join(pct(index[m, d, "clean", 0.0].accuracy) for m, d in targets) + " |"]  # fmt: skip
-    rows = sorted({(r.attack, r.eps) for r in records if r.attack != "clean"})
-    for attack, eps in rows:
-        base, _, source = attack.partition("_from_")
-        vals = [
-            pct(index[m, d, attack, eps].accuracy) if (m, d, attack, eps) in index else "-"
-            for m, d in targets
-        ]
-        lines.append(f"| {base} | {source} | {eps:g} | " + " | ".join(vals) + " |")
-    lines += ["", f"Images per cell: {cfg.n}; WNLL batch {cfg.wnll_batch_size}, template {cfg.template_size}, "
-              f"seed {cfg.seed}. Records: cells/*.json; settings: run.json.", ""]  # fmt: skip
-    text = "\n".join(lines)
-    path.write_text(text)
-    return text
+             *markdown_table(["attack", "crafted on", "eps", *labels], rows),
+             "", f"Images per cell: {cfg.n}; WNLL batch {cfg.wnll_batch_size}, template {cfg.template_size}, "
+             f"seed {cfg.seed}. Records: cells/*.json; settings: run.json.", ""]  # fmt: skip
+    return write_text(path, lines)

@@ -18,19 +18,18 @@ from typing import Any
 
 import torch
 
-from wnll_art.data import CIFAR10_CLASSES
 from wnll_art.evaluation.attacks import ArtBIM
-from wnll_art.evaluation.engine import Dist, derive_seed
-from wnll_art.evaluation.harness import EvalConfig, load_batches, load_victims
-from wnll_art.evaluation.records import CellRecord
-from wnll_art.evaluation.tables import open_store, pct, tvm_available
+from wnll_art.evaluation.config import EvalConfig
+from wnll_art.evaluation.engine import Batches, Dist, derive_seed
+from wnll_art.evaluation.records import CellRecord, RunStore
+from wnll_art.evaluation.report import markdown_table, pct, write_feature_planes, write_text
+from wnll_art.evaluation.setup import check_tvm, load_batches, load_victims, open_store, run_settings
 from wnll_art.evaluation.victims import predict_labels
 from wnll_art.wnll.model import WNLLNet
 
 __all__ = ["CONDITIONS", "centroid_stats", "feature_geometry", "principal_axes"]
 
 CONDITIONS = ("clean", "ifgsm", "tvm_clean", "tvm_ifgsm")
-_TITLES = {"clean": "clean", "ifgsm": "IFGSM", "tvm_clean": "TVM(clean)", "tvm_ifgsm": "TVM(IFGSM)"}
 
 
 def principal_axes(feats: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,7 +61,7 @@ def centroid_stats(feats: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
 
 def _collect(
     cfg: EvalConfig, eps: float, model: str, clf: torch.nn.Module, view: torch.nn.Module,
-    embed: Callable[[torch.Tensor], torch.Tensor], purifier: torch.nn.Module | None, batches: Any, attack: ArtBIM,
+    embed: Callable[[torch.Tensor], torch.Tensor], purifier: torch.nn.Module | None, batches: Batches, attack: ArtBIM,
 ) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:  # fmt: skip
     feats: dict[str, list[torch.Tensor]] = {}
     correct: dict[str, list[int]] = {}
@@ -111,12 +110,11 @@ def feature_geometry(
         raise ValueError(f"feature_geometry takes one eps value, got {cfg.eps}")
     if gradient not in ("exact", "surrogate"):
         raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
+    check_tvm(cfg.defences)
     with_tvm = "tvm" in cfg.defences
-    if with_tvm and not tvm_available():
-        raise ValueError("the TVM purifier (wnll_art.tvm) is not importable; run with --defences none")
     eps = cfg.eps[0]
-    settings = {"run": cfg.to_dict(), "protocol": "feature_geometry", "steps": steps, "step_fraction": step_fraction,
-                "gradient": gradient}  # fmt: skip
+    settings = run_settings(cfg, Dist(), protocol="feature_geometry", steps=steps, step_fraction=step_fraction,
+                            gradient=gradient)  # fmt: skip
     store = open_store(out_dir, settings, Dist())
     batches = load_batches(cfg, data_root, Dist())
     victims, _ = load_victims(replace(cfg, defences=("none",)), data_root, weights)
@@ -136,38 +134,45 @@ def feature_geometry(
         feats, correct = _collect(cfg, eps, v.model, clf, v.attack_view(gradient=gradient).eval(),  # type: ignore[arg-type]
                                   embed, purifier, batches, attack)  # type: ignore[arg-type]  # fmt: skip
         summary["conditions"] = list(feats)
-        mean, axes, ratio = principal_axes(feats["clean"])
-        clean_proj = (feats["clean"] - mean) @ axes
-        model_summary: dict[str, Any] = {"feature_dim": int(feats["clean"].shape[1]),
-                                         "explained_variance_ratio": ratio.tolist(), "conditions": {}}  # fmt: skip
-        projections[v.model] = {}
-        for c, f in feats.items():
-            proj = (f - mean) @ axes
-            projections[v.model][c] = proj
-            stats = centroid_stats(f, y)
-            stats_2d = centroid_stats(proj, y)
-            centred = (f - mean).pow(2).sum()
-            model_summary["conditions"][c] = {
-                "accuracy": sum(correct[c]) / len(correct[c]),
-                "variance_in_pc_plane": float(proj.pow(2).sum() / centred) if centred > 0 else None,
-                "mean_shift_from_clean": float((f - feats["clean"]).norm(dim=1).mean()),
-                "mean_shift_from_clean_2d": float((proj - clean_proj).norm(dim=1).mean()),
-                **stats, "centroid_distance_mean_2d": stats_2d["centroid_distance_mean"],
-                "separation_ratio_2d": stats_2d["separation_ratio"],
-            }  # fmt: skip
+        summary["models"][v.model], projections[v.model] = _model_summary(feats, correct, y)
+        for c in feats:
             _record(store, v.model, c, eps, correct[c], batches.indices, settings)
-        summary["models"][v.model] = model_summary
     wnll = next((v.classifier for v in victims if isinstance(v.classifier, WNLLNet)), None)
     softmax_clf = next(v.classifier for v in victims if v.model == "softmax")
     summary["same_features"] = bool(wnll is not None and wnll.buffer is None and wnll.backbone is softmax_clf)
     out = Path(out_dir)
     (out / "feature_geometry.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
-    _plot(projections, summary, y, out / "feature_geometry.png", gradient)
+    write_feature_planes(out / "feature_geometry.png", projections, summary, y, gradient=gradient)
     _markdown(summary, out / "feature_geometry.md")
     return summary
 
 
-def _record(store: Any, model: str, condition: str, eps: float, correct: list[int], indices: list[int],
+def _model_summary(
+    feats: dict[str, torch.Tensor], correct: dict[str, list[int]], y: torch.Tensor
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """One model's summary (PCA fitted on its clean features; per condition accuracy and centroid
+    statistics in 64-D and in the PC plane) and its ``{condition: (N, 2) projection}``."""
+    mean, axes, ratio = principal_axes(feats["clean"])
+    clean_proj = (feats["clean"] - mean) @ axes
+    summary: dict[str, Any] = {"feature_dim": int(feats["clean"].shape[1]),
+                               "explained_variance_ratio": ratio.tolist(), "conditions": {}}  # fmt: skip
+    projections = {}
+    for c, f in feats.items():
+        proj = projections[c] = (f - mean) @ axes
+        stats, stats_2d = centroid_stats(f, y), centroid_stats(proj, y)
+        centred = (f - mean).pow(2).sum()
+        summary["conditions"][c] = {
+            "accuracy": sum(correct[c]) / len(correct[c]),
+            "variance_in_pc_plane": float(proj.pow(2).sum() / centred) if centred > 0 else None,
+            "mean_shift_from_clean": float((f - feats["clean"]).norm(dim=1).mean()),
+            "mean_shift_from_clean_2d": float((proj - clean_proj).norm(dim=1).mean()),
+            **stats, "centroid_distance_mean_2d": stats_2d["centroid_distance_mean"],
+            "separation_ratio_2d": stats_2d["separation_ratio"],
+        }  # fmt: skip
+    return summary, projections
+
+
+def _record(store: RunStore, model: str, condition: str, eps: float, correct: list[int], indices: list[int],
             settings: dict[str, Any]) -> None:  # fmt: skip
     defence = "tvm" if condition.startswith("tvm") else "none"
     attack = "ifgsm" if condition.endswith("ifgsm") else "clean"
@@ -176,62 +181,18 @@ def _record(store: Any, model: str, condition: str, eps: float, correct: list[in
                          per_image_correct=correct, image_indices=indices, settings=settings))  # fmt: skip
 
 
-def _plot(
-    projections: dict[str, dict[str, torch.Tensor]],
-    summary: dict[str, Any],
-    y: torch.Tensor,
-    path: Path,
-    gradient: str,
-) -> None:
-    from matplotlib.figure import Figure
-
-    conditions = summary["conditions"]
-    models = list(projections)
-    fig = Figure(figsize=(3.6 * len(conditions) + 1.8, 3.4 * len(models) + 0.8), dpi=110)
-    axes = fig.subplots(len(models), len(conditions), squeeze=False)
-    colors = [f"C{k}" for k in range(10)]
-    for r, model in enumerate(models):
-        ms = summary["models"][model]
-        ratio = ms["explained_variance_ratio"]
-        every = torch.cat(list(projections[model].values()))
-        lo, hi = every.min(0).values, every.max(0).values
-        pad = 0.05 * (hi - lo).clamp_min(1e-9)
-        for col, c in enumerate(conditions):
-            ax = axes[r][col]
-            p = projections[model][c]
-            for k in range(10):
-                sel = y == k
-                if bool(sel.any()):
-                    ax.scatter(
-                        p[sel, 0], p[sel, 1], s=9, alpha=0.75, color=colors[k], label=CIFAR10_CLASSES[k]
-                    )
-            ax.set_xlim(float(lo[0] - pad[0]), float(hi[0] + pad[0]))
-            ax.set_ylim(float(lo[1] - pad[1]), float(hi[1] + pad[1]))
-            ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% of clean variance)", fontsize=8)
-            ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}%)", fontsize=8)
-            ax.tick_params(labelsize=7)
-            acc = ms["conditions"][c]["accuracy"]
-            ax.set_title(f"{model}: {_TITLES[c]} (acc {pct(acc)}%)", fontsize=9)
-            ax.grid(alpha=0.25)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8, title="class", markerscale=1.6)
-    fig.suptitle(f"64-D features on their first two principal components (fitted on clean features per model); "
-                 f"IFGSM eps={summary['eps']:g} ({gradient} gradient), n={summary['n']}", fontsize=10)  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 0.95))
-    fig.savefig(path)
-
-
 def _markdown(summary: dict[str, Any], path: Path) -> None:
-    lines = [f"# Feature geometry (the paper's Fig. 4), IFGSM eps={summary['eps']:g}, n={summary['n']}", "",
-             "| model | condition | accuracy (%) | centroid distance | within-class spread | separation ratio | "
-             "shift from clean |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = []
     for model, ms in summary["models"].items():
-        for c, s in ms["conditions"].items():
-            ratio = "-" if s["separation_ratio"] is None else f"{s['separation_ratio']:.3f}"
-            lines.append(f"| {model} | {c} | {pct(s['accuracy'])} | {s['centroid_distance_mean']:.3f} | "
-                         f"{s['within_class_spread_mean']:.3f} | {ratio} | {s['mean_shift_from_clean']:.3f} |")  # fmt: skip
-    lines += ["", "Explained variance of the two PCs (clean): "
-              + "; ".join(f"{m}: {', '.join(f'{100 * v:.1f}%' for v in ms['explained_variance_ratio'])}"
-                          for m, ms in summary["models"].items()),
-              "Figure: feature_geometry.png; numbers: feature_geometry.json; accuracy records: cells/*.json.", ""]  # fmt: skip
-    path.write_text("\n".join(lines))
+        for c, st in ms["conditions"].items():
+            ratio = "-" if st["separation_ratio"] is None else f"{st['separation_ratio']:.3f}"
+            rows.append([model, c, pct(st["accuracy"]), f"{st['centroid_distance_mean']:.3f}",
+                         f"{st['within_class_spread_mean']:.3f}", ratio, f"{st['mean_shift_from_clean']:.3f}"])  # fmt: skip
+    head = ["model", "condition", "accuracy (%)", "centroid distance", "within-class spread", "separation ratio",
+            "shift from clean"]  # fmt: skip
+    lines = [f"# Feature geometry (the paper's Fig. 4), IFGSM eps={summary['eps']:g}, n={summary['n']}", "",
+             *markdown_table(head, rows), "", "Explained variance of the two PCs (clean): "
+             + "; ".join(f"{m}: {', '.join(f'{100 * v:.1f}%' for v in ms['explained_variance_ratio'])}"
+                         for m, ms in summary["models"].items()),
+             "Figure: feature_geometry.png; numbers: feature_geometry.json; accuracy records: cells/*.json.", ""]  # fmt: skip
+    write_text(path, lines)

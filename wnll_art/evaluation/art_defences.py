@@ -1,0 +1,145 @@
+"""ART's input-transformation defences as ``nn.Module`` purifiers with ART's own gradient estimate.
+
+C. Guo et al., ICLR 2018 (``TotalVarMin``, ``JpegCompression``); G. K. Dziugaite et al. 2016 (JPEG);
+W. Xu, D. Evans, Y. Qi, NDSS 2018 (``SpatialSmoothing``, ``FeatureSqueezing``).
+
+ART's numpy preprocessors are not differentiable; ART's ``PyTorchClassifier(preprocessing_defences=...)``
+back-propagates through them with each preprocessor's ``estimate_gradient``, which for all four is the identity
+(BPDA, A. Athalye et al., ICML 2018). :class:`ArtPreprocessor` wraps a preprocessor as an ``nn.Module`` whose
+backward *is* that ``estimate_gradient``, so ART and Foolbox attacks see the same function and gradient as
+through ART's own classifier. A :class:`~wnll_art.defence.Defence` takes it as its ``purifier``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from wnll_art.evaluation.engine import derive_seed
+
+__all__ = ["ART_DEFENCES", "DEFAULT_OPTIONS", "GRADIENTS", "ArtPreprocessor", "art_defence"]
+
+ART_DEFENCES = ("art_tvm", "jpeg", "spatial_smoothing", "feature_squeezing")
+GRADIENTS = {
+    "none": "exact (no preprocessing)",
+    "tvm": "BPDA (identity backward) through our TVM; EOT over its Bernoulli masks",
+    "art_tvm": "BPDA: ART TotalVarMin.estimate_gradient (identity); EOT over its Bernoulli masks",
+    "jpeg": "BPDA: ART JpegCompression.estimate_gradient (identity); deterministic, no EOT",
+    "spatial_smoothing": "BPDA: ART SpatialSmoothing.estimate_gradient (identity); deterministic, no EOT",
+    "feature_squeezing": "BPDA: ART FeatureSqueezing.estimate_gradient (identity; the true gradient is 0 a.e.)",
+}
+# Guo et al. 2018 (JPEG quality 75), ART defaults (window 3, TotalVarMin), Xu et al. 2018 (5 bits on CIFAR-10)
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    "jpeg": {"quality": 75},
+    "spatial_smoothing": {"window_size": 3},
+    "feature_squeezing": {"bit_depth": 5},
+    "art_tvm": {"prob": 0.3, "norm": 2, "lamb": 0.5, "solver": "L-BFGS-B", "max_iter": 10},
+}
+
+
+class _BPDAFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, module: ArtPreprocessor) -> torch.Tensor:  # type: ignore[override]
+        ctx.module, ctx.x_np = module, module._to_art(x)
+        return module._from_art(module._run_art(ctx.x_np), x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        module: ArtPreprocessor = ctx.module
+        estimate = module.preprocessor.estimate_gradient(ctx.x_np, module._to_art(grad))
+        return module._from_art(np.asarray(estimate), grad), None
+
+
+class ArtPreprocessor(nn.Module):
+    """An ART numpy ``Preprocessor`` as an ``nn.Module`` with ART's gradient estimate as its backward.
+
+    Args:
+        name: Defence name in the records.
+        preprocessor: The ART preprocessor (``clip_values=(0, 1)`` where it takes them).
+        channels_last: The preprocessor expects ``(N, H, W, C)`` (ART's ``TotalVarMin`` does; it has no
+            ``channels_first`` option and would otherwise smooth image columns as if they were channels).
+        randomised: The preprocessor draws from NumPy's global generator (``TotalVarMin``); each call then
+            draws from a generator seeded by ``(seed, call number)``, and the global state is restored.
+        seed: Seed of those draws.
+
+    Shapes:
+        ``(N, 3, H, W)`` float in [0, 1] on any device -> same shape, dtype and device.
+    """
+
+    gradient = "bpda"
+
+    def __init__(
+        self,
+        name: str,
+        preprocessor: Any,
+        *,
+        channels_last: bool = False,
+        randomised: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.name, self.preprocessor = name, preprocessor
+        self.channels_last, self.randomised = channels_last, randomised
+        self.seed, self._calls = seed, 0
+
+    def reseed(self, seed: int) -> None:
+        """Restarts the draws from ``seed`` (no effect on deterministic preprocessors)."""
+        self.seed, self._calls = seed, 0
+
+    def with_gradient(self, gradient: str) -> ArtPreprocessor:
+        if gradient != "bpda":
+            raise ValueError(f"{self.name}: ART preprocessors offer only the BPDA gradient, not {gradient!r}")
+        return self
+
+    def _to_art(self, t: torch.Tensor) -> np.ndarray:
+        a = t.detach().cpu().float().numpy()
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if self.channels_last else a
+
+    def _from_art(self, a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            a = a.transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=like.dtype)
+
+    def _run_art(self, x: np.ndarray) -> np.ndarray:
+        if not self.randomised:
+            return np.asarray(self.preprocessor(x)[0])
+        state = np.random.get_state()
+        np.random.seed(derive_seed(self.seed, self._calls))
+        self._calls += 1
+        try:
+            return np.asarray(self.preprocessor(x)[0])
+        finally:
+            np.random.set_state(state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = _BPDAFunction.apply(x, self)
+        return out
+
+    def settings(self) -> dict[str, Any]:
+        params = {k: getattr(self.preprocessor, k) for k in getattr(self.preprocessor, "params", [])}
+        return {"name": self.name, "art_class": type(self.preprocessor).__name__, "params": params,
+                "gradient": GRADIENTS.get(self.name, "BPDA: estimate_gradient"), "randomised": self.randomised,
+                "seed": self.seed}  # fmt: skip
+
+
+def art_defence(name: str, *, seed: int = 0, **options: Any) -> ArtPreprocessor:
+    """ART's ``JpegCompression`` (``"jpeg"``), ``SpatialSmoothing``, ``FeatureSqueezing`` or ``TotalVarMin``
+    (``"art_tvm"``) with ``clip_values=(0, 1)``, :data:`DEFAULT_OPTIONS` overridden by ``options``."""
+    from art.defences.preprocessor import FeatureSqueezing, JpegCompression, SpatialSmoothing, TotalVarMin
+
+    opts = {**DEFAULT_OPTIONS.get(name, {}), **options}
+    if name == "jpeg":
+        return ArtPreprocessor(name, JpegCompression(clip_values=(0.0, 1.0), channels_first=True, **opts))
+    if name == "spatial_smoothing":
+        return ArtPreprocessor(name, SpatialSmoothing(clip_values=(0.0, 1.0), channels_first=True, **opts))
+    if name == "feature_squeezing":
+        return ArtPreprocessor(name, FeatureSqueezing(clip_values=(0.0, 1.0), **opts))
+    if name == "art_tvm":
+        tvm = TotalVarMin(clip_values=(0.0, 1.0), **opts)
+        return ArtPreprocessor(name, tvm, channels_last=True, randomised=True, seed=seed)
+    raise ValueError(
+        f"unknown ART defence {name!r}; choose from jpeg, spatial_smoothing, feature_squeezing, art_tvm"
+    )

@@ -1,0 +1,72 @@
+"""``wnll-art evaluate``: the pretrained ResNet-56 with and without WNLL, with and without TVM, under
+ART and Foolbox attacks; a results directory of JSON records, a markdown table and accuracy-vs-eps PNGs
+(the paper's Fig. 5). Resumable (finished cells are read back) and shardable with ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+from wnll_art import _argparse
+from wnll_art.evaluation.checks import eps_monotonicity_flags, transfer_flags
+from wnll_art.evaluation.config import EvalConfig
+from wnll_art.evaluation.engine import Dist, run_cells
+from wnll_art.evaluation.protocols import main_specs
+from wnll_art.evaluation.records import CellRecord, RunStore, per_image_minimum
+from wnll_art.evaluation.report import attach_flags, merge_flags, write_markdown, write_plots
+from wnll_art.evaluation.setup import load_batches, load_victims, open_store, run_settings, victim_flags
+
+__all__ = ["evaluate", "finalize"]
+
+
+def finalize(
+    store: RunStore, records: Sequence[CellRecord], flags: dict[tuple[str, str], list[str]]
+) -> str:
+    """Attaches all flags (``flags``: the victims'), rewrites changed records, adds per-image ``worst_case``
+    records (clean and every attack), writes ``results.md`` and the PNGs; returns the table."""
+    cell = merge_flags(eps_monotonicity_flags(records), transfer_flags(records))
+    final = attach_flags(store, records, victim_flags=flags, cell_flags=cell)
+    # the honest summary: an image is robust only if clean-correct and correct under every attack
+    for worst in per_image_minimum(final, attack="worst_case", protocol="main", include_clean=True):
+        store.put(worst)
+        final.append(worst)
+    write_plots(final, store.root)
+    return write_markdown(final, store.root / "results.md")
+
+
+def evaluate(
+    cfg: EvalConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    data_root: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    on_cell: Callable[[CellRecord], None] | None = None,
+) -> list[CellRecord]:
+    """Runs the main evaluation grid; see the module docstring. Returns the (finalised) records.
+
+    Everything is checked before anything is written: the settings (when ``cfg`` was built), ``out_dir``
+    (a writable folder, and no run with other settings in it), the data, the weights and the defences;
+    ``run.json`` comes with the first cell.
+
+    Raises:
+        ValueError: ``out_dir`` holding another run.
+        UsageError: ``out_dir`` is a file or not writable.
+        FileNotFoundError: Missing data or weights.
+    """
+    _argparse.check_out_dir(out_dir)
+    dist = Dist.from_env(cfg.device)
+    specs = main_specs(eot_samples=cfg.tvm.eot_samples, cw_steps=cfg.cw_steps, attacks=cfg.attacks)
+    if "wnll" not in cfg.models:
+        specs = [s for s in specs if s.source != "softmax"]
+    settings = run_settings(cfg, dist, protocol="main")
+    store = open_store(out_dir, settings, dist)  # checks the folder; writes nothing
+    batches = load_batches(cfg, data_root, dist)
+    victims, softmax = load_victims(cfg, data_root, weights)
+    records = run_cells(victims=victims, softmax=softmax, specs=specs, eps_values=cfg.eps, batches=batches,
+                        store=store, protocol="main", seed=cfg.seed, run_settings=settings, on_cell=on_cell)  # fmt: skip
+    if dist.rank == 0:
+        finalize(store, records, victim_flags(victims, batches, eot_samples=cfg.tvm.eot_samples))
+        records = store.records()
+    dist.barrier()
+    return records

@@ -1,0 +1,147 @@
+"""The one argument-parser builder of the run configuration, shared by ``wnll-art evaluate`` and the scripts in
+``evaluations/``: the same options, types, checks and help everywhere, turned into an
+:class:`~wnll_art.evaluation.config.EvalConfig` by :func:`config_from_args`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from wnll_art import _argparse as ap
+from wnll_art.evaluation.config import EvalConfig
+from wnll_art.tvm.settings import PRESETS, TVMSettings
+
+__all__ = [
+    "add_run_options",
+    "config_from_args",
+    "parse_checkpoints",
+    "run_script",
+    "script_parser",
+    "template_size",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def template_size(text: str) -> int:
+    """An ``argparse`` type: a positive multiple of 10 (the template is class-balanced)."""
+    value = ap.positive_int(text)
+    if value % 10:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 10 (one share per class), got {text!r}")
+    return value
+
+
+def add_run_options(
+    p: argparse.ArgumentParser,
+    *,
+    out: str,
+    n: int = 50,
+    eps: tuple[float, ...] = (0.02, 0.04, 0.08),
+    defences: tuple[str, ...] = ("none", "tvm"),
+    defences_help: str = "test-time defences among none,tvm",
+    eot_samples: int = 2,
+    cw_steps: int = 20,
+) -> argparse.ArgumentParser:
+    """Adds the run configuration's options (images, eps, defences, WNLL, TVM, budgets, seed, device, data,
+    weights, ``--deterministic``) to ``p`` with the given defaults; returns ``p``."""
+    guo = TVMSettings()
+    p.add_argument("--out", default=out, help="results directory (re-running with the same settings resumes)")
+    # --num-images / --start-index: torchrun's own parser rejects --n and --start as ambiguous abbreviations
+    p.add_argument("--n", "--num-images", dest="n", type=ap.positive_int, default=n,
+                   help="test images, the first n from --start (--num-images under torchrun)")  # fmt: skip
+    p.add_argument("--start", "--start-index", dest="start", type=ap.non_negative_int, default=0,
+                   help="index of the first test image (--start-index under torchrun)")  # fmt: skip
+    p.add_argument("--eps", type=ap.eps_list, default=eps, help="L-inf radii in (0, 1], comma-separated")
+    p.add_argument("--defences", type=ap.name_list, default=defences, help=defences_help)
+    p.add_argument("--wnll-batch-size", type=ap.positive_int, default=500,
+                   help="transductive WNLL batch = attack batch")  # fmt: skip
+    p.add_argument("--template-size", type=template_size, default=500,
+                   help="class-balanced template from the train set")  # fmt: skip
+    p.add_argument("--coupling", choices=("transductive", "inductive"), default="transductive")
+    p.add_argument("--kernel", choices=("gaussian", "quartic"), default="gaussian")
+    p.add_argument("--eot-samples", type=ap.positive_int, default=eot_samples,
+                   help="EOT draws when attacking a randomised defence (sets the TVM settings' eot_samples)")  # fmt: skip
+    p.add_argument("--cw-steps", type=ap.positive_int, default=cw_steps, help="C&W optimisation steps")
+    p.add_argument("--tvm-prob", type=ap.unit_float, default=guo.prob, help="probability that a pixel is kept")
+    p.add_argument("--tvm-lamb", type=ap.positive_float, default=guo.lamb, help="TV weight (Guo et al.: 0.03)")
+    p.add_argument("--tvm-objective", choices=("art", "isotropic"), default=guo.objective)
+    p.add_argument("--tvm-preset", choices=sorted(PRESETS), default="art-100", help="ADMM iterations by name")
+    p.add_argument("--tvm-iterations", type=ap.positive_int, default=None,
+                   help="ADMM iterations (unset: the preset's count)")  # fmt: skip
+    p.add_argument("--seed", type=ap.non_negative_int, default=0,
+                   help="template draw, TVM masks, attack random starts")  # fmt: skip
+    p.add_argument("--device", type=ap.device, default="cpu", help="cpu, cuda or cuda:N (checked to exist)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic PyTorch kernels, no TF32 (recorded in every cell's device facts)")  # fmt: skip
+    p.add_argument("--data-root", default=None, help="CIFAR-10 root (default: $WNLL_ART_DATA or the user cache)")
+    p.add_argument("--weights", default=None, help="ResNet-56 checkpoint (default: the torch hub cache)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, **fields: Any) -> EvalConfig:
+    """The :class:`EvalConfig` of options added by :func:`add_run_options`; ``fields`` (e.g. ``models``,
+    ``attacks`` or ``defences``) override or add fields. Raises what :class:`EvalConfig` raises."""
+    tvm = TVMSettings.from_preset(args.tvm_preset, prob=args.tvm_prob, lamb=args.tvm_lamb,
+                                  objective=args.tvm_objective, eot_samples=args.eot_samples)  # fmt: skip
+    if args.tvm_iterations is not None:
+        tvm = tvm.replace(iterations=args.tvm_iterations)
+    options: dict[str, Any] = dict(
+        n=args.n, start=args.start, eps=args.eps, defences=args.defences, wnll_batch_size=args.wnll_batch_size,
+        template_size=args.template_size, coupling=args.coupling, kernel=args.kernel, cw_steps=args.cw_steps,
+        seed=args.seed, device=args.device, tvm=tvm,
+    )  # fmt: skip
+    return EvalConfig(**{**options, **fields})
+
+
+def script_parser(prog: str, description: str, **defaults: Any) -> argparse.ArgumentParser:
+    """A parser for a script in ``evaluations/``: :func:`add_run_options` with ``defaults`` (the script's
+    own defaults: ``out``, ``n``, ``eps``, ``defences``, ...); the script adds its own options."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    return add_run_options(p, **{"n": 100, "eps": (0.02, 0.04, 0.06, 0.08, 0.1), "eot_samples": 4,
+                                 "cw_steps": 30, **defaults})  # fmt: skip
+
+
+def parse_checkpoints(entries: Iterable[str]) -> dict[str, Path]:
+    """Parses ``NAME=PATH`` options (ResNet-56 state dicts trained on other data) into ``{name: path}``.
+
+    Raises:
+        ValueError: On a malformed entry, a name that is not file-name safe, ``"original"`` (the zoo
+            model's name) or a repeated name.
+        FileNotFoundError: If a path does not exist.
+    """
+    out: dict[str, Path] = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--checkpoint expects NAME=PATH, got {entry!r}")
+        if not _NAME.match(name) or name == "original" or name in out:
+            raise ValueError(
+                f"checkpoint name {name!r} must be unique, file-name safe and not 'original' (the zoo model)"
+            )
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"checkpoint {name!r}: no file at {p}")
+        out[name] = p
+    return out
+
+
+def run_script(body: Callable[[], object], prog: str, args: argparse.Namespace) -> int:
+    """Runs a script body after the shared option checks (``--out`` writable, ``--deterministic`` applied),
+    turning user errors into a one-line message and exit status 2."""
+    try:
+        ap.check_out_dir(args.out)
+        if args.deterministic:
+            from wnll_art._device import set_deterministic
+
+            set_deterministic(True)
+        body()
+    except (ValueError, FileNotFoundError, KeyError, ap.UsageError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

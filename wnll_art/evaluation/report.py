@@ -1,0 +1,160 @@
+"""What a person reads: markdown tables, the flags attached to records, and the figures.
+
+This is the one markdown table writer of :mod:`wnll_art.evaluation` (:func:`markdown_table`; every job's
+``*.md`` is built with it), the one place flags are merged into records (:func:`merge_flags`,
+:func:`attach_flags`) and the only importer of :mod:`wnll_art.plots`. It reads records and writes files;
+it computes no robustness number.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from wnll_art.evaluation.records import CellRecord, RunStore
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "attach_flags",
+    "flag_section",
+    "markdown_table",
+    "merge_flags",
+    "pct",
+    "write_feature_planes",
+    "write_markdown",
+    "write_plots",
+    "write_text",
+]
+
+
+def pct(value: float) -> str:
+    """An accuracy in [0, 1] as a percentage with one decimal."""
+    return f"{100 * value:.1f}"
+
+
+def markdown_table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """The lines of a markdown table: ``head``, the separator, then one line per row (cells as ``str``)."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def flag_section(flags: Iterable[str], *, empty: str | None = "- none") -> list[str]:
+    """The ``## Flags`` section: a heading and one bullet per flag line (``empty`` when there are none;
+    ``None``: no section at all)."""
+    lines = [f if f.startswith("- ") else f"- {f}" for f in flags]
+    if not lines and empty is None:
+        return []
+    return ["", "## Flags (gradient masking and sanity checks)", "", *(lines or [empty])]
+
+
+def write_text(path: str | os.PathLike[str], lines: Sequence[str]) -> str:
+    """Writes ``lines`` (joined by newlines) to ``path``; returns the text."""
+    text = "\n".join(lines)
+    Path(path).write_text(text)
+    return text
+
+
+def _grouped_flag_lines(records: Sequence[CellRecord]) -> list[str]:
+    """Flags, those shared by every row of a (protocol, model, defence) listed once for it."""
+    groups: dict[tuple[str, str, str], list[CellRecord]] = {}
+    for r in records:
+        groups.setdefault((r.protocol, r.model, r.defence), []).append(r)
+    lines = []
+    for (p, m, d), recs in sorted(groups.items()):
+        shared = set.intersection(*(set(r.flags) for r in recs))
+        lines += [f"- {p}/{m}/{d} (all rows): {f}" for f in sorted(shared)]
+        lines += sorted({f"- {p}/{m}/{d}/{r.attack}: {f}" for r in recs for f in set(r.flags) - shared})
+    return lines
+
+
+def write_markdown(
+    records: Sequence[CellRecord], path: str | os.PathLike[str], *, title: str = "Robust accuracy (%)"
+) -> str:
+    """Writes a table (rows: protocol/model/defence/attack, columns: eps) and its flags; returns it."""
+    eps_values = sorted({r.eps for r in records})
+    cells: dict[tuple[str, str, str, str], dict[float, CellRecord]] = {}
+    for r in records:
+        cells.setdefault((r.protocol, r.model, r.defence, r.attack), {})[r.eps] = r
+    rows = [[*name, *(pct(by_eps[e].accuracy) if e in by_eps else "" for e in eps_values)]
+            for name, by_eps in sorted(cells.items())]  # fmt: skip
+    head = ["protocol", "model", "defence", "attack", *(f"eps={e:g}" for e in eps_values)]
+    lines = [f"# {title}", "", *markdown_table(head, rows)]
+    lines += flag_section(_grouped_flag_lines(records), empty=None)
+    n_values = sorted({r.n for r in records})
+    lines += ["", f"Images per cell: {n_values}. Settings: see cells/*.json and run.json.", ""]
+    return write_text(path, lines)
+
+
+def merge_flags(*flag_maps: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """``{cell key: flags}`` maps merged into one (flags of a key concatenated in the order given)."""
+    merged: dict[str, list[str]] = {}
+    for flags in flag_maps:
+        for key, found in flags.items():
+            merged.setdefault(key, []).extend(found)
+    return merged
+
+
+def attach_flags(
+    store: RunStore | None,
+    records: Sequence[CellRecord],
+    *,
+    victim_flags: Mapping[tuple[str, str], Sequence[str]] | None = None,
+    cell_flags: Mapping[str, Sequence[str]] | None = None,
+) -> list[CellRecord]:
+    """Sets each record's flags to its victim's plus its own, sorted and without repeats.
+
+    A record's old flags are replaced (a resumed run does not keep stale flags); records whose flags change
+    are rewritten in ``store`` (``None``: write nothing, as on ranks > 0).
+
+    Args:
+        store: Where to rewrite changed records, or ``None``.
+        records: The records.
+        victim_flags: ``{(model, defence): flags}`` of each victim (see :func:`~wnll_art.evaluation.checks.model_flags`).
+        cell_flags: ``{cell key: flags}`` (see :func:`merge_flags`).
+
+    Returns:
+        The records with their new flags, in the order given.
+    """
+    out = []
+    for r in records:
+        flags = set((victim_flags or {}).get((r.model, r.defence), ())) | set((cell_flags or {}).get(r.key, ()))
+        if sorted(flags) != r.flags:
+            r = replace(r, flags=sorted(flags))
+            if store is not None:
+                store.put(r)
+        out.append(r)
+    return out
+
+
+def write_plots(records: Iterable[CellRecord], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Accuracy vs eps, one PNG per (protocol, attack) with a line per (model, defence) (paper Fig. 5)."""
+    from wnll_art.plots import accuracy_vs_eps
+
+    records = list(records)
+    paths = []
+    for protocol, attack in sorted({(r.protocol, r.attack) for r in records if r.attack != "clean"}):
+        path = Path(out_dir) / f"accuracy_vs_eps__{protocol}__{attack}.png"
+        accuracy_vs_eps(records, attack=attack, protocol=protocol).savefig(path)
+        paths.append(path)
+    return paths
+
+
+def write_feature_planes(
+    path: str | os.PathLike[str],
+    projections: Mapping[str, Mapping[str, torch.Tensor]],
+    summary: Mapping[str, Any],
+    labels: torch.Tensor,
+    *,
+    gradient: str,
+) -> Path:
+    """Saves :func:`wnll_art.plots.feature_planes` (the paper's Fig. 4) to ``path``; returns it."""
+    from wnll_art.plots import feature_planes
+
+    feature_planes(projections, summary, labels, gradient=gradient).savefig(path)
+    return Path(path)

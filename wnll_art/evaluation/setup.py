@@ -1,0 +1,126 @@
+"""What every job does before and around its cells: load the images and victims, name the run's settings,
+open its results store on every rank, and measure the victims' flags.
+
+The jobs (:mod:`wnll_art.evaluation.jobs`) never import each other; what they share is here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from wnll_art._device import device_facts
+from wnll_art.data import load_cifar10
+from wnll_art.evaluation.checks import model_flags
+from wnll_art.evaluation.config import EvalConfig
+from wnll_art.evaluation.engine import Batches, Dist
+from wnll_art.evaluation.records import DEVICE_FACTS, RunStore
+from wnll_art.evaluation.victims import Victim, build_victims
+from wnll_art.wnll.model import WNLLNet
+from wnll_art.wnll.template import balanced_template
+from wnll_art.zoo import load_pretrained
+
+__all__ = [
+    "check_tvm",
+    "load_batches",
+    "load_victims",
+    "open_store",
+    "run_settings",
+    "tvm_available",
+    "victim_flags",
+]
+
+
+def tvm_available() -> bool:
+    """Whether the TVM purifier (:mod:`wnll_art.tvm.module` and its solver) can be imported."""
+    try:
+        import wnll_art.tvm.module  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_tvm(defences: Iterable[str], *, needing: Iterable[str] = ("tvm",)) -> None:
+    """Raises ``ValueError`` naming them if ``defences`` holds any of ``needing`` (defences built on
+    :mod:`wnll_art.tvm`) and the TVM purifier cannot be imported here."""
+    wanted = sorted(set(defences) & set(needing))
+    if wanted and not tvm_available():
+        raise ValueError(f"{', '.join(wanted)} need the TVM purifier (wnll_art.tvm), which is not importable; "
+                         f"leave {', '.join(wanted)} out of the defences")  # fmt: skip
+
+
+def run_settings(
+    cfg: EvalConfig, dist: Dist, *, protocol: str, run: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The settings a job's ``run.json`` and every record carry.
+
+    Args:
+        cfg: The run configuration (stored under ``run``, unless ``run`` is given).
+        dist: The processes; every rank gets rank 0's device facts, so all ranks expect the same records.
+        protocol: The job's name (``"main"``, ``"defense_table"``, ...).
+        run: Replaces ``cfg.to_dict()`` (a job that reinterprets a field, e.g. its own defence list).
+        **extra: Further job settings (attack plans, step counts, ...).
+
+    Returns:
+        ``{"run": ..., "protocol": ..., **extra, "device_facts": device_facts(cfg.device)}``.
+    """
+    facts = dist.gather(device_facts(cfg.device))[0]
+    return {"run": cfg.to_dict() if run is None else run, "protocol": protocol, **extra, DEVICE_FACTS: facts}
+
+
+def open_store(out_dir: str | os.PathLike[str], settings: dict[str, Any], dist: Dist) -> RunStore:
+    """A :class:`RunStore` opened on every rank (rank 0 first; it alone writes or sets files aside)."""
+    store = RunStore(out_dir, settings) if dist.rank == 0 else None
+    dist.barrier()
+    return store if store is not None else RunStore(out_dir, settings, writer=False)
+
+
+def load_batches(cfg: EvalConfig, data_root: str | os.PathLike[str] | None, dist: Dist) -> Batches:
+    """The evaluated test images (float [0, 1] on ``cfg.device``) split into WNLL batches."""
+    x, y = load_cifar10(data_root, split="test")
+    sl = slice(cfg.start, cfg.start + cfg.n)
+    return Batches(x[sl].float().div(255).to(cfg.device), y[sl].to(cfg.device),
+                   list(range(cfg.start, cfg.start + cfg.n)), cfg.wnll_batch_size, dist)  # fmt: skip
+
+
+def load_victims(
+    cfg: EvalConfig,
+    data_root: str | os.PathLike[str] | None,
+    weights: str | os.PathLike[str] | None,
+    *,
+    backbone: nn.Module | None = None,
+) -> tuple[list[Victim], Victim]:
+    """The victims of ``cfg`` on the pretrained ResNet-56 (or on ``backbone``, e.g. a ResNet-56 trained on
+    other data, when given; ``weights`` is then unused), and the undefended softmax victim."""
+    if backbone is None:
+        backbone = load_pretrained("resnet56", weights=weights)
+    backbone = backbone.to(cfg.device)
+    wnll = None
+    if "wnll" in cfg.models:
+        images, labels = load_cifar10(data_root, split="train")
+        gen = torch.Generator().manual_seed(cfg.seed)
+        template = balanced_template(images, labels, cfg.template_size // 10, generator=gen)
+        wnll = WNLLNet(backbone, *template, coupling=cfg.coupling, wnll_batch_size=cfg.wnll_batch_size,
+                       kernel=cfg.kernel).to(cfg.device).eval()  # fmt: skip
+    victims = build_victims(backbone, wnll, defences=cfg.defences, tvm=cfg.tvm, seed=cfg.seed)
+    softmax = next((v for v in victims if v.model == "softmax" and v.defence == "none"), None)
+    if softmax is None:
+        softmax = build_victims(backbone, None, defences=("none",), tvm=cfg.tvm, seed=cfg.seed)[0]
+    return victims, softmax
+
+
+def victim_flags(
+    victims: Sequence[Victim], batches: Batches, *, eot_samples: int
+) -> dict[tuple[str, str], list[str]]:
+    """``{(model, defence): flags}`` of :func:`~wnll_art.evaluation.checks.model_flags` on the first batch,
+    each victim differentiated as attacked (EOT over ``eot_samples`` draws when its defence is randomised)."""
+    x, y = batches.get(0)
+    flags = {}
+    for v in victims:
+        view = v.attack_view(eot_samples=eot_samples if v.module.randomised else 1)
+        flags[v.model, v.defence] = model_flags(v.predict_module, view, x, y, reseed=v.reseed)
+    return flags
