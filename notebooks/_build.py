@@ -144,12 +144,14 @@ from IPython.display import Image, display
 import wnll_art
 from wnll_art.data import CIFAR10_CLASSES
 from wnll_art.evaluation.attacks import ArtBIM
-from wnll_art.evaluation.geometry import feature_geometry
-from wnll_art.evaluation.harness import EvalConfig, evaluate
-from wnll_art.evaluation.paper_tables import defense_table
+from wnll_art.evaluation.config import EvalConfig
+from wnll_art.evaluation.jobs.geometry import feature_geometry
+from wnll_art.evaluation.jobs.main import evaluate
+from wnll_art.evaluation.jobs.paper_tables import defense_table
 from wnll_art.evaluation.records import read_records
 from wnll_art.plots import accuracy_vs_eps, image_grid, protocol_comparison
-from wnll_art.tvm.module import TVMPurifier""",
+from wnll_art.tvm.module import TVMPurifier
+from wnll_art.tvm.settings import TVMSettings""",
     ),
     (
         "md",
@@ -194,7 +196,7 @@ adaptive one; the gap between the two bars is what a weak evaluation would have 
     ),
     (
         "code",
-        """defense_table(EvalConfig(n=N, eps=(EPS,), eot_samples=2, cw_steps=5), out_dir="table2", steps=5,
+        """defense_table(EvalConfig(n=N, eps=(EPS,), tvm=TVMSettings(eot_samples=2), cw_steps=5), out_dir="table2", steps=5,
               adaptive_attacks=["fgsm_exact_eot", "ifgsm_exact_eot", "ifgsm_surrogate_eot", "transfer_ifgsm"])
 table = read_records("table2/original")
 for r in sorted(table, key=lambda r: r.key):
@@ -219,13 +221,14 @@ model) against no defence, our TVM, ART's `TotalVarMin`, `JpegCompression`, `Spa
     (
         "code",
         """%matplotlib inline
-from wnll_art.evaluation.defence_comparison import compare_defences
-from wnll_art.evaluation.harness import EvalConfig
+from wnll_art.evaluation.config import EvalConfig
+from wnll_art.evaluation.jobs.defence_comparison import compare_defences
+from wnll_art.tvm.settings import TVMSettings
 from wnll_art.plots import accuracy_bars""",
     ),
     (
         "code",
-        """records = compare_defences(EvalConfig(n=N, eps=EPS, eot_samples=2), out_dir="compare", steps=5)
+        """records = compare_defences(EvalConfig(n=N, eps=EPS, tvm=TVMSettings(eot_samples=2)), out_dir="compare", steps=5)
 worst = {}
 for r in records:
     if r.attack == "worst_case":

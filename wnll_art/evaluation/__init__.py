@@ -1,5 +1,6 @@
-"""Evaluation harnesses: attack plans, victims, resumable records, gradient-masking checks.
+"""Evaluation: run configuration, victims, attacks, records, engine, report and the jobs, in layers.
 
-Import the pieces from their modules (``wnll_art.evaluation.harness``, ``.protocols``, ``.records``, ...);
+``config`` < ``victims`` / ``attacks`` / ``records`` / ``parser`` < ``engine`` / ``protocols`` / ``checks`` <
+``setup`` / ``report`` < ``jobs`` (``jobs.main`` is ``wnll-art evaluate``). Import the pieces from their modules;
 this package imports nothing at load time so ``wnll_art`` stays light.
 """

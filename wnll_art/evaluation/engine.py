@@ -188,7 +188,7 @@ def run_cells(
         for spec in specs:
             for eps in [0.0] if spec.attack is None else eps_values:
                 key = cell_key(protocol, victim.model, victim.defence, spec.name, eps)
-                expected = dict(model=victim.model, defence=victim.defence, attack=spec.name, eps=eps,
+                expected: dict[str, Any] = dict(model=victim.model, defence=victim.defence, attack=spec.name, eps=eps,
                                 protocol=protocol, n=len(batches.indices), image_indices=batches.indices,
                                 settings={**run_settings, "victim": victim.settings(), "spec": spec.settings()})  # fmt: skip
                 record = store.get(key, expected=expected)
@@ -200,7 +200,7 @@ def run_cells(
                     merged = {b: c for part in parts for b, c in part.items()}
                     correct = [c for b in sorted(merged) for c in merged[b]]
                     record = CellRecord(**expected, accuracy=sum(correct) / len(correct), per_image_correct=correct,
-                                        time_s=time.perf_counter() - start)  # type: ignore[arg-type]  # fmt: skip
+                                        time_s=time.perf_counter() - start)  # fmt: skip
                     if batches.dist.rank == 0:
                         store.put(record)
                     batches.dist.barrier()

@@ -48,9 +48,11 @@ def flag_section(flags: Iterable[str], *, empty: str | None = "- none") -> list[
     """The ``## Flags`` section: a heading and one bullet per flag line (``empty`` when there are none;
     ``None``: no section at all)."""
     lines = [f if f.startswith("- ") else f"- {f}" for f in flags]
-    if not lines and empty is None:
-        return []
-    return ["", "## Flags (gradient masking and sanity checks)", "", *(lines or [empty])]
+    if not lines:
+        if empty is None:
+            return []
+        lines = [empty]
+    return ["", "## Flags (gradient masking and sanity checks)", "", *lines]
 
 
 def write_text(path: str | os.PathLike[str], lines: Sequence[str]) -> str:

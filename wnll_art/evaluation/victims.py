@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from wnll_art.defence import Defence
-from wnll_art.tvm.module import TVMPurifier
 from wnll_art.tvm.settings import TVMSettings
 from wnll_art.wnll.model import WNLLNet
 
@@ -46,8 +45,8 @@ class Victim:
         return self.module.classifier
 
     @property
-    def purifier(self) -> TVMPurifier | None:
-        """The TVM purifier, or ``None``."""
+    def purifier(self) -> nn.Module | None:
+        """The purifier (TVM or an ART preprocessor), or ``None``."""
         return self.module.purifier
 
     @property
@@ -56,7 +55,7 @@ class Victim:
         return self.module
 
     def reseed(self, seed: int) -> None:
-        """Reseeds the purifier's generator (the harness does it per batch, for reproducibility)."""
+        """Reseeds the purifier's generator (the engine does it per batch, for reproducibility)."""
         self.module.reseed(seed)
 
     def attack_view(
