@@ -26,7 +26,8 @@ from wnll_art.evaluation.engine import AttackSpec
 from wnll_art.evaluation.records import CellRecord, per_image_minimum
 from wnll_art.evaluation.victims import Victim
 
-__all__ = ["CLEAN", "FAMILIES", "adaptive_minimum", "adaptive_specs", "main_specs", "paper_specs", "specs_for_victim"]
+__all__ = ["CLEAN", "FAMILIES", "adaptive_minimum", "adaptive_specs", "main_specs", "paper_specs", "select_specs",
+           "specs_for_victim"]
 
 CLEAN = AttackSpec("clean", None)
 # family -> paper spec name
@@ -115,3 +116,19 @@ def specs_for_victim(victim: Victim, specs: Sequence[AttackSpec]) -> list[Attack
         for s in specs
         if s.gradient != "surrogate" and not (s.source == "softmax" and victim.defence == "none")
     ]
+
+
+def select_specs(specs: Sequence[AttackSpec], names: Sequence[str] | None, *, what: str) -> list[AttackSpec]:
+    """The specs named in ``names``, in plan order (``None``: all of them).
+
+    Raises:
+        ValueError: ``names`` is empty or names an unknown spec (the message says which and lists ``what``
+            can be chosen).
+    """
+    if names is None:
+        return list(specs)
+    known = [s.name for s in specs]
+    unknown = sorted(set(names) - set(known))
+    if unknown or not names:
+        raise ValueError(f"{what}: unknown {unknown} or none given; choose a non-empty subset of {known}")
+    return [s for s in specs if s.name in names]

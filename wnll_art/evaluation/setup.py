@@ -28,6 +28,7 @@ __all__ = [
     "check_tvm",
     "load_batches",
     "load_victims",
+    "open_run",
     "open_store",
     "run_settings",
     "tvm_available",
@@ -77,6 +78,23 @@ def open_store(out_dir: str | os.PathLike[str], settings: dict[str, Any], dist: 
     store = RunStore(out_dir, settings) if dist.rank == 0 else None
     dist.barrier()
     return store if store is not None else RunStore(out_dir, settings, writer=False)
+
+
+def open_run(
+    cfg: EvalConfig,
+    out_dir: str | os.PathLike[str],
+    data_root: str | os.PathLike[str] | None,
+    *,
+    dist: Dist,
+    protocol: str,
+    run: dict[str, Any] | None = None,
+    **extra: Any,
+) -> tuple[dict[str, Any], RunStore, Batches]:
+    """A job's start: its settings (:func:`run_settings`), its store opened on every rank (:func:`open_store`;
+    nothing written yet) and the evaluated images (:func:`load_batches`), in that order."""
+    settings = run_settings(cfg, dist, protocol=protocol, run=run, **extra)
+    store = open_store(out_dir, settings, dist)
+    return settings, store, load_batches(cfg, data_root, dist)
 
 
 def load_batches(cfg: EvalConfig, data_root: str | os.PathLike[str] | None, dist: Dist) -> Batches:

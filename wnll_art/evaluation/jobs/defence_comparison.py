@@ -21,7 +21,7 @@ from wnll_art.evaluation.art_defences import DEFAULT_OPTIONS, GRADIENTS, art_def
 from wnll_art.evaluation.checks import eps_monotonicity_flags, stronger_flags
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import Dist, run_cells
-from wnll_art.evaluation.protocols import CLEAN, adaptive_specs, specs_for_victim
+from wnll_art.evaluation.protocols import CLEAN, adaptive_specs, select_specs, specs_for_victim
 from wnll_art.evaluation.records import CellRecord, per_image_minimum
 from wnll_art.evaluation.report import (
     attach_flags,
@@ -31,14 +31,7 @@ from wnll_art.evaluation.report import (
     pct,
     write_text,
 )
-from wnll_art.evaluation.setup import (
-    check_tvm,
-    load_batches,
-    load_victims,
-    open_store,
-    run_settings,
-    victim_flags,
-)
+from wnll_art.evaluation.setup import check_tvm, load_victims, open_run, victim_flags
 from wnll_art.evaluation.victims import Victim
 
 __all__ = ["DEFAULT_ATTACKS", "DEFENCES", "compare_defences"]
@@ -100,19 +93,15 @@ def compare_defences(
     if unknown or not defences:
         raise ValueError(f"defences must be a non-empty subset of {list(DEFENCES)}, got {list(defences)}")
     check_tvm(defences, needing=("tvm", "art_tvm"))
-    specs = {
-        s.name: s for s in adaptive_specs(eot_samples=cfg.tvm.eot_samples, steps=steps, cw_steps=cfg.cw_steps)
-    }
-    if not attacks or set(attacks) - set(specs):
-        raise ValueError(f"attacks must be a non-empty subset of {sorted(specs)}, got {list(attacks)}")
-    chosen = [specs[a] for a in specs if a in attacks]
+    adaptive = adaptive_specs(eot_samples=cfg.tvm.eot_samples, steps=steps, cw_steps=cfg.cw_steps)
+    chosen = select_specs(adaptive, attacks, what="attacks")
     options = {**{d: {} for d in DEFENCES}, **(defence_options or {})}
     dist = Dist.from_env(cfg.device)
-    settings = run_settings(cfg, dist, protocol="compare_defences", run={**cfg.to_dict(), "defences": list(defences)},
-                            attacks=[s.settings() for s in chosen], steps=steps,
-                            defence_options={d: {**DEFAULT_OPTIONS.get(d, {}), **options[d]} for d in defences})  # fmt: skip
-    store = open_store(out_dir, settings, dist)
-    batches = load_batches(cfg, data_root, dist)
+    settings, store, batches = open_run(
+        cfg, out_dir, data_root, dist=dist, protocol="compare_defences",
+        run={**cfg.to_dict(), "defences": list(defences)}, attacks=[s.settings() for s in chosen], steps=steps,
+        defence_options={d: {**DEFAULT_OPTIONS.get(d, {}), **options[d]} for d in defences},
+    )  # fmt: skip
     base, softmax = load_victims(replace(cfg, defences=("none",)), data_root, weights)
     victims = _victims(cfg, defences, base, options)
     records = [r for v in victims

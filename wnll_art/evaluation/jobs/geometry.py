@@ -23,7 +23,7 @@ from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import Batches, Dist, derive_seed
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.report import markdown_table, pct, write_feature_planes, write_text
-from wnll_art.evaluation.setup import check_tvm, load_batches, load_victims, open_store, run_settings
+from wnll_art.evaluation.setup import check_tvm, load_victims, open_run
 from wnll_art.evaluation.victims import predict_labels
 from wnll_art.wnll.model import WNLLNet
 
@@ -113,10 +113,8 @@ def feature_geometry(
     check_tvm(cfg.defences)
     with_tvm = "tvm" in cfg.defences
     eps = cfg.eps[0]
-    settings = run_settings(cfg, Dist(), protocol="feature_geometry", steps=steps, step_fraction=step_fraction,
-                            gradient=gradient)  # fmt: skip
-    store = open_store(out_dir, settings, Dist())
-    batches = load_batches(cfg, data_root, Dist())
+    settings, store, batches = open_run(cfg, out_dir, data_root, dist=Dist(), protocol="feature_geometry",
+                                        steps=steps, step_fraction=step_fraction, gradient=gradient)  # fmt: skip
     victims, _ = load_victims(replace(cfg, defences=("none",)), data_root, weights)
     purifier = None
     if with_tvm:

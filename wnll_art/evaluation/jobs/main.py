@@ -15,7 +15,7 @@ from wnll_art.evaluation.engine import Dist, run_cells
 from wnll_art.evaluation.protocols import main_specs
 from wnll_art.evaluation.records import CellRecord, RunStore, per_image_minimum
 from wnll_art.evaluation.report import attach_flags, merge_flags, write_markdown, write_plots
-from wnll_art.evaluation.setup import load_batches, load_victims, open_store, run_settings, victim_flags
+from wnll_art.evaluation.setup import load_victims, open_run, victim_flags
 
 __all__ = ["evaluate", "finalize"]
 
@@ -59,9 +59,7 @@ def evaluate(
     specs = main_specs(eot_samples=cfg.tvm.eot_samples, cw_steps=cfg.cw_steps, attacks=cfg.attacks)
     if "wnll" not in cfg.models:
         specs = [s for s in specs if s.source != "softmax"]
-    settings = run_settings(cfg, dist, protocol="main")
-    store = open_store(out_dir, settings, dist)  # checks the folder; writes nothing
-    batches = load_batches(cfg, data_root, dist)
+    settings, store, batches = open_run(cfg, out_dir, data_root, dist=dist, protocol="main")  # writes nothing
     victims, softmax = load_victims(cfg, data_root, weights)
     records = run_cells(victims=victims, softmax=softmax, specs=specs, eps_values=cfg.eps, batches=batches,
                         store=store, protocol="main", seed=cfg.seed, run_settings=settings, on_cell=on_cell)  # fmt: skip

@@ -33,6 +33,7 @@ from wnll_art.evaluation.protocols import (
     adaptive_minimum,
     adaptive_specs,
     paper_specs,
+    select_specs,
     specs_for_victim,
 )
 from wnll_art.evaluation.records import CellRecord, RunStore
@@ -49,6 +50,7 @@ from wnll_art.evaluation.setup import (
     check_tvm,
     load_batches,
     load_victims,
+    open_run,
     open_store,
     run_settings,
     victim_flags,
@@ -123,14 +125,8 @@ def defense_table(
     check_tvm(cfg.defences)
     if steps < 1 or paper_cw_steps < 1:
         raise ValueError(f"steps and paper_cw_steps must be >= 1, got {steps} and {paper_cw_steps}")
-    adaptive = adaptive_specs(eot_samples=cfg.tvm.eot_samples, steps=steps, cw_steps=cfg.cw_steps)
-    if adaptive_attacks is not None:
-        unknown = set(adaptive_attacks) - {s.name for s in adaptive}
-        if unknown or not adaptive_attacks:
-            raise ValueError(
-                f"unknown adaptive attacks {sorted(unknown)}; choose from {[s.name for s in adaptive]}"
-            )
-        adaptive = [s for s in adaptive if s.name in adaptive_attacks]
+    adaptive = select_specs(adaptive_specs(eot_samples=cfg.tvm.eot_samples, steps=steps, cw_steps=cfg.cw_steps),
+                            adaptive_attacks, what="adaptive attacks")  # fmt: skip
     paper = paper_specs(cw_steps=paper_cw_steps)
     variants = _training_data(checkpoints or {})
     dist = Dist.from_env(cfg.device)
@@ -270,15 +266,11 @@ def transfer_table(
         )
     if gradient not in ("exact", "surrogate"):
         raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
-    specs = {s.name: s for s in paper_specs(cw_steps=paper_cw_steps) if s.attack is not None}
-    if not attacks or set(attacks) - set(specs):
-        raise ValueError(f"attacks must be a non-empty subset of {sorted(specs)}, got {list(attacks)}")
-    crafting = [replace(specs[a], gradient=gradient) for a in specs if a in attacks]  # type: ignore[arg-type]
+    paper = [s for s in paper_specs(cw_steps=paper_cw_steps) if s.attack is not None]
+    crafting = [replace(s, gradient=gradient) for s in select_specs(paper, attacks, what="attacks")]  # type: ignore[arg-type]
     dist = Dist.from_env(cfg.device)
-    settings = run_settings(cfg, dist, protocol="transfer_table", gradient=gradient,
-                            attacks=[s.settings() for s in crafting])
-    store = open_store(out_dir, settings, dist)
-    batches = load_batches(cfg, data_root, dist)
+    settings, store, batches = open_run(cfg, out_dir, data_root, dist=dist, protocol="transfer_table",
+                                        gradient=gradient, attacks=[s.settings() for s in crafting])  # fmt: skip
     victims, softmax = load_victims(cfg, data_root, weights)
     records = run_cells(victims=victims, softmax=softmax, specs=[CLEAN], eps_values=cfg.eps, batches=batches,
                         store=store, protocol="transfer", seed=cfg.seed, run_settings=settings, on_cell=on_cell)  # fmt: skip
