@@ -9,6 +9,7 @@ setting). All views share parameters, buffers and the mask generator with the vi
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,6 +39,12 @@ class Victim:
     defence: str
     module: Defence
     _views: dict[tuple[object, ...], nn.Module] = field(default_factory=dict, repr=False)
+    _settings: dict[str, Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # taken now, while the purifier holds its base seed: the engine reseeds it per batch, so a later
+        # snapshot would depend on which cells ran before (and a resumed run would not match its records)
+        self._settings = {"model": self.model, "defence": self.defence, **self.module.settings()}
 
     @property
     def classifier(self) -> nn.Module:
@@ -78,7 +85,8 @@ class Victim:
         return self._views[key]
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model, "defence": self.defence, **self.module.settings()}
+        """The victim's names and its defence's settings as built (purifier seed: the base seed)."""
+        return copy.deepcopy(self._settings)
 
 
 def build_victims(
