@@ -315,6 +315,8 @@ def test_configs_validate_and_round_trip() -> None:
     assert (HeadConfig().epochs, HeadConfig().lr, TrainConfig().epochs) == (6, 0.01, 200)
     with pytest.raises(ValueError, match="mode"):
         HeadConfig.from_dict(TrainConfig().to_dict())
+    with pytest.raises(TypeError, match="TrainConfig"):
+        LoopConfig()
 
 
 # ------------------------------------------------------------------------------ train() end to end

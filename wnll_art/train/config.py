@@ -97,6 +97,10 @@ class LoopConfig:
     final_eval: bool = True
 
     def __post_init__(self) -> None:
+        if not hasattr(self, "mode"):
+            raise TypeError(
+                "LoopConfig is the shared part; create a TrainConfig (full) or a HeadConfig (head)"
+            )
         _check_choice(self.data, "data", ("original", "tvm", "original+tvm"))
         _check_choice(self.gradient, "gradient", ("surrogate", "exact"))
         _check_choice(self.lr_schedule, "lr_schedule", ("step", "authors"))
