@@ -90,6 +90,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--tvm-lamb", type=non_negative_float, default=None, help="TVM TV weight [0.03, Guo et al.]"
     )
     p.add_argument("--tvm-iterations", type=positive_int, default=None, help="TVM ADMM iterations [20]")
+    p.add_argument("--wnll-weight", type=non_negative_float, default=None,
+                   help="factor on the WNLL loss; 0 trains the linear (softmax) head alone [1.0]")  # fmt: skip
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (full mode, CUDA only)")
     p.add_argument(
         "--channels-last", action="store_true", help="channels-last memory format (full mode, CUDA only)"
@@ -111,7 +113,8 @@ def _config(args: argparse.Namespace) -> Any:
         "lr_schedule": args.lr_schedule, "seed": args.seed, "train_subset": args.train_subset,
         "test_subset": args.test_subset, "eval_template_size": args.template_size,
     }  # fmt: skip
-    options.update({k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None})
+    options.update({k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("wnll_weight", args.wnll_weight))
+                    if v is not None})  # fmt: skip
     if args.mode == "full":
         return TrainConfig(**options, bf16=args.bf16, channels_last=args.channels_last)
     for flag, on in (("--bf16", args.bf16), ("--channels-last", args.channels_last)):
