@@ -165,7 +165,8 @@ def _purifier_settings(purifier: nn.Module | None) -> dict[str, Any] | None:
     if purifier is None:
         return None
     settings = purifier.settings() if callable(getattr(purifier, "settings", None)) else {}
-    return {"type": type(purifier).__name__, **settings}  # type: ignore[dict-item]
+    # not the mask seed: callers reseed per batch (the harness records its per-cell seeds itself)
+    return {"type": type(purifier).__name__, **{k: v for k, v in settings.items() if k != "seed"}}  # type: ignore[union-attr]
 
 
 def _num_classes(classifier: nn.Module) -> int:
@@ -180,7 +181,7 @@ def _num_classes(classifier: nn.Module) -> int:
 def load_defence(
     name: str = "resnet56",
     *,
-    head: Literal["wnll", "softmax"] = "wnll",
+    head: Literal["wnll", "softmax"] | None = None,
     tvm: bool | TVMSettings = False,
     template_size: int = 500,
     seed: int = 0,
@@ -191,17 +192,22 @@ def load_defence(
 ) -> Defence:
     """The defence built from the model zoo in one call, in eval mode, on ``device``.
 
+    Names: the public softmax ResNet-56 (``"resnet56"``, ``wnll_art.ZOO``), which gets a post-hoc WNLL head
+    with a class-balanced template of ``template_size`` CIFAR-10 training images drawn with ``seed``; or one
+    of our trained models (``wnll_art.zoo_trained.trained_models()``, e.g. ``"resnet56-wnll-tvmaug"``), which
+    carry their own buffer block, heads and template.
+
     Args:
-        name: Zoo model name (``wnll_art.ZOO``), e.g. ``"resnet56"``.
-        head: ``"wnll"``: the WNLL output activation with a class-balanced template of ``template_size``
-            CIFAR-10 training images drawn with ``seed``; ``"softmax"``: the network's own linear head.
+        name: Zoo model name.
+        head: ``"wnll"`` (WNLL output activation) or ``"softmax"`` (the linear head); default ``"wnll"``
+            for ``"resnet56"`` and the trained output for a trained model.
         tvm: ``True`` for TVM with Guo et al.'s settings (:class:`TVMSettings` defaults), a
             :class:`TVMSettings`, or ``False`` (no TVM).
-        template_size: Template images (a multiple of the class count).
-        seed: Seed of the template draw and of the TVM masks.
+        template_size: Template images of a post-hoc WNLL head (a multiple of the class count).
+        seed: Seed of that template draw and of the TVM masks.
         device: Where the model, its template and its purifier live (chosen once).
         data_root: CIFAR-10 root (default ``$WNLL_ART_DATA``, else ``~/.cache/wnll_art``).
-        weights: Weights file (default: the torch hub cache, sha256-checked).
+        weights: The (base) ResNet-56 weights file (default: the torch hub cache), sha256-checked.
         **wnll_options: Further :class:`WNLLNet` settings (``coupling``, ``gradient``, ``kernel``, ...).
 
     Returns:
@@ -211,12 +217,16 @@ def load_defence(
         >>> defence = wnll_art.load_defence("resnet56", tvm=True)
         >>> scores = defence(x)                      # x: (N, 3, 32, 32) float in [0, 1]
     """
-    if head not in ("wnll", "softmax"):
+    from wnll_art.zoo_trained import load_trained, trained_models
+
+    if head not in (None, "wnll", "softmax"):
         raise ValueError(f"head must be 'wnll' or 'softmax', got {head!r}")
     if not isinstance(tvm, (bool, TVMSettings)):
         raise TypeError(f"tvm must be a bool or TVMSettings, got {type(tvm).__name__}")
-    if head == "wnll":
-        classifier: nn.Module = WNLLNet.from_pretrained(
+    if name in trained_models():
+        classifier = load_trained(name, output=head, weights=weights, **wnll_options)
+    elif head in (None, "wnll"):
+        classifier = WNLLNet.from_pretrained(
             name, template_size=template_size, seed=seed, data_root=data_root, weights=weights, **wnll_options
         )
     else:

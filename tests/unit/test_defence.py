@@ -111,7 +111,9 @@ def test_views_share_parameters_and_generator() -> None:
 def test_settings_record_tvm_whole_and_softmax_defence() -> None:
     defence = Defence(_wnll(), tvm=SETTINGS, seed=2)
     record = defence.settings()
-    assert record["tvm"] == SETTINGS.to_dict() and record["purifier"]["seed"] == 2
+    assert record["tvm"] == SETTINGS.to_dict() and record["purifier"]["type"] == "TVMPurifier"
+    defence.reseed(9)  # per-batch reseeding must not change what a result records
+    assert defence.settings() == record
     assert TVMSettings.from_dict(record["tvm"]) == SETTINGS
     assert record["classifier"] == "wnll" and record["wnll"]["coupling"] == "transductive"
     plain = Defence(TinyBackbone())  # a softmax network: classes from its `linear` head

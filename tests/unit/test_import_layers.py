@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "wnll_art.eot": 2,
     "wnll_art.plots": 2,
     "wnll_art.defence": 3,
+    "wnll_art.zoo_trained": 3,
     "wnll_art.adapters": 4,
     "wnll_art.train": 5,
     # evaluation, in layers: configuration < victims/attacks/records < engine < report < jobs

@@ -6,7 +6,8 @@ K. He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, Sec. 4.
 side, take a random 32 x 32 crop, flip horizontally with probability 1/2.
 
 Everything is batched tensor arithmetic (no per-image Python loop, no torchvision), so it runs where the
-images are (GPU included) and the same generator state gives the same result.
+images are (GPU included). The random draws are made on the generator's device and moved to the images,
+so a CPU generator gives the same crops and flips on every device (and its state resumes anywhere).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def random_crop_flip(
 
     Args:
         images: ``(N, C, H, W)`` float in [0, 1] (checked), on any device; not modified.
-        generator: The only source of randomness. It must live on ``images.device`` (a CUDA generator
-            for CUDA images); the same state gives the same output.
+        generator: The only source of randomness, on any device (the draws are made there and moved to
+            ``images.device``); the same state gives the same output.
         padding: Zero padding on each side (pixels), ``>= 0``.
         flip: Whether to apply the random horizontal flip.
 
@@ -58,7 +59,7 @@ def random_crop_flip(
 
     Raises:
         TypeError: If ``generator`` is not a ``torch.Generator`` or ``padding`` not an int.
-        ValueError: On bad images, a negative padding, or a generator on another device.
+        ValueError: On bad images or a negative padding.
     """
     check_images(images, "images", channels=images.shape[1] if images.ndim == 4 else 3, allow_empty=True)
     if not isinstance(generator, torch.Generator):
@@ -67,23 +68,18 @@ def random_crop_flip(
         raise TypeError(f"padding must be an int, got {type(padding).__name__}")
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
-    if generator.device.type != images.device.type:
-        raise ValueError(
-            f"generator is on {generator.device} but images are on {images.device}; "
-            "create the generator with torch.Generator(device=images.device)"
-        )
     n, _, h, w = images.shape
-    dev = images.device
+    dev, gen_dev = images.device, generator.device
     out = images
     if padding > 0 and n > 0:
         padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-        offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=dev)
+        offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=gen_dev).to(dev)
         rows = offsets[:, 0, None] + torch.arange(h, device=dev)  # (N, H)
         cols = offsets[:, 1, None] + torch.arange(w, device=dev)  # (N, W)
         batch = torch.arange(n, device=dev)[:, None, None]
         # advanced indexing over (batch, row, col) -> (N, H, W, C); back to NCHW
         out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     if flip and n > 0:
-        flips = torch.rand(n, generator=generator, device=dev) < 0.5
+        flips = (torch.rand(n, generator=generator, device=gen_dev) < 0.5).to(dev)
         out = torch.where(flips[:, None, None, None], out.flip(3), out)
     return out.contiguous() if out is not images else images.clone()

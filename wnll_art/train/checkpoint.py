@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from wnll_art.models.resnet import CifarResNet
 from wnll_art.wnll.model import WNLLNet
@@ -29,6 +30,7 @@ __all__ = [
     "generator_states",
     "load_checkpoint",
     "restore_generators",
+    "with_placeholder_template",
     "write_zoo_record",
     "zoo_entry_from_record",
 ]
@@ -65,21 +67,36 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def generator_states(generators: Mapping[str, torch.Generator]) -> dict[str, torch.Tensor]:
-    """The state (a CPU uint8 tensor) of every named generator, CUDA generators included."""
-    return {name: gen.get_state().cpu() for name, gen in generators.items()}
+    """The state (a CPU uint8 tensor) of every named CPU generator.
+
+    Training keeps its generators on the CPU (augmentation draws are moved to the device), so a state
+    saved on a CUDA machine resumes on a CPU-only one and the reverse.
+
+    Raises:
+        ValueError: If a generator is not a CPU generator (its state would not load on another device).
+    """
+    not_cpu = sorted(name for name, gen in generators.items() if gen.device.type != "cpu")
+    if not_cpu:
+        raise ValueError(
+            f"generator(s) {not_cpu} are not CPU generators; their states do not move across devices"
+        )
+    return {name: gen.get_state() for name, gen in generators.items()}
 
 
 def restore_generators(generators: Mapping[str, torch.Generator], states: Mapping[str, torch.Tensor]) -> None:
-    """Sets every named generator to its saved state.
+    """Sets every named CPU generator to its saved state.
 
     Raises:
-        ValueError: If a generator has no saved state.
+        ValueError: If a generator has no saved state, or one that is not a CPU generator's.
     """
     missing = sorted(set(generators) - set(states))
     if missing:
         raise ValueError(f"the checkpoint has no state for generator(s) {missing}")
     for name, gen in generators.items():
-        gen.set_state(states[name].cpu())
+        state = states[name]
+        if state.dtype != torch.uint8 or state.shape != gen.get_state().shape:
+            raise ValueError(f"the checkpoint's state of generator {name!r} is not a CPU generator state")
+        gen.set_state(state.cpu())
 
 
 class MetricsLog:
@@ -98,20 +115,14 @@ class MetricsLog:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(dict(record), sort_keys=True) + "\n")
 
-    def read(self) -> list[dict[str, Any]]:
-        """All records written so far (empty if the file does not exist)."""
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
-
 
 def build_wnll_resnet(
     *, num_blocks: int = 9, num_classes: int = 10, template_size: int = 500, **wnll_options: Any
 ) -> WNLLNet:
     """An untrained :class:`WNLLNet` over a CIFAR ResNet with a placeholder template (the zoo builder).
 
-    The template buffers (zero images, labels ``arange(M) % C``) are placeholders that the trained state
-    dict overwrites, exactly as it overwrites the random weights.
+    The template buffers (see :func:`with_placeholder_template`) are overwritten by the trained state
+    dict, exactly as the random weights are.
 
     Args:
         num_blocks: BasicBlocks per stage of the backbone (9: ResNet-56).
@@ -123,17 +134,32 @@ def build_wnll_resnet(
         The model on CPU, in eval mode.
     """
     backbone = CifarResNet(num_blocks, num_classes)
+    return with_placeholder_template(backbone, template_size=template_size, **wnll_options).eval()
+
+
+def with_placeholder_template(backbone: nn.Module, *, template_size: int, **wnll_options: Any) -> WNLLNet:
+    """A :class:`WNLLNet` over ``backbone`` whose template buffers are placeholders to be overwritten.
+
+    The placeholders are ``template_size`` black 32 x 32 images labelled ``arange(M) % C`` (every class
+    present), ``C`` the class count of ``backbone.linear``; copy the real template into
+    ``net.template_images`` / ``net.template_labels`` (or load a state dict) before use.
+
+    Args:
+        backbone: CIFAR backbone with ``features`` and ``linear`` (see :class:`WNLLNet`).
+        template_size: Rows ``M`` of the template buffers (``>= C``).
+        **wnll_options: :class:`WNLLNet` options.
+    """
+    num_classes = int(backbone.linear.out_features)  # type: ignore[union-attr, arg-type]
     images = torch.zeros(template_size, 3, 32, 32)
     labels = torch.arange(template_size) % num_classes
-    return WNLLNet(backbone, images, labels, **wnll_options).eval()
+    return WNLLNet(backbone, images, labels, **wnll_options)
 
 
 def write_zoo_record(
     weights: Path,
     *,
     model: WNLLNet,
-    reference_accuracy: float,
-    num_blocks: int,
+    reference_accuracy: float | None,
     notes: str = "",
     extra: Mapping[str, object] | None = None,
 ) -> Path:
@@ -141,9 +167,10 @@ def write_zoo_record(
 
     Args:
         weights: The ``torch.save``-d ``model.state_dict()``.
-        model: The model the weights belong to (its settings are recorded).
-        reference_accuracy: WNLL top-1 accuracy (%) on the CIFAR-10 test images, as measured.
-        num_blocks: BasicBlocks per stage of the backbone.
+        model: The model the weights belong to, over a :class:`CifarResNet` (its depth, class count,
+            template size and WNLL settings are recorded).
+        reference_accuracy: WNLL top-1 accuracy on the CIFAR-10 test images, as measured: a fraction
+            in [0, 1]; ``None`` if not measured (written as ``null``).
         notes: Provenance text.
         extra: Further JSON-serialisable facts (training config, timings).
 
@@ -151,12 +178,14 @@ def write_zoo_record(
         The path of the JSON record.
     """
     settings = model.settings()
+    if not isinstance(model.backbone, CifarResNet):
+        raise TypeError(f"model.backbone must be a CifarResNet, got {type(model.backbone).__name__}")
     record = {
         "file": weights.name,
         "sha256": sha256_file(weights),
-        "reference_accuracy": float(reference_accuracy),
+        "reference_accuracy": None if reference_accuracy is None else float(reference_accuracy),
         "arch": {
-            "num_blocks": num_blocks,
+            "num_blocks": len(model.backbone.layer1),
             "num_classes": model.num_classes,
             "template_size": int(model.template_images.shape[0]),
         },  # fmt: skip
@@ -174,7 +203,8 @@ def zoo_entry_from_record(record: Path, *, url: str | None = None, license: str 
     """A :class:`wnll_art.zoo.ZooEntry` for weights described by :func:`write_zoo_record`.
 
     Register it (``ZOO["my_wnll"] = entry``) and ``load_pretrained("my_wnll", weights=path)`` verifies the
-    sha256 and returns the trained :class:`WNLLNet`.
+    sha256 and returns the trained :class:`WNLLNet`. The record's accuracy (a fraction) becomes the entry's
+    ``reference_accuracy`` in percent, the unit of :class:`ZooEntry` (``nan`` if it was not measured).
 
     Args:
         record: The JSON record.
@@ -191,7 +221,7 @@ def zoo_entry_from_record(record: Path, *, url: str | None = None, license: str 
         entry = ZooEntry(
             url=url or (record.parent / data["file"]).resolve().as_uri(),
             sha256=data["sha256"],
-            reference_accuracy=float(data["reference_accuracy"]),
+            reference_accuracy=_percent(data["reference_accuracy"]),
             builder=builder,
             license=license,
             notes=data.get("notes", ""),
@@ -200,3 +230,7 @@ def zoo_entry_from_record(record: Path, *, url: str | None = None, license: str 
     except KeyError as exc:
         raise ValueError(f"{record} is not a zoo record: missing field {exc}") from exc
     return entry
+
+
+def _percent(fraction: float | None) -> float:
+    return float("nan") if fraction is None else 100.0 * float(fraction)

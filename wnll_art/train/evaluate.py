@@ -1,4 +1,4 @@
-"""Test-set accuracy of the linear head and of the WNLL head of a :class:`WNLLNet`.
+"""Test accuracy of the linear head and of the WNLL head of a :class:`WNLLNet` during and after training.
 
 B. Wang et al., "Adversarial Defense via Data Dependent Activation Function and Total Variation
 Minimization", arXiv:1809.08516 (2018): at test time the WNLL head labels the test images in transductive
@@ -8,88 +8,61 @@ batches solved together with a labelled template from the training set.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 
 import torch
-from tqdm.auto import tqdm
 
 from wnll_art.train.augment import to_unit_float
 from wnll_art.wnll.model import WNLLNet
 
-__all__ = ["linear_accuracy", "wnll_accuracy", "wnll_accuracy_from_features"]
+__all__ = ["evaluate_heads"]
 
 
-def linear_accuracy(
+def evaluate_heads(
     net: WNLLNet,
-    images: torch.Tensor,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 500,
-    autocast: Callable[[], AbstractContextManager[object]] = nullcontext,
-) -> float:
-    """Top-1 accuracy (%) of the linear head; the model is left in the mode it was in.
+    template_inputs: torch.Tensor,
+    device: torch.device,
+) -> dict[str, float]:
+    """Top-1 accuracies of both heads, as fractions in [0, 1]; the model is left in the mode it was in.
+
+    The WNLL head computes what ``net(x)`` computes (eval mode, float32, no autocast): the inputs are
+    embedded and solved in chunks of ``net.wnll_batch_size`` against the template, itself embedded in
+    chunks of that size. Given the backbone features of images and template (head mode), ``embed`` =
+    ``net.buffer`` does the same without running the backbone.
 
     Args:
-        net: The model (on ``device``).
-        images: ``(N, 3, H, W)`` uint8 (or float in [0, 1]) CPU images.
-        labels: ``(N,)`` int64 labels.
-        device: Where the model is.
-        batch_size: Images per forward pass.
-        autocast: Mixed-precision context factory.
+        net: The model, on ``device``.
+        embed: Inputs -> ``(n, D)`` WNLL features (``net.embed`` on images, ``net.buffer`` on features).
+        inputs: ``(N, ...)`` test inputs: uint8 (or float in [0, 1]) images, or float features; any device.
+        labels: ``(N,)`` int64 labels, any device.
+        template_inputs: ``(M, ...)`` inputs of ``net``'s template (``net.template_images`` or their
+            features), rows in the order of ``net.template_labels``.
+        device: Where ``net`` is.
+
+    Returns:
+        ``{"test_acc_linear": ..., "test_acc_wnll": ...}``.
     """
     was_training = net.training
     net.eval()
-    correct = 0
-    with torch.inference_mode():
-        for i in range(0, images.shape[0], batch_size):
-            x = to_unit_float(images[i : i + batch_size]).to(device)
-            with autocast():
-                pred = net.linear_logits(x).argmax(1).cpu()
-            correct += int((pred == labels[i : i + batch_size]).sum())
-    net.train(was_training)
-    return 100.0 * correct / max(images.shape[0], 1)
-
-
-def wnll_accuracy(
-    net: WNLLNet, images: torch.Tensor, labels: torch.Tensor, *, progress: bool = False
-) -> float:
-    """Top-1 accuracy (%) of ``net(x)`` (the WNLL head) over the images, in calls of ``net.wnll_batch_size``.
-
-    Args:
-        net: The model on CPU (put in eval mode).
-        images: ``(N, 3, H, W)`` uint8 (or float in [0, 1]) CPU images.
-        labels: ``(N,)`` int64 labels.
-        progress: Show a progress bar.
-    """
-    net.eval()
     step = net.wnll_batch_size
-    correct = 0
+    correct_linear = correct_wnll = 0
     with torch.inference_mode():
-        for i in tqdm(range(0, images.shape[0], step), desc="WNLL test", disable=not progress, leave=False):
-            pred = net(to_unit_float(images[i : i + step])).argmax(1)
-            correct += int((pred == labels[i : i + step]).sum())
-    return 100.0 * correct / max(images.shape[0], 1)
+        template = torch.cat([_embed(embed, template_inputs[i : i + step], device)
+                              for i in range(0, template_inputs.shape[0], step)])  # fmt: skip
+        for i in range(0, inputs.shape[0], step):
+            feats = _embed(embed, inputs[i : i + step], device)
+            y = labels[i : i + step].to(device)
+            correct_linear += int((net.linear_head(feats).argmax(1) == y).sum())
+            correct_wnll += int((net.interpolate(feats, template).argmax(1) == y).sum())
+    net.train(was_training)
+    n = max(inputs.shape[0], 1)
+    return {"test_acc_linear": correct_linear / n, "test_acc_wnll": correct_wnll / n}
 
 
-def wnll_accuracy_from_features(
-    net: WNLLNet, features: torch.Tensor, labels: torch.Tensor, template_features: torch.Tensor
-) -> float:
-    """WNLL accuracy (%) from precomputed backbone features: the same function as ``net(x)``.
-
-    ``net(x)`` embeds ``x`` as ``buffer(backbone.features(x))`` and solves it, in chunks of
-    ``net.wnll_batch_size``, against the embedded template; given ``backbone.features`` of the inputs
-    and of the template images, this does the same without running the backbone.
-
-    Args:
-        net: A model with a buffer block (eval mode, CPU).
-        features: ``(N, D)`` float32 backbone features of the test images.
-        labels: ``(N,)`` int64 labels.
-        template_features: ``(M, D)`` backbone features of ``net.template_images``.
-    """
-    if net.buffer is None:
-        raise ValueError("net has no buffer block (buffer_dim=None)")
-    net.eval()
-    with torch.inference_mode():
-        u = net.interpolate(net.buffer(features), net.buffer(template_features))
-    return 100.0 * int((u.argmax(1) == labels).sum()) / max(labels.shape[0], 1)
+def _embed(
+    embed: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    return embed(to_unit_float(x.to(device)))

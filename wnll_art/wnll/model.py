@@ -157,6 +157,17 @@ class WNLLNet(nn.Module):
         """Logits of the parallel linear head: ``(N, 3, H, W)`` -> ``(N, C)``."""
         return self.linear_head(self.embed(x))
 
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Checks a batch (float, NCHW, :attr:`input_shape`, in [0, 1], finite) and casts it to the model's
+        dtype (no copy when it already matches); raises ``TypeError`` / ``ValueError`` naming ``x``."""
+        check_images(x, "x", allow_empty=True, atol=INPUT_ATOL)
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"x must have shape (N, {', '.join(map(str, self.input_shape))}) (the template's image shape), "
+                f"got {tuple(x.shape)}; resize the images to {self.input_shape[1]}x{self.input_shape[2]}"
+            )
+        return x.to(self.template_images.dtype)
+
     def _state_key(self) -> tuple[object, ...]:
         tensors = [*self.parameters(), *self.buffers()]
         return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
@@ -185,13 +196,7 @@ class WNLLNet(nn.Module):
     # ------------------------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Log WNLL label functions ``(N, C)`` of images ``(N, 3, H, W)`` in [0, 1]."""
-        check_images(x, "x", allow_empty=True, atol=INPUT_ATOL)
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(
-                f"x must have shape (N, {', '.join(map(str, self.input_shape))}) (the template's image shape), "
-                f"got {tuple(x.shape)}; resize the images to {self.input_shape[1]}x{self.input_shape[2]}"
-            )
-        x = x.to(self.template_images.dtype)  # documented cast (no copy when the dtype already matches)
+        x = self.check_input(x)
         if x.shape[0] == 0:
             return x.new_zeros((0, self.num_classes))
         template = self.template_features()

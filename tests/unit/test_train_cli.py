@@ -1,0 +1,93 @@
+"""``wnll-art train`` on bad input: one line on stderr, exit status 2, nothing written (fast)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from wnll_art import _argparse
+from wnll_art.cli import main
+from wnll_art.train.cli import add_train_parser, run_train
+
+CUDA = torch.cuda.is_available()
+
+BAD = {
+    "cuda without CUDA": (["--device", "cuda"], "CUDA is not available"),
+    "unknown device": (["--device", "bogus"], "not a torch device"),
+    "negative subset": (["--train-subset", "-5"], "--train-subset"),
+    "subset larger than the data": (["--mode", "full", "--train-subset", "60000"], "train_subset=60000"),
+    "nan lr": (["--lr", "nan"], "--lr"),
+    "zero epochs": (["--epochs", "0"], "--epochs"),
+    "template not a multiple of the classes": (["--mode", "full", "--template-size", "15"], "multiple"),
+    "head-mode template too": (["--template-size", "15"], "multiple"),
+    "tvm prob above one": (["--tvm-prob", "1.5"], "--tvm-prob"),
+    "negative tvm lamb": (["--tvm-lamb", "-1"], "--tvm-lamb"),
+    "bf16 in head mode": (["--bf16"], "--mode full"),
+    "missing weights": (["--weights", "nowhere.th"], "--weights"),
+    "batch of one": (["--batch-size", "1"], "batch_size"),
+    "negative seed": (["--seed", "-1"], "seed"),
+}
+
+
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse errors exit from parse_args
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_input_is_one_line_exit_2_nothing_written(
+    case: str, tmp_path: Path, cifar_root: Path, hub_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    if case == "cuda without CUDA" and CUDA:
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setenv("TORCH_HOME", str(hub_dir))
+    monkeypatch.chdir(tmp_path)
+    argv, expected = BAD[case]
+    out = tmp_path / "run"
+    code = _exit_code(["train", "--out", str(out), "--data-root", str(cifar_root), "--no-progress", *argv])
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wnll-art train: error:"), captured.err
+    assert expected in lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_unusable_out_folder(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if kind == "file":
+        out = tmp_path / "taken"
+        out.write_text("x")
+    else:
+        parent = tmp_path / "ro"
+        parent.mkdir()
+        parent.chmod(0o555)
+        out = parent / "run"
+        if os.access(parent, os.W_OK):  # root ignores permissions: make the check see a read-only folder
+            monkeypatch.setattr(_argparse.os, "access", lambda *_: False)
+    code = _exit_code(["train", "--out", str(out), "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--out" in err[0], err
+    assert (out.read_text() == "x") if kind == "file" else not out.exists()
+
+
+def test_parser_accepts_good_options() -> None:
+    parser = argparse.ArgumentParser(prog="wnll-art")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "--out", "x", "--mode", "full", "--data", "original+tvm",
+                              "--gradient", "exact", "--epochs", "2", "--tvm-prob", "0.3", "--tvm-lamb", "0.5",
+                              "--tvm-iterations", "3", "--lr", "0.05"])  # fmt: skip
+    assert (args.mode, args.data, args.gradient, args.epochs, args.func) == (
+        "full", "original+tvm", "exact", 2, run_train,
+    )  # fmt: skip
+    assert (args.tvm_prob, args.tvm_lamb, args.tvm_iterations, args.lr) == (0.3, 0.5, 3, 0.05)

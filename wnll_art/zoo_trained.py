@@ -1,0 +1,181 @@
+"""Our trained models: buffer block + heads fine-tuned on the frozen public ResNet-56, shipped with the package.
+
+B. Wang, A. T. Lin, Z. Shi, W. Zhu, P. Yin, A. L. Bertozzi, S. J. Osher, "Adversarial Defense via Data
+Dependent Activation Function and Total Variation Minimization", arXiv:1809.08516 (2018), Tables 1-2:
+softmax and WNLL models trained on original, TVM and original + TVM images.
+
+Each model is ``wnll-art train --mode head`` on the public ResNet-56 (zoo ``"resnet56"``, BSD-2-Clause):
+the backbone is frozen, so a shipped file holds only what training changed (the FC+ReLU buffer block, the
+linear head) and the WNLL template (uint8 images + labels), a few MB. Loading builds the backbone from the
+base zoo entry (sha256-checked, hub cache or ``weights=``) and the head from the package file (sha256
+checked against ``zoo_weights/index.json``, ``weights_only=True``). No download of our own files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from wnll_art.wnll.model import WNLLNet
+from wnll_art.zoo import load_pretrained, sha256_file
+
+__all__ = ["TRAINED_DIR", "LinearHead", "TrainedEntry", "load_trained", "trained_models", "write_trained"]
+
+TRAINED_DIR = Path(__file__).resolve().parent / "zoo_weights"
+FORMAT = "wnll-art/trained-head/v1"
+Output = Literal["wnll", "softmax"]
+
+
+@dataclass(frozen=True)
+class TrainedEntry:
+    """One shipped model (a row of ``zoo_weights/index.json``).
+
+    Attributes:
+        name: Zoo name, e.g. ``"resnet56-wnll-tvmaug"``.
+        file: File name under :data:`TRAINED_DIR`.
+        sha256: Hex digest of that file.
+        base: Zoo name of the frozen backbone.
+        output: The model's trained output: ``"wnll"`` (WNLL head) or ``"softmax"`` (linear head).
+        training_data: ``"original"``, ``"tvm"`` or ``"original+tvm"``.
+        record: Provenance and measurements (command, seed, epochs, wall time, device, accuracies as
+            fractions on the 10,000 test images, plain and under TVM).
+    """
+
+    name: str
+    file: str
+    sha256: str
+    base: str
+    output: Output
+    training_data: str
+    record: Mapping[str, Any]
+
+
+class LinearHead(nn.Module):
+    """The softmax model of a trained :class:`WNLLNet`: backbone -> buffer block -> linear head (logits).
+
+    Args:
+        net: The trained network (shared, not copied).
+
+    Shapes:
+        ``(N, 3, H, W)`` float in [0, 1] -> ``(N, C)`` logits.
+    """
+
+    def __init__(self, net: WNLLNet) -> None:
+        super().__init__()
+        self.net = net
+        self.num_classes = net.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.linear_logits(self.net.check_input(x))
+
+
+@functools.lru_cache(maxsize=4)
+def _index(directory: Path) -> dict[str, TrainedEntry]:
+    path = directory / "index.json"
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    return {name: TrainedEntry(name=name, **row) for name, row in rows.items()}
+
+
+def trained_models(directory: Path = TRAINED_DIR) -> dict[str, TrainedEntry]:
+    """The shipped models by name (read once from ``index.json``)."""
+    return dict(_index(Path(directory)))
+
+
+def load_trained(
+    name: str,
+    *,
+    output: Output | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    directory: Path = TRAINED_DIR,
+    **wnll_options: Any,
+) -> nn.Module:
+    """A shipped model, in eval mode on the CPU.
+
+    Args:
+        name: A key of :func:`trained_models`.
+        output: ``"wnll"`` (a :class:`WNLLNet`) or ``"softmax"`` (its :class:`LinearHead`); default the
+            output the model was trained for.
+        weights: The base backbone's weights file (default: the hub cache), sha256-checked.
+        directory: Where the shipped files are.
+        **wnll_options: :class:`WNLLNet` settings to override (``coupling``, ``gradient``, ...).
+
+    Raises:
+        KeyError: Unknown name. ValueError: A file whose sha256 or format does not match.
+    """
+    models = trained_models(directory)
+    if name not in models:
+        raise KeyError(f"unknown trained model {name!r}; shipped: {sorted(models)}")
+    entry = models[name]
+    path = Path(directory) / entry.file
+    if sha256_file(path) != entry.sha256:
+        raise ValueError(f"sha256 mismatch for {path}: the shipped file is damaged; reinstall wnll-art")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file")
+    backbone = load_pretrained(entry.base, weights=weights)
+    options = {**blob["wnll"], **wnll_options}
+    net = WNLLNet(backbone, blob["template_images"], blob["template_labels"], **options)
+    missing, unexpected = net.load_state_dict(blob["head"], strict=False)
+    if unexpected or any(not k.startswith(("backbone.", "template_")) for k in missing):
+        raise ValueError(f"{path} does not fit {name}: unexpected {unexpected}, missing {missing}")
+    net = net.eval()
+    chosen = output or entry.output
+    if chosen not in ("wnll", "softmax"):
+        raise ValueError(f"output must be 'wnll' or 'softmax', got {chosen!r}")
+    return net if chosen == "wnll" else LinearHead(net).eval()
+
+
+def write_trained(
+    state: Mapping[str, torch.Tensor],
+    *,
+    name: str,
+    wnll: Mapping[str, Any],
+    output: Output,
+    training_data: str,
+    record: Mapping[str, Any],
+    base: str = "resnet56",
+    directory: Path = TRAINED_DIR,
+) -> TrainedEntry:
+    """Writes a trained head (from ``wnll-art train --mode head``'s ``final.pt``) as a shipped model.
+
+    Args:
+        state: The trained :class:`WNLLNet` state dict (backbone entries are dropped: it is frozen).
+        name: Zoo name.
+        wnll: The :class:`WNLLNet` build settings (``buffer_dim``, ``k``, ...).
+        output: The trained output.
+        training_data: Training data mode.
+        record: Provenance and measurements (JSON-serialisable).
+        base: Zoo name of the frozen backbone.
+        directory: Output folder (``index.json`` there is updated).
+
+    Returns:
+        The new entry.
+    """
+    images = state["template_images"]
+    uint8 = (images * 255).round().clamp(0, 255).to(torch.uint8)
+    if not torch.equal(uint8.float() / 255, images.float()):
+        raise ValueError("the template is not 8-bit images; it cannot be shipped losslessly as uint8")
+    head = {k: v.detach().cpu().clone() for k, v in state.items() if not k.startswith(("backbone.", "template_"))}
+    blob = {"format": FORMAT, "base": base, "head": head, "wnll": dict(wnll),
+            "template_images": uint8.cpu(), "template_labels": state["template_labels"].cpu().long()}  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.pt"
+    torch.save(blob, path)
+    row = {"file": path.name, "sha256": sha256_file(path), "base": base, "output": output,
+           "training_data": training_data, "record": dict(record)}  # fmt: skip
+    index_path = directory / "index.json"
+    rows = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
+    rows[name] = row
+    index_path.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _index.cache_clear()
+    return TrainedEntry(name=name, **row)
