@@ -61,20 +61,49 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_rows() -> list[dict[str, object]]:
+    """One row per loadable model: the public zoo backbones and our shipped trained models."""
+    from wnll_art.zoo import ZOO, cached_weights_path
+    from wnll_art.zoo_trained import trained_models
+
+    rows: list[dict[str, object]] = [
+        {"name": name, "output": "softmax", "training_data": "original", "base": None,
+         "test_accuracy": e.reference_accuracy / 100, "test_accuracy_tvm": e.extra.get("test_accuracy_tvm"),
+         "sha256": e.sha256, "url": e.url, "weights_cached": cached_weights_path(e).is_file()}
+        for name, e in ZOO.items()
+    ]  # fmt: skip
+    for name, t in trained_models().items():
+        rows.append({"name": name, "output": t.output, "training_data": t.training_data, "base": t.base,
+                     "test_accuracy": t.record.get("test_accuracy"),
+                     "test_accuracy_tvm": t.record.get("test_accuracy_tvm"), "sha256": t.sha256,
+                     "train_wall_s": t.record.get("train_wall_s"), "command": t.record.get("command")})  # fmt: skip
+    return rows
+
+
+def _pct(value: object) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "-"
+
+
 def _run_info(args: argparse.Namespace) -> int:
     import torch
 
     import wnll_art
     from wnll_art.data import default_data_root
     from wnll_art.evaluation.records import library_versions
-    from wnll_art.zoo import ZOO, cached_weights_path
 
-    zoo = {name: {"reference_accuracy": e.reference_accuracy, "sha256": e.sha256, "url": e.url,
-                  "cached": str(cached_weights_path(e)), "is_cached": cached_weights_path(e).is_file()}
-           for name, e in ZOO.items()}  # fmt: skip
-    info = {"wnll_art": wnll_art.__version__, "data_root": str(default_data_root()), "zoo": zoo,
-            "cuda": torch.cuda.is_available(), "versions": library_versions()}  # fmt: skip
-    print(json.dumps(info, indent=1))
+    rows = _model_rows()
+    if args.json:
+        info = {"wnll_art": wnll_art.__version__, "data_root": str(default_data_root()), "models": rows,
+                "cuda": torch.cuda.is_available(), "versions": library_versions()}  # fmt: skip
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"wnll-art {wnll_art.__version__}; data root {default_data_root()}; CUDA {torch.cuda.is_available()}")
+    print("accuracy on the 10,000 CIFAR-10 test images (TVM: Guo et al.'s settings, seed 0)\n")
+    print("| model | output | training data | clean | under TVM |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['output']} | {r['training_data']} | {_pct(r['test_accuracy'])} "
+              f"| {_pct(r['test_accuracy_tvm'])} |")  # fmt: skip
     return 0
 
 
@@ -82,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wnll-art", description="WNLL + TVM defence (Wang et al. 2018) for ART/Foolbox")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(sub)
-    sub.add_parser("info", help="versions, data root, model zoo and cache status (JSON)")
+    info = sub.add_parser("info", help="the models with their measured accuracies, versions, data root")
+    info.add_argument("--json", action="store_true", help="everything as JSON (models, sha256, versions)")
     try:
         train_cli = importlib.import_module("wnll_art.train.cli")
     except ImportError:  # pragma: no cover - the training package ships with the library
