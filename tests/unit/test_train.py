@@ -280,8 +280,8 @@ def test_tvm_cache_reused_and_invalidated(
 def test_tvm_cache_with_the_real_solver(
     train_subset: tuple[torch.Tensor, torch.Tensor], tmp_path: Path
 ) -> None:
-    """The default TVM is wnll_art.tvm.solver.total_variation_minimize, called with the settings."""
-    pytest.importorskip("wnll_art.tvm.solver")
+    """The default TVM is wnll_art.tvm.total_variation_minimize, called with the settings."""
+    pytest.importorskip("wnll_art.tvm")
     images = train_subset[0][:20]
     out = tvm_images(images, settings=TVMSettings(chunk_size=10), cache_dir=tmp_path, progress=False)
     assert out.dtype == torch.uint8 and out.shape == images.shape and not torch.equal(out, images)

@@ -25,10 +25,10 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import Tensor
 
 from wnll_art._checks import check_positive_int
-from wnll_art.tvm.masks import make_generator
-from wnll_art.tvm.solver import (
+from wnll_art.tvm import (
     check_clip_values,
     check_tvm_options,
+    make_generator,
     resolve_iterations,
     total_variation_minimize,
 )

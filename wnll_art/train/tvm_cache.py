@@ -76,7 +76,7 @@ def tvm_cache_path(cache_dir: Path, settings: TVMSettings, fingerprint: str) -> 
 
 
 def _default_tvm() -> TVMFunction:
-    from wnll_art.tvm.solver import total_variation_minimize
+    from wnll_art.tvm import total_variation_minimize
 
     return total_variation_minimize
 

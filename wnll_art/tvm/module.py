@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from wnll_art.tvm.solver import total_variation_minimize
+from wnll_art.tvm.algorithm import total_variation_minimize
 
 __all__ = ["EOTAverage", "TVMPurifier"]
 
