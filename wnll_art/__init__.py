@@ -28,7 +28,7 @@ _LAZY: dict[str, str] = {
     "EOT": "wnll_art.eot",
     "WNLLNet": "wnll_art.wnll.model",
     "balanced_template": "wnll_art.wnll.template",
-    "total_variation_minimize": "wnll_art.tvm.solver",
+    "total_variation_minimize": "wnll_art.tvm",
     "WNLLClassifier": "wnll_art.adapters.art_estimator",
     "TotalVarMinimization": "wnll_art.adapters.art_tvm",
     "to_foolbox": "wnll_art.adapters.foolbox_model",

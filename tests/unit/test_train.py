@@ -448,7 +448,7 @@ def test_tvm_cache_reused_and_invalidated(
 def test_tvm_cache_with_the_real_solver(
     train_subset: tuple[torch.Tensor, torch.Tensor], tmp_path: Path
 ) -> None:
-    """The default TVM is wnll_art.tvm.solver.total_variation_minimize, called with the settings."""
+    """The default TVM is wnll_art.tvm.total_variation_minimize, called with the settings."""
     images = train_subset[0][:20]
     settings = TVMSettings(iterations=3)
     out = tvm_images(images, settings=settings, seed=0, cache_dir=tmp_path, chunk_size=10, progress=False)

@@ -1,6 +1,6 @@
 """Unit tests of TVM purification (Guo et al. 2018): objectives, solver, gradients, ART adapter.
 
-BPDA / EOT gradients after Athalye et al. 2018. Fast: random tensors, tiny images.
+BPDA gradients after Athalye et al. 2018. Fast: random tensors, tiny images.
 """
 
 from __future__ import annotations
@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from wnll_art.tvm import art_objective, eot_gradient, isotropic_objective, total_variation_minimize
-from wnll_art.tvm.operators import NeumannSolver, diffs_adjoint, forward_diffs
-from wnll_art.tvm.prox import prox_pnorm
+from wnll_art.tvm import (
+    algorithm,
+    art_objective,
+    bernoulli_mask,
+    isotropic_objective,
+    total_variation_minimize,
+)
+from wnll_art.tvm.operators import diffs_adjoint, forward_diffs, neumann_solver, prox_pnorm
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -44,8 +49,7 @@ def test_art_objective_equals_art_loss_func(norm: int, lamb: float) -> None:
 
 def test_neumann_solver_is_exact() -> None:
     r = _images(2, 3, 8, 6)
-    solver = NeumannSolver(8, 6, kappa=3.7, dtype=r.dtype, device=r.device)
-    z = solver.solve(r)
+    z = neumann_solver(8, 6, kappa=3.7, dtype=r.dtype, device=r.device).solve(r)
     dv, dh = forward_diffs(z)
     torch.testing.assert_close(z + 3.7 * diffs_adjoint(dv, dh), r, rtol=0, atol=1e-12)
 
@@ -158,15 +162,54 @@ def test_unrolled_gradient_matches_finite_differences() -> None:
     assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-def test_eot_gradient_averages_bpda_gradients() -> None:
-    x = _images(2, 3, 8, 8)
-    w = torch.randn(x.shape, generator=_gen(8), dtype=x.dtype)
-    g = eot_gradient(lambda z: (z * w).sum(), x, eot_samples=3, generator=_gen())
-    torch.testing.assert_close(g, w)  # linear loss + identity backward
-    g2 = eot_gradient(lambda z: (z**2).sum(), x, eot_samples=4, generator=_gen())
-    gen = _gen()  # the same mask sequence: BPDA gradient of sum(z^2) is 2 z at each purified sample
-    expected = torch.stack([2 * total_variation_minimize(x, generator=gen) for _ in range(4)]).mean(0)
-    torch.testing.assert_close(g2, expected)
+# sum(w * z), or sum(w * dL/dx) for L = sum(w * z) with unrolled gradients (lamb 0.3, 5 iterations), recorded
+# in float64 from the implementation before the tvm package was consolidated into algorithm.py / operators.py
+_RECORDED = [
+    ({"norm": 1, "max_iter": 10}, 6.457375177888391),
+    ({"norm": 2, "max_iter": 10}, 6.952470439898928),
+    ({"norm": 3, "max_iter": 4}, 7.090864355680278),
+    ({"objective": "isotropic", "max_iter": 10}, 6.568332783232249),
+    ({"lamb": 0.03, "max_iter": 20, "clip_values": (0.0, 1.0)}, 9.4531464207637),
+    ({"norm": 2, "gradient": "unrolled"}, 38.761797045906505),
+    ({"norm": 1, "gradient": "unrolled"}, 38.61709154712457),
+    ({"objective": "isotropic", "gradient": "unrolled"}, 188.63846645176244),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), _RECORDED)
+def test_matches_recorded_reference_numbers(kwargs: dict, expected: float) -> None:
+    x = _images(2, 3, 7, 9).requires_grad_(True)
+    m, w = _mask(x.detach()), torch.randn(x.shape, generator=_gen(7), dtype=x.dtype)
+    if kwargs.get("gradient") == "unrolled":
+        (total_variation_minimize(x, mask=m, max_iter=5, lamb=0.3, **kwargs) * w).sum().backward()
+        value = x.grad
+    else:
+        value = total_variation_minimize(x, mask=m, **kwargs)
+    assert float((value.detach() * w).sum()) == pytest.approx(expected, rel=1e-10)
+
+
+def test_generator_masks_are_bernoulli_masks_keeping_prob() -> None:
+    x = _images(8, 3, 16, 16, dtype=torch.float32)
+    m = bernoulli_mask(tuple(x.shape), 0.3, generator=_gen(3), device="cpu")
+    assert m.dtype == torch.uint8 and abs(float(m.float().mean()) - 0.3) < 0.02
+    assert torch.equal(total_variation_minimize(x, generator=_gen(3)), total_variation_minimize(x, mask=m))
+
+
+def test_compile_wraps_the_same_iterations(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def no_op_compile(fn, **kwargs):  # "compiles" to the same Python function, counting the block calls
+        def run(*args):
+            calls.append(fn.keywords["n"])
+            return fn(*args)
+
+        return run
+
+    monkeypatch.setattr(algorithm, "_COMPILED", {})
+    monkeypatch.setattr(algorithm.torch, "compile", no_op_compile)
+    x, m = _images(), _mask(_images())
+    z = total_variation_minimize(x, mask=m, max_iter=12, compile=True)
+    assert calls == [5, 5, 2] and torch.equal(z, total_variation_minimize(x, mask=m, max_iter=12))
 
 
 def test_invalid_options_raise() -> None:
@@ -255,16 +298,14 @@ def test_adapter_computes_the_purifier_function_without_tiling() -> None:
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    from wnll_art.tvm import admm
-
     def broken_compile(fn, **kwargs):  # compiles "fine", fails on the first call like a bad backend
         def run(*args):
             raise RuntimeError("no C++ compiler")
 
         return run
 
-    monkeypatch.setattr(admm, "_COMPILED", {})
-    monkeypatch.setattr(admm.torch, "compile", broken_compile)
+    monkeypatch.setattr(algorithm, "_COMPILED", {})
+    monkeypatch.setattr(algorithm.torch, "compile", broken_compile)
     x, m = _images(), _mask(_images())
     with pytest.warns(UserWarning, match="runs eagerly"):
         z = total_variation_minimize(x, mask=m, compile=True)

@@ -8,7 +8,7 @@ References:
     A. Athalye, N. Carlini, D. Wagner, "Obfuscated Gradients Give a False Sense of Security", ICML 2018
     (BPDA and EOT: how the gradients below are meant to be used by attacks).
 
-Thin: the algorithm is :func:`wnll_art.tvm.solver.total_variation_minimize`. Differences from ART's
+Thin: the algorithm is :func:`wnll_art.tvm.algorithm.total_variation_minimize`. Differences from ART's
 ``TotalVarMin``: ADMM instead of L-BFGS-B (``max_iter`` counts ADMM iterations; 3 already reach a
 lower ``_loss_func`` value than ART's default 10 L-BFGS-B iterations on >= 99 % of CIFAR-10 images),
 whole batches in PyTorch on the input's device, explicit seeding, NCHW by default, gradients by BPDA or
@@ -25,9 +25,8 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import Tensor
 
 from wnll_art._checks import check_positive_int
-from wnll_art.tvm.masks import make_generator
+from wnll_art.tvm.algorithm import check_clip_values, make_generator, total_variation_minimize
 from wnll_art.tvm.settings import PRESETS, TVMSettings
-from wnll_art.tvm.solver import check_clip_values, total_variation_minimize
 
 __all__ = ["TotalVarMinimization"]
 

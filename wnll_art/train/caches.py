@@ -3,7 +3,7 @@
 B. Wang et al., "Adversarial Defense via Data Dependent Activation Function and Total Variation
 Minimization", arXiv:1809.08516 (2018), Sec. 4: training on total-variation-minimised images (alone or
 together with the originals) is the "augmented training" that makes the WNLL network robust to TVM-purified
-inputs at test time. The TVM itself is :func:`wnll_art.tvm.solver.total_variation_minimize`
+inputs at test time. The TVM itself is :func:`wnll_art.tvm.algorithm.total_variation_minimize`
 (C. Guo et al., "Countering Adversarial Images using Input Transformations", ICLR 2018), configured by
 :class:`wnll_art.tvm.settings.TVMSettings`.
 
@@ -88,7 +88,7 @@ def tvm_images(
         chunk_size: Images per solver call.
         tvm_fn: The TVM, called as ``tvm_fn(x, generator=g, **settings.solver_kwargs())`` on float
             ``(n, 3, H, W)`` chunks in [0, 1] on ``device``; default
-            :func:`wnll_art.tvm.solver.total_variation_minimize`.
+            :func:`wnll_art.tvm.algorithm.total_variation_minimize`.
         device: Where the TVM runs (the masks come from a CPU generator, so the draws do not depend on it).
         progress: Show a progress bar while computing.
 
@@ -125,7 +125,7 @@ def tvm_images(
 
 
 def _default_tvm() -> TVMFunction:
-    from wnll_art.tvm.solver import total_variation_minimize  # lazily: training on originals needs no TVM
+    from wnll_art.tvm.algorithm import total_variation_minimize  # lazily: training on originals needs no TVM
 
     return total_variation_minimize
 

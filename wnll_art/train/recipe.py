@@ -94,7 +94,7 @@ def train(
             may differ). On CPU, stopping after ``k`` epochs and resuming gives bit-identical weights.
         cache_dir: Directory of the TVM image and feature caches; default ``out_dir/cache``.
         stop_after_epoch: Return after this epoch (checkpointed) without finishing (interrupted runs).
-        tvm_fn: TVM function (default :func:`wnll_art.tvm.solver.total_variation_minimize`).
+        tvm_fn: TVM function (default :func:`wnll_art.tvm.algorithm.total_variation_minimize`).
         progress: Show tqdm progress bars.
 
     Returns:

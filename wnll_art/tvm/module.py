@@ -4,7 +4,7 @@ C. Guo, M. Rana, M. Cisse, L. van der Maaten, "Countering Adversarial Images usi
 Transformations", ICLR 2018. A. Athalye, N. Carlini, D. Wagner, "Obfuscated Gradients Give a False Sense
 of Security", ICML 2018 (BPDA).
 
-The algorithm is :func:`wnll_art.tvm.solver.total_variation_minimize`; this module holds its settings and
+The algorithm is :func:`wnll_art.tvm.algorithm.total_variation_minimize`; this module holds its settings and
 its mask generator. EOT is not here: it lives in :mod:`wnll_art.eot` and is applied by
 :class:`wnll_art.defence.Defence`.
 """
@@ -17,8 +17,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from wnll_art.tvm.algorithm import total_variation_minimize
 from wnll_art.tvm.settings import TVMSettings
-from wnll_art.tvm.solver import total_variation_minimize
 
 __all__ = ["TVMPurifier"]
 

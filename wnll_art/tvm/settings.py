@@ -22,7 +22,7 @@ __all__ = ["PRESETS", "TVMSettings"]
 Objective = Literal["art", "isotropic"]
 TVMGradient = Literal["bpda", "unrolled"]
 
-# ADMM iterations of the named presets (measured in wnll_art.tvm.solver's notes):
+# ADMM iterations of the named presets (measured in wnll_art.tvm.algorithm's notes):
 # "art-default" beats ART TotalVarMin(max_iter=10) on >= 99 % of images, "art-100" ART max_iter=100,
 # "converged" is within 0.2 % of the minimum.
 PRESETS: dict[str, int] = {"art-default": 3, "art-100": 20, "converged": 300}
