@@ -64,14 +64,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _model_rows() -> list[dict[str, object]]:
     """One row per loadable model: the public zoo backbones and our shipped trained models."""
     from wnll_art.zoo import ZOO, cached_weights_path
-    from wnll_art.zoo_trained import trained_models
+    from wnll_art.zoo_trained import base_measurements, trained_models
 
-    rows: list[dict[str, object]] = [
-        {"name": name, "output": "softmax", "training_data": "original", "base": None,
-         "test_accuracy": e.reference_accuracy / 100, "test_accuracy_tvm": e.extra.get("test_accuracy_tvm"),
-         "sha256": e.sha256, "url": e.url, "weights_cached": cached_weights_path(e).is_file()}
-        for name, e in ZOO.items()
-    ]  # fmt: skip
+    measured = base_measurements()
+    rows: list[dict[str, object]] = []
+    for name, e in ZOO.items():
+        for output, key in (("softmax", name), ("wnll (post-hoc, template 500)", f"{name}+wnll")):
+            m = measured.get(key, {})
+            rows.append({"name": name, "output": output, "training_data": "original", "base": None,
+                         "test_accuracy": m.get("test_accuracy", e.reference_accuracy / 100 if key == name else None),
+                         "test_accuracy_tvm": m.get("test_accuracy_tvm"), "sha256": e.sha256, "url": e.url,
+                         "weights_cached": cached_weights_path(e).is_file()})  # fmt: skip
     for name, t in trained_models().items():
         rows.append({"name": name, "output": t.output, "training_data": t.training_data, "base": t.base,
                      "test_accuracy": t.record.get("test_accuracy"),

@@ -153,6 +153,7 @@ class Defence(nn.Module):
         """Every setting that changes the function computed (recorded with each result)."""
         return {
             "classifier": "wnll" if self.wnll is not None else "softmax",
+            "classifier_type": type(self.classifier).__name__,
             "wnll": self.wnll.settings() if self.wnll is not None else None,
             "tvm": self.tvm.to_dict() if self.tvm is not None else None,
             "purifier": _purifier_settings(self.purifier),

@@ -27,7 +27,8 @@ from torch import nn
 from wnll_art.wnll.model import WNLLNet
 from wnll_art.zoo import load_pretrained, sha256_file
 
-__all__ = ["TRAINED_DIR", "LinearHead", "TrainedEntry", "load_trained", "trained_models", "write_trained"]
+__all__ = ["TRAINED_DIR", "LinearHead", "TrainedEntry", "base_measurements", "load_trained", "trained_models",
+           "write_trained"]  # fmt: skip
 
 TRAINED_DIR = Path(__file__).resolve().parent / "zoo_weights"
 FORMAT = "wnll-art/trained-head/v1"
@@ -89,6 +90,12 @@ def _index(directory: Path) -> dict[str, TrainedEntry]:
 def trained_models(directory: Path = TRAINED_DIR) -> dict[str, TrainedEntry]:
     """The shipped models by name (read once from ``index.json``)."""
     return dict(_index(Path(directory)))
+
+
+def base_measurements(directory: Path = TRAINED_DIR) -> dict[str, dict[str, Any]]:
+    """Measured accuracies of the public zoo models (softmax, and with a post-hoc WNLL head), if shipped."""
+    path = Path(directory) / "base_measurements.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def load_trained(
