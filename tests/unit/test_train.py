@@ -333,7 +333,8 @@ def test_train_resume_is_bit_identical(cifar_root: Path, tmp_path: Path) -> None
     log_b = [json.loads(s) for s in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log_b] == [1, 2, 3]
     assert [r["train_loss_wnll"] for r in log_a] == [r["train_loss_wnll"] for r in log_b]
-    assert {"images_per_s", "epoch_time_s", "lr", "train_acc_wnll"} <= log_a[0].keys()
+    assert {"images_per_s", "epoch_time_s", "lr", "train_acc_wnll", "device_facts"} <= log_a[0].keys()
+    assert log_a[0]["device_facts"]["device"] == "cpu"
     assert all(0.0 <= r[k] <= 1.0 for r in log_a for k in ("train_acc_wnll", "train_acc_linear"))
     # a changed config is refused on resume; a different seed gives different weights
     with pytest.raises(ValueError, match="lr"):
@@ -375,6 +376,7 @@ def test_final_model_registers_in_the_zoo(
     record = json.loads(result.zoo_record.read_text())
     assert record["reference_accuracy"] == pytest.approx(result.test_accuracy)  # a fraction
     assert record["extra"]["config"]["tvm"] == TVMSettings().to_dict()
+    assert record["extra"]["device_facts"]["device"] == "cpu" and "deterministic" in record["extra"]["device_facts"]
     entry = zoo_entry_from_record(result.zoo_record)
     assert entry.reference_accuracy == pytest.approx(100 * result.test_accuracy)  # ZooEntry's unit: %
     monkeypatch.setitem(ZOO, "tiny_wnll", entry)

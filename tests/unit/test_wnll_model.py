@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -171,3 +174,43 @@ def test_balanced_template_reproducible_and_balanced() -> None:
         balanced_template(images, labels, 26, generator=torch.Generator())
     with pytest.raises(TypeError, match="Generator"):
         balanced_template(images, labels, 2, generator=7)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _host_reads() -> Iterator[dict[str, int]]:
+    """Counts Python-level host reads of tensors (``bool``, ``int``, ``float``, ``item``, ``tolist``): each
+    is a device synchronisation on a GPU."""
+    counts = {"reads": 0}
+    names = ("__bool__", "__int__", "__float__", "item", "tolist")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def counted(fn: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(self: torch.Tensor, *args: object, **kwargs: object) -> object:
+            counts["reads"] += 1
+            return fn(self, *args, **kwargs)
+
+        return wrapper
+
+    for n in names:
+        setattr(torch.Tensor, n, counted(saved[n]))
+    try:
+        yield counts
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.Tensor, n, fn)
+
+
+def test_forward_host_reads_are_few() -> None:
+    """Per forward: 2 reads checking the images, then per WNLL chunk 3 (finiteness of the features, graph
+    reachability, Cholesky status); the template labels are checked once per version, not per call."""
+    model = _make()
+    x = torch.rand(30, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    expected = model(x)
+    with _host_reads() as counts:
+        out = model(x)
+    assert counts["reads"] <= 2 + 3 * 3, counts
+    assert torch.equal(out, expected)
+    with torch.no_grad():
+        model.template_labels[0] = 7  # out of range: changing the buffer makes the model check it again
+    with pytest.raises(ValueError, match="template_labels"):
+        model(x)
