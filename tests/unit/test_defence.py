@@ -147,3 +147,18 @@ def test_tvm_settings_round_trip_and_presets() -> None:
         TVMSettings.from_dict({"prob": 0.5, "sigma": 1})
     with pytest.raises(ValueError, match="preset"):
         TVMSettings.from_preset("fast")
+
+
+def test_defence_on_the_test_device_matches_cpu(device: torch.device) -> None:
+    """TVM masks come from one CPU generator: the defended prediction on ``$WNLL_ART_TEST_DEVICE`` is the
+    CPU one (same draw), and the EOT gradient reaches the input there."""
+    settings = TVMSettings(prob=0.5, lamb=0.1, iterations=3, eot_samples=2)
+    outs = []
+    for dev in (torch.device("cpu"), device):
+        defence = Defence(_wnll(), tvm=settings, seed=4).to(dev).eval()
+        with torch.no_grad():
+            outs.append(defence(_x().to(dev)).cpu())
+        x = _x().to(dev).requires_grad_(True)
+        defence.view(eot_samples=2)(x)[:, 0].sum().backward()
+        assert x.grad is not None and x.grad.device == dev and bool(x.grad.abs().sum() > 0)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)

@@ -214,3 +214,23 @@ def test_forward_host_reads_are_few() -> None:
         model.template_labels[0] = 7  # out of range: changing the buffer makes the model check it again
     with pytest.raises(ValueError, match="template_labels"):
         model(x)
+
+
+def test_model_on_the_test_device_matches_cpu(device: torch.device) -> None:
+    """A copy moved to ``$WNLL_ART_TEST_DEVICE`` gives the CPU model's outputs and input gradients; the
+    original stays where it was (a test never moves a shared model, only a copy)."""
+    import copy
+
+    model = _make(torch.float64)
+    moved = copy.deepcopy(model).to(device)
+    x = torch.rand(25, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    results = []
+    for m, dev in ((model, torch.device("cpu")), (moved, device)):
+        xd = x.to(dev).requires_grad_(True)
+        out = m(xd)
+        out[:, 0].sum().backward()
+        assert out.device == dev and xd.grad is not None
+        results.append((out.detach().cpu(), xd.grad.cpu()))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-6, atol=1e-9)
+    assert all(p.device.type == "cpu" for p in model.parameters())
