@@ -41,9 +41,8 @@ from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from art.defences.preprocessor import TotalVarMin  # noqa: E402
-
 from _common import add_device_option, synchronize  # noqa: E402
+from art.defences.preprocessor import TotalVarMin  # noqa: E402
 
 from wnll_art import load_cifar10  # noqa: E402
 from wnll_art.adapters.art_tvm import TotalVarMinimization  # noqa: E402

@@ -31,6 +31,12 @@ class TinyBackbone(nn.Module):
         return torch.tanh(self.proj(nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)))
 
 
+def _tiny(model: WNLLNet) -> TinyBackbone:
+    backbone = model.backbone
+    assert isinstance(backbone, TinyBackbone)
+    return backbone
+
+
 def _make(dtype: torch.dtype = torch.float32, **kwargs: object) -> WNLLNet:
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(60, 3, 8, 8, generator=gen, dtype=dtype)
@@ -78,17 +84,18 @@ def test_inductive_output_independent_of_batch() -> None:
 
 def test_cache_survives_train_false_and_refreshes_on_change() -> None:
     model = _make()
+    backbone = _tiny(model)
     x = torch.rand(4, 3, 8, 8)
     model(x)
-    calls = model.backbone.calls
+    calls = backbone.calls
     model.train(False)
     model(x)
-    assert model.backbone.calls == calls + 1  # inputs only, template reused
+    assert backbone.calls == calls + 1  # inputs only, template reused
     before = model(x)
     with torch.no_grad():
-        model.backbone.proj.weight.mul_(1.5)  # in-place change, as an optimizer step
+        backbone.proj.weight.mul_(1.5)  # in-place change, as an optimizer step
     after = model(x)
-    assert model.backbone.calls == calls + 2 + 6 + 1  # template re-encoded once (6 chunks of 10)
+    assert backbone.calls == calls + 2 + 6 + 1  # template re-encoded once (6 chunks of 10)
     assert not torch.allclose(before, after)
     model.load_state_dict({k: v.clone() for k, v in _make().state_dict().items()})
     torch.testing.assert_close(model(x), before)
@@ -98,8 +105,8 @@ def test_train_mode_recomputes_template_with_grad() -> None:
     model = _make().train()
     out = model(torch.rand(5, 3, 8, 8))
     (-out[:, 0].mean()).backward()
-    assert model.backbone.proj.weight.grad is not None
-    assert float(model.backbone.proj.weight.grad.abs().sum()) > 0
+    grad = _tiny(model).proj.weight.grad
+    assert grad is not None and float(grad.abs().sum()) > 0
 
 
 def test_exact_gradient_matches_finite_differences() -> None:
