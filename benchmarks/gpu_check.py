@@ -186,7 +186,7 @@ def part_torchrun(c: Check) -> Outcome:
     models = "softmax" if _train_set_missing() else "softmax,wnll"  # WNLL's template needs the training set
     n = "8" if c.quick else "200"
     args = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "wnll_art.cli",
-            "evaluate", "--device", "cuda", "--num-images", n, "--wnll-batch-size", "50" if not c.quick else "4",
+            "evaluate", "--device", c.device, "--num-images", n, "--wnll-batch-size", "50" if not c.quick else "4",
             "--template-size", "100", "--eps", "0.08", "--attacks", "fgsm,bim", "--models", models,
             "--no-progress", "--out", str(out)]  # fmt: skip
     proc, tail = c.run("torchrun", args)
