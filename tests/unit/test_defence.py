@@ -57,14 +57,17 @@ def test_eot_gradient_is_the_mean_over_whole_batch_draws() -> None:
     defence = Defence(wnll, tvm=SETTINGS, seed=7).eval()
     x = _x().requires_grad_(True)
     wnll.template_features()  # cached in eval mode: only batch passes are counted below
-    wnll.backbone.batch_sizes.clear()
+    backbone = wnll.backbone
+    assert isinstance(backbone, TinyBackbone)
+    backbone.batch_sizes.clear()
     defence(x).sum().backward()
-    assert wnll.backbone.batch_sizes == [8, 8, 8]  # three draws of the batch of 8, never one batch of 24
+    assert backbone.batch_sizes == [8, 8, 8]  # three draws of the batch of 8, never one batch of 24
     purifier = TVMPurifier(SETTINGS, seed=7)  # the same masks, drawn one by one
     draws = []
     for _ in range(3):
         xi = _x().requires_grad_(True)
         wnll(purifier(xi)).sum().backward()
+        assert xi.grad is not None
         draws.append(xi.grad)
     torch.testing.assert_close(x.grad, torch.stack(draws).mean(0), rtol=1e-5, atol=1e-7)
 

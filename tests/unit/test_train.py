@@ -152,6 +152,7 @@ def test_surrogate_gradient_is_wnll_minus_onehot() -> None:
     expect_grad = (expect_u - F.one_hot(labels, 10)).mean(0)
     torch.testing.assert_close(head.bias.grad, expect_grad, atol=1e-5, rtol=1e-4)
     softmax_grad = (F.softmax(head(feats), 1) - F.one_hot(labels, 10)).mean(0).detach()
+    assert isinstance(head.bias.grad, torch.Tensor)
     assert not torch.allclose(head.bias.grad, softmax_grad, atol=1e-3)  # not just a second CE step
 
 
