@@ -16,6 +16,10 @@ scored with ART's own ``_loss_func`` summed over channels.
 Usage::
 
     python benchmarks/bench_tvm.py --data-root ../shared/data --n-images 200
+    python benchmarks/bench_tvm.py --device cuda --no-art --n-images 2000   # GPU throughput only
+
+With ``--device cuda`` ours also runs as :class:`~wnll_art.tvm.module.TVMPurifier` on tensors already on the
+GPU (synchronised around each timed call); ``--no-art`` leaves ART (CPU, slow) and the objective section out.
 
 BLAS pools are limited to one thread (``OPENBLAS_NUM_THREADS=1`` etc., unless already set) before NumPy
 loads: on a busy machine OpenBLAS' idle-spinning threads slowed ART's L-BFGS-B up to ~50x here.
@@ -37,6 +41,7 @@ from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _common import add_device_option, synchronize  # noqa: E402
 from art.defences.preprocessor import TotalVarMin  # noqa: E402
 
 from wnll_art import load_cifar10  # noqa: E402
@@ -53,12 +58,16 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-art", action="store_true", help="time ours only (no ART, no objective section)")
+    add_device_option(p)
     return p.parse_args()
 
 
-def _median_rate(fn: Callable[[], object], n: int, times: list[float]) -> None:
+def _median_rate(fn: Callable[[], object], n: int, times: list[float], device: str = "cpu") -> None:
+    synchronize(device)
     t0 = time.perf_counter()
     fn()
+    synchronize(device)
     times.append(n / (time.perf_counter() - t0))
 
 
@@ -106,14 +115,17 @@ def main() -> None:
     x_nchw, x_nhwc = x.numpy(), x.permute(0, 2, 3, 1).contiguous().numpy()
     np.random.seed(args.seed)  # ART draws its masks from NumPy's global generator
 
-    variants: dict[str, Callable[[], object]] = {
+    variants: dict[str, Callable[[], object]] = {} if args.no_art else {
         "ART TotalVarMin max_iter=10 ": lambda: TotalVarMin(max_iter=10)(x_nhwc),
         "ART TotalVarMin max_iter=100": lambda: TotalVarMin(max_iter=100)(x_nhwc),
-    }
+    }  # fmt: skip
+    device_type = "gpu" if torch.device(args.device).type == "cuda" else "cpu"
+    if device_type == "gpu":
+        variants.update(_device_variants(x, args))
     for preset in ("art-default", "art-100"):
         for comp in (False, True) if not args.no_compile else (False,):
             tvm = TotalVarMinimization(preset=preset, seed=args.seed, chunk_size=args.chunk_size,
-                                       compile=comp, device_type="cpu")  # fmt: skip
+                                       compile=comp, device_type=device_type)  # fmt: skip
             label = f"ours {preset:<11s} {'compile' if comp else 'eager  '}"
             variants[label] = functools.partial(tvm, x_nchw)
             t0 = time.perf_counter()
@@ -127,18 +139,35 @@ def main() -> None:
     rates: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.repeats):
         for label, fn in variants.items():
-            _median_rate(fn, n, rates[label])
+            _median_rate(fn, n, rates[label], args.device)
     med = {k: statistics.median(v) for k, v in rates.items()}
-    art10, art100 = med["ART TotalVarMin max_iter=10 "], med["ART TotalVarMin max_iter=100"]
-    print(f"\n{n} CIFAR-10 test images, CPU, torch threads {args.threads}, median of {args.repeats} repeats")
+    art10, art100 = med.get("ART TotalVarMin max_iter=10 "), med.get("ART TotalVarMin max_iter=100")
+    print(f"\n{n} CIFAR-10 test images, ours on {args.device}, torch threads {args.threads}, "
+          f"median of {args.repeats} repeats")  # fmt: skip
     for label, rate in med.items():
         ratio = (
             ""
-            if label.startswith("ART")
+            if label.startswith("ART") or art10 is None or art100 is None
             else f"   x{rate / art10:6.1f} vs ART-10   x{rate / art100:7.1f} vs ART-100"
         )
         print(f"  {label}  {rate:10.1f} images/s{ratio}")
-    _objective_section(x, args.seed)
+    if not args.no_art:
+        _objective_section(x, args.seed)
+
+
+def _device_variants(x: torch.Tensor, args: argparse.Namespace) -> dict[str, Callable[[], object]]:
+    """Ours as :class:`TVMPurifier` on images already on ``args.device`` (no host transfers timed)."""
+    from wnll_art.tvm.module import TVMPurifier
+    from wnll_art.tvm.settings import TVMSettings
+
+    x_dev = x.to(args.device)
+    out: dict[str, Callable[[], object]] = {}
+    for preset, iterations in (("art-default", PRESETS["art-default"]), ("art-100", PRESETS["art-100"])):
+        purifier = TVMPurifier(TVMSettings(iterations=iterations), seed=args.seed).to(args.device)
+        label = f"ours {preset:<11s} tensors"
+        out[label] = functools.partial(purifier, x_dev)
+        out[label]()  # warm-up
+    return out
 
 
 if __name__ == "__main__":

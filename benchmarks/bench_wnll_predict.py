@@ -1,6 +1,6 @@
 """WNLLNet predict vs plain ResNet-56 predict on the same images, side by side (target ratio <= 1.05).
 
-    python benchmarks/bench_wnll_predict.py --n 500 --repeats 7 [--data-root DIR] [--weights FILE]
+    python benchmarks/bench_wnll_predict.py --n 500 --repeats 7 [--data-root DIR] [--weights FILE] [--device cuda]
 
 The template features are cached (eval mode), as in every ART predict after the first; the first call,
 which encodes the template, is reported separately.
@@ -9,10 +9,9 @@ which encodes the template, is reported separately.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from _common import interleaved_medians, load_test_images
+from _common import add_device_option, interleaved_medians, load_test_images, timed
 
 from wnll_art import load_pretrained, resnet56
 from wnll_art.wnll.model import WNLLNet
@@ -30,6 +29,7 @@ def main() -> None:
         "--weights", default=None, help="ResNet-56 checkpoint (default: hub cache, else random)"
     )
     parser.add_argument("--threads", type=int, default=None)
+    add_device_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -41,17 +41,16 @@ def main() -> None:
     except (FileNotFoundError, ValueError) as exc:
         print(f"(no pretrained weights: {exc}; random weights, same cost)")
         backbone = resnet56().eval()
-    model = WNLLNet(backbone, template, labels, wnll_batch_size=args.n).eval()
+    model = WNLLNet(backbone, template, labels, wnll_batch_size=args.n).to(args.device).eval()
+    inputs = inputs.to(args.device)
     with torch.inference_mode():
-        start = time.perf_counter()
-        model(inputs)
-        first = time.perf_counter() - start
+        first = timed(lambda: model(inputs), args.device)
         med = interleaved_medians(
-            {"resnet56": lambda: backbone(inputs), "wnll": lambda: model(inputs)}, args.repeats
+            {"resnet56": lambda: backbone(inputs), "wnll": lambda: model(inputs)}, args.repeats, device=args.device
         )
     print(
         f"{source} images, n={args.n}, template={args.template_size}, threads={torch.get_num_threads()}, "
-        f"repeats={args.repeats}"
+        f"repeats={args.repeats}, device={args.device}"
     )
     print(f"{'model':<12}{'median s':>10}{'images/s':>10}")
     for name, t in med.items():

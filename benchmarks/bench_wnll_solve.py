@@ -14,19 +14,20 @@ relative tolerance (compared with our CG path). Times are forward only (SciPy ha
 forward + backward time is printed for information. Ratio = ours / SciPy (< 1: we are faster).
 Torch and (through ``threadpoolctl``, when installed) NumPy's BLAS use ``--threads`` threads.
 
-Run: ``python benchmarks/bench_wnll_solve.py [--n 500 --m 500 --dim 64 --classes 10 --repeats 7]``
+Run: ``python benchmarks/bench_wnll_solve.py [--n 500 --m 500 --dim 64 --classes 10 --repeats 7] [--device cuda]``
+(with ``--device cuda`` ours runs on the GPU, synchronised around each timed call; SciPy stays on the CPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from _common import add_device_option, timed
 from scipy.sparse.linalg import cg, spsolve
 
 from wnll_art.wnll import wnll_interpolate
@@ -77,22 +78,18 @@ def scipy_wnll(
     return np.stack(cols, axis=1)
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn()`` in milliseconds over ``repeats`` runs (after one warm-up)."""
+def median_ms(fn: Callable[[], object], repeats: int, device: torch.device | str = "cpu") -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``repeats`` runs (after one warm-up), the device
+    synchronised around each run."""
     fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def bench_row(args: argparse.Namespace, path: str, dtype: torch.dtype, data: tuple) -> str:
     """Times one (path, dtype) pair on both sides; returns the formatted table row."""
     xu_np, xl_np, yl_np = data
-    xu, xl = torch.from_numpy(xu_np).to(dtype), torch.from_numpy(xl_np).to(dtype)
-    yl = torch.from_numpy(yl_np)
+    xu, xl = torch.from_numpy(xu_np).to(args.device, dtype), torch.from_numpy(xl_np).to(args.device, dtype)
+    yl = torch.from_numpy(yl_np).to(args.device)
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     ref_method = "spsolve" if path == "dense" else "cg"
 
@@ -106,8 +103,9 @@ def bench_row(args: argparse.Namespace, path: str, dtype: torch.dtype, data: tup
     def ref() -> np.ndarray:
         return scipy_wnll(xu_np, xl_np, yl_np, args.classes, ref_method, np_dtype, TOL[dtype])
 
-    t_ours, t_fb, t_ref = (median_ms(f, args.repeats) for f in (ours, ours_fb, ref))
-    diff = float(np.abs(ours().double().numpy() - ref()).max())
+    t_ours, t_fb = (median_ms(f, args.repeats, args.device) for f in (ours, ours_fb))
+    t_ref = median_ms(ref, args.repeats)
+    diff = float(np.abs(ours().double().cpu().numpy() - ref()).max())
     return (
         f"{path:>5} {str(dtype).replace('torch.', ''):>7} {ref_method:>8} {t_ours:9.1f} {t_ref:9.1f} "
         f"{t_ours / t_ref:6.2f} {t_fb:10.1f} {diff:9.1e}"
@@ -123,6 +121,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats per cell (median)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (SciPy is single-threaded)")
     parser.add_argument("--seed", type=int, default=0)
+    add_device_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -134,7 +133,8 @@ def main() -> None:
     data = clustered_points(args.n, args.m, args.dim, args.classes, args.seed)
     print(
         f"WNLL solve: n={args.n} unlabelled + m={args.m} template, D={args.dim}, C={args.classes}, "
-        f"k=15, sigma_neighbor=8, torch threads={torch.get_num_threads()}, median of {args.repeats}"
+        f"k=15, sigma_neighbor=8, torch threads={torch.get_num_threads()}, median of {args.repeats}, "
+        f"ours on {args.device}"
     )
     print(f"{'path':>5} {'dtype':>7} {'scipy':>8} {'ours ms':>9} {'scipy ms':>9} {'ratio':>6} "
           f"{'ours f+b':>10} {'max|diff|':>9}")  # fmt: skip

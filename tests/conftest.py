@@ -23,6 +23,39 @@ SHARED = ROOT.parent / "shared"
 CHECKPOINT_NAME = "resnet56-4bfd9763.th"
 
 
+def _test_device_name() -> str:
+    return os.environ.get("WNLL_ART_TEST_DEVICE", "cpu").strip() or "cpu"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuses a ``WNLL_ART_TEST_DEVICE`` that is not a torch device (before any test runs)."""
+    name = _test_device_name()
+    try:
+        kind = torch.device(name).type
+    except (RuntimeError, ValueError):
+        kind = ""
+    if kind not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"WNLL_ART_TEST_DEVICE={name!r}: expected cpu, cuda or cuda:N")
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The device of the device-relevant tests: ``$WNLL_ART_TEST_DEVICE`` (``cpu``, ``cuda``, ``cuda:N``;
+    default ``cpu``). Tests using it are skipped, with the reason, when CUDA is asked for and absent.
+
+    ``WNLL_ART_TEST_DEVICE=cuda python -m pytest -m "not slow"`` runs them on the GPU. A test that moves a
+    session-scoped model to this device must move a copy (``copy.deepcopy``), never the shared one.
+    """
+    name = _test_device_name()
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip(f"WNLL_ART_TEST_DEVICE={name}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            pytest.skip(f"WNLL_ART_TEST_DEVICE={name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
+
+
 def _data_root() -> Path | None:
     env = os.environ.get("WNLL_ART_DATA")
     candidates = [Path(env)] if env else []

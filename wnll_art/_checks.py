@@ -68,8 +68,8 @@ def check_images(
     check_finite(x, name)
     if value_range is not None and x.numel() > 0:
         low, high = value_range
-        lo_t, hi_t = torch.aminmax(x.detach())  # one pass for both bounds
-        x_min, x_max = float(lo_t), float(hi_t)
+        # one pass for both bounds, one host read (a device synchronisation on a GPU)
+        x_min, x_max = torch.stack(torch.aminmax(x.detach())).tolist()
         if x_min < low - atol or x_max > high + atol:
             raise ValueError(f"{name} must lie in [{low}, {high}], got values in [{x_min:.4g}, {x_max:.4g}]")
     return x

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["device_facts", "set_deterministic"]
+__all__ = ["device_facts", "rank_device", "set_deterministic"]
 
 
 def set_deterministic(enabled: bool = True) -> None:
@@ -50,3 +50,31 @@ def device_facts(device: torch.device | str) -> dict[str, Any]:
             "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         })  # fmt: skip
     return facts
+
+
+def rank_device(device: str, *, local_rank: int | None = None, device_count: int | None = None) -> str:
+    """The device of this process: under ``torchrun``, ``"cuda"`` means ``cuda:{LOCAL_RANK}``.
+
+    Every process of ``torchrun --nproc_per_node W`` otherwise takes ``cuda:0`` (NCCL then aborts with
+    "Duplicate GPU"; the evaluation gathers Python objects only, over gloo). The index is taken modulo the
+    device count, so more processes than GPUs share them round-robin. An explicit index (``"cuda:1"``) and
+    ``"cpu"`` are kept as given.
+
+    Args:
+        device: The configured device (``"cpu"``, ``"cuda"`` or ``"cuda:N"``).
+        local_rank: The process's rank on this machine; default ``$LOCAL_RANK`` (``None`` when unset:
+            not launched by ``torchrun``, ``device`` is kept).
+        device_count: CUDA devices to spread over; default ``torch.cuda.device_count()``.
+
+    Returns:
+        The device string this process computes on.
+    """
+    dev = torch.device(device)
+    if local_rank is None and "LOCAL_RANK" in os.environ:
+        local_rank = int(os.environ["LOCAL_RANK"])
+    if dev.type != "cuda" or dev.index is not None or local_rank is None:
+        return device
+    count = torch.cuda.device_count() if device_count is None else device_count
+    if count < 1:
+        raise ValueError(f"device {device!r}: no CUDA device is visible to this process (rank {local_rank})")
+    return f"cuda:{local_rank % count}"

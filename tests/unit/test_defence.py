@@ -57,14 +57,17 @@ def test_eot_gradient_is_the_mean_over_whole_batch_draws() -> None:
     defence = Defence(wnll, tvm=SETTINGS, seed=7).eval()
     x = _x().requires_grad_(True)
     wnll.template_features()  # cached in eval mode: only batch passes are counted below
-    wnll.backbone.batch_sizes.clear()
+    backbone = wnll.backbone
+    assert isinstance(backbone, TinyBackbone)
+    backbone.batch_sizes.clear()
     defence(x).sum().backward()
-    assert wnll.backbone.batch_sizes == [8, 8, 8]  # three draws of the batch of 8, never one batch of 24
+    assert backbone.batch_sizes == [8, 8, 8]  # three draws of the batch of 8, never one batch of 24
     purifier = TVMPurifier(SETTINGS, seed=7)  # the same masks, drawn one by one
     draws = []
     for _ in range(3):
         xi = _x().requires_grad_(True)
         wnll(purifier(xi)).sum().backward()
+        assert xi.grad is not None
         draws.append(xi.grad)
     torch.testing.assert_close(x.grad, torch.stack(draws).mean(0), rtol=1e-5, atol=1e-7)
 
@@ -147,3 +150,18 @@ def test_tvm_settings_round_trip_and_presets() -> None:
         TVMSettings.from_dict({"prob": 0.5, "sigma": 1})
     with pytest.raises(ValueError, match="preset"):
         TVMSettings.from_preset("fast")
+
+
+def test_defence_on_the_test_device_matches_cpu(device: torch.device) -> None:
+    """TVM masks come from one CPU generator: the defended prediction on ``$WNLL_ART_TEST_DEVICE`` is the
+    CPU one (same draw), and the EOT gradient reaches the input there."""
+    settings = TVMSettings(prob=0.5, lamb=0.1, iterations=3, eot_samples=2)
+    outs = []
+    for dev in (torch.device("cpu"), device):
+        defence = Defence(_wnll(), tvm=settings, seed=4).to(dev).eval()
+        with torch.no_grad():
+            outs.append(defence(_x().to(dev)).cpu())
+        x = _x().to(dev).requires_grad_(True)
+        defence.view(eot_samples=2)(x)[:, 0].sum().backward()
+        assert x.grad is not None and x.grad.device == dev and bool(x.grad.abs().sum() > 0)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)

@@ -152,6 +152,7 @@ def test_surrogate_gradient_is_wnll_minus_onehot() -> None:
     expect_grad = (expect_u - F.one_hot(labels, 10)).mean(0)
     torch.testing.assert_close(head.bias.grad, expect_grad, atol=1e-5, rtol=1e-4)
     softmax_grad = (F.softmax(head(feats), 1) - F.one_hot(labels, 10)).mean(0).detach()
+    assert isinstance(head.bias.grad, torch.Tensor)
     assert not torch.allclose(head.bias.grad, softmax_grad, atol=1e-3)  # not just a second CE step
 
 
@@ -237,16 +238,19 @@ def test_wnll_solve_runs_in_float32_under_bf16_autocast(monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize("gradient", ["surrogate", "exact"])
-def test_wnll_step_updates_backbone(gradient: str, train_subset: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_wnll_step_updates_backbone(
+    gradient: str, train_subset: tuple[torch.Tensor, torch.Tensor], device: torch.device
+) -> None:
     images, labels = train_subset
-    net = _tiny_net(images, labels, gradient=gradient).train()
-    x, y = images[:40].float() / 255, labels[:40]
+    net = _tiny_net(images, labels, gradient=gradient).to(device).train()
+    x, y = images[:40].float().to(device) / 255, labels[:40].to(device)
     t_idx = draw_template_indices(labels, 5, generator=torch.Generator().manual_seed(1), num_classes=10,
                                   exclude=torch.arange(40))  # fmt: skip
     before = {k: v.clone() for k, v in net.named_parameters()}
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     loss, correct = wnll_step(net=net, embed=net.embed, optimizer=opt, inputs=x, labels=y,
-                              template_inputs=images[t_idx].float() / 255, template_labels=labels[t_idx])  # fmt: skip
+                              template_inputs=images[t_idx].float().to(device) / 255,
+                              template_labels=labels[t_idx].to(device))  # fmt: skip
     assert loss > 0 and 0 <= correct <= 40
     changed = {k for k, v in net.named_parameters() if not torch.equal(v, before[k])}
     assert "backbone.conv1.weight" in changed and "backbone.layer3.0.conv2.weight" in changed
@@ -333,7 +337,8 @@ def test_train_resume_is_bit_identical(cifar_root: Path, tmp_path: Path) -> None
     log_b = [json.loads(s) for s in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log_b] == [1, 2, 3]
     assert [r["train_loss_wnll"] for r in log_a] == [r["train_loss_wnll"] for r in log_b]
-    assert {"images_per_s", "epoch_time_s", "lr", "train_acc_wnll"} <= log_a[0].keys()
+    assert {"images_per_s", "epoch_time_s", "lr", "train_acc_wnll", "device_facts"} <= log_a[0].keys()
+    assert log_a[0]["device_facts"]["device"] == "cpu"
     assert all(0.0 <= r[k] <= 1.0 for r in log_a for k in ("train_acc_wnll", "train_acc_linear"))
     # a changed config is refused on resume; a different seed gives different weights
     with pytest.raises(ValueError, match="lr"):
@@ -365,6 +370,21 @@ def test_checkpoint_generator_states_resume_on_any_device(cifar_root: Path, tmp_
     assert resumed.epochs_done == 2
 
 
+def test_train_on_the_test_device(cifar_root: Path, tmp_path: Path, device: torch.device) -> None:
+    """One tiny epoch on ``$WNLL_ART_TEST_DEVICE`` (CUDA: bf16 autocast and channels-last too), resumable on
+    the CPU; the records carry the device's facts. On the CPU the tests above cover it."""
+    if device.type == "cpu":
+        pytest.skip("the CPU runs of train() above cover it; set WNLL_ART_TEST_DEVICE=cuda")
+    cfg = _tiny_config(epochs=2, bf16=True, channels_last=True)
+    part = train(cfg, out_dir=tmp_path, data_root=cifar_root, device=device, stop_after_epoch=1, progress=False)
+    assert part.epochs_done == 1
+    log = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["device_facts"]["device"] == str(device) and "gpu" in log[-1]["device_facts"]
+    done = train(cfg, out_dir=tmp_path, data_root=cifar_root, device=device, resume=True, progress=False)
+    assert done.epochs_done == 2 and done.final_weights is not None and done.zoo_record is not None
+    assert all(t.device.type == "cpu" for t in done.model.state_dict().values())
+
+
 def test_final_model_registers_in_the_zoo(
     cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -375,6 +395,7 @@ def test_final_model_registers_in_the_zoo(
     record = json.loads(result.zoo_record.read_text())
     assert record["reference_accuracy"] == pytest.approx(result.test_accuracy)  # a fraction
     assert record["extra"]["config"]["tvm"] == TVMSettings().to_dict()
+    assert record["extra"]["device_facts"]["device"] == "cpu" and "deterministic" in record["extra"]["device_facts"]
     entry = zoo_entry_from_record(result.zoo_record)
     assert entry.reference_accuracy == pytest.approx(100 * result.test_accuracy)  # ZooEntry's unit: %
     monkeypatch.setitem(ZOO, "tiny_wnll", entry)

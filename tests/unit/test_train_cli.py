@@ -91,3 +91,28 @@ def test_parser_accepts_good_options() -> None:
         "full", "original+tvm", "exact", 2, run_train,
     )  # fmt: skip
     assert (args.tvm_prob, args.tvm_lamb, args.tvm_iterations, args.lr) == (0.3, 0.5, 3, 0.05)
+
+
+def test_deterministic_is_set_before_training_and_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import types
+
+    from wnll_art.train import recipe
+
+    seen = []
+
+    def fake_train(config: object, **kwargs: object) -> object:
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return types.SimpleNamespace(epochs_done=1, test_accuracy=None, linear_accuracy=None, wall_s=0.0,
+                                     final_weights=None, zoo_record=None)  # fmt: skip
+
+    monkeypatch.setattr(recipe, "train", fake_train)
+    assert not torch.are_deterministic_algorithms_enabled()
+    try:
+        assert _exit_code(["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--deterministic"]) == 0
+        assert _exit_code(["train", "--out", str(tmp_path / "run"), "--epochs", "1"]) == 0
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert seen == [True, False] and not torch.are_deterministic_algorithms_enabled()
+    capsys.readouterr()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -26,6 +29,12 @@ class TinyBackbone(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return torch.tanh(self.proj(nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)))
+
+
+def _tiny(model: WNLLNet) -> TinyBackbone:
+    backbone = model.backbone
+    assert isinstance(backbone, TinyBackbone)
+    return backbone
 
 
 def _make(dtype: torch.dtype = torch.float32, **kwargs: object) -> WNLLNet:
@@ -75,17 +84,18 @@ def test_inductive_output_independent_of_batch() -> None:
 
 def test_cache_survives_train_false_and_refreshes_on_change() -> None:
     model = _make()
+    backbone = _tiny(model)
     x = torch.rand(4, 3, 8, 8)
     model(x)
-    calls = model.backbone.calls
+    calls = backbone.calls
     model.train(False)
     model(x)
-    assert model.backbone.calls == calls + 1  # inputs only, template reused
+    assert backbone.calls == calls + 1  # inputs only, template reused
     before = model(x)
     with torch.no_grad():
-        model.backbone.proj.weight.mul_(1.5)  # in-place change, as an optimizer step
+        backbone.proj.weight.mul_(1.5)  # in-place change, as an optimizer step
     after = model(x)
-    assert model.backbone.calls == calls + 2 + 6 + 1  # template re-encoded once (6 chunks of 10)
+    assert backbone.calls == calls + 2 + 6 + 1  # template re-encoded once (6 chunks of 10)
     assert not torch.allclose(before, after)
     model.load_state_dict({k: v.clone() for k, v in _make().state_dict().items()})
     torch.testing.assert_close(model(x), before)
@@ -95,8 +105,8 @@ def test_train_mode_recomputes_template_with_grad() -> None:
     model = _make().train()
     out = model(torch.rand(5, 3, 8, 8))
     (-out[:, 0].mean()).backward()
-    assert model.backbone.proj.weight.grad is not None
-    assert float(model.backbone.proj.weight.grad.abs().sum()) > 0
+    grad = _tiny(model).proj.weight.grad
+    assert grad is not None and float(grad.abs().sum()) > 0
 
 
 def test_exact_gradient_matches_finite_differences() -> None:
@@ -171,3 +181,63 @@ def test_balanced_template_reproducible_and_balanced() -> None:
         balanced_template(images, labels, 26, generator=torch.Generator())
     with pytest.raises(TypeError, match="Generator"):
         balanced_template(images, labels, 2, generator=7)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _host_reads() -> Iterator[dict[str, int]]:
+    """Counts Python-level host reads of tensors (``bool``, ``int``, ``float``, ``item``, ``tolist``): each
+    is a device synchronisation on a GPU."""
+    counts = {"reads": 0}
+    names = ("__bool__", "__int__", "__float__", "item", "tolist")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def counted(fn: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(self: torch.Tensor, *args: object, **kwargs: object) -> object:
+            counts["reads"] += 1
+            return fn(self, *args, **kwargs)
+
+        return wrapper
+
+    for n in names:
+        setattr(torch.Tensor, n, counted(saved[n]))
+    try:
+        yield counts
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.Tensor, n, fn)
+
+
+def test_forward_host_reads_are_few() -> None:
+    """Per forward: 2 reads checking the images, then per WNLL chunk 3 (finiteness of the features, graph
+    reachability, Cholesky status); the template labels are checked once per version, not per call."""
+    model = _make()
+    x = torch.rand(30, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    expected = model(x)
+    with _host_reads() as counts:
+        out = model(x)
+    assert counts["reads"] <= 2 + 3 * 3, counts
+    assert torch.equal(out, expected)
+    with torch.no_grad():
+        model.template_labels[0] = 7  # out of range: changing the buffer makes the model check it again
+    with pytest.raises(ValueError, match="template_labels"):
+        model(x)
+
+
+def test_model_on_the_test_device_matches_cpu(device: torch.device) -> None:
+    """A copy moved to ``$WNLL_ART_TEST_DEVICE`` gives the CPU model's outputs and input gradients; the
+    original stays where it was (a test never moves a shared model, only a copy)."""
+    import copy
+
+    model = _make(torch.float64)
+    moved = copy.deepcopy(model).to(device)
+    x = torch.rand(25, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    results = []
+    for m, dev in ((model, torch.device("cpu")), (moved, device)):
+        xd = x.to(dev).requires_grad_(True)
+        out = m(xd)
+        out[:, 0].sum().backward()
+        assert out.device == dev and xd.grad is not None
+        results.append((out.detach().cpu(), xd.grad.cpu()))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-6, atol=1e-9)
+    assert all(p.device.type == "cpu" for p in model.parameters())

@@ -319,3 +319,55 @@ def test_reachability_on_device_matches_scipy(density: float) -> None:
     chain = torch.arange(n_pts - 1)  # a path 0-1-...-59: 54 hops from the sources, beyond the device hops
     far = reachable_from(chain, chain + 1, torch.ones(n_pts - 1), n_pts, 1, threshold=0.5)
     assert bool(far.all())
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices: the auto switch, the CG operator's layout, the same numbers on WNLL_ART_TEST_DEVICE
+# ----------------------------------------------------------------------------------------------
+
+
+def test_auto_solver_is_device_aware(monkeypatch: pytest.MonkeyPatch) -> None:
+    import wnll_art.wnll.solver as solver_module
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert solver_module.auto_solver(256, cpu) == "dense" and solver_module.auto_solver(257, cpu) == "cg"
+    limit = solver_module.AUTO_DENSE_MAX_N_CUDA
+    assert solver_module.auto_solver(limit, cuda) == "dense" and solver_module.auto_solver(limit + 1, cuda) == "cg"
+    monkeypatch.setattr(solver_module, "AUTO_DENSE_MAX_N_CUDA", 10)
+    assert solver_module.auto_solver(11, cuda) == "cg"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_csr_and_coo_operators_give_the_same_cg_solve(dtype: torch.dtype, device: torch.device) -> None:
+    """CSR (the CUDA layout) and COO (the CPU one) hold the same operator and give the same CG solution."""
+    from wnll_art.wnll.graph import knn_indices, knn_weights
+    from wnll_art.wnll.solver import _assemble
+    from wnll_art.wnll.sparse import conjugate_gradients, operator_layout, symmetric_operator
+
+    xu, xl, yl, _ = clustered(60, 40, 5, 3, dtype=dtype)
+    points = torch.cat([xu, xl]).to(device)
+    nb = knn_indices(points, 10)
+    diag, rows, cols, vals, rhs = _assemble(nb, knn_weights(points, nb, sigma_neighbor=5), yl.to(device), 60, 3, 1.5)
+    coo = symmetric_operator(diag, rows, cols, vals, layout="coo")
+    csr = symmetric_operator(diag, rows, cols, vals, layout="csr")
+    assert csr.layout == torch.sparse_csr and coo.layout == torch.sparse_coo
+    assert operator_layout(device) == ("csr" if device.type == "cuda" else "coo")
+    torch.testing.assert_close(csr.to_dense(), coo.to_dense(), rtol=0, atol=0)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    u_coo, u_csr = (conjugate_gradients(diag, op, rhs, tol=tol, max_iter=500, stage="forward") for op in (coo, csr))
+    torch.testing.assert_close(u_csr, u_coo, rtol=0, atol=10 * tol)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_same_values_and_gradients_on_the_test_device(solver: Solver, device: torch.device) -> None:
+    """The solve on ``$WNLL_ART_TEST_DEVICE`` matches the CPU one (values and gradients, float64)."""
+    xu, xl, yl, _ = clustered(50, 30, 4, 3)
+    results = []
+    for dev in (torch.device("cpu"), device):
+        a, b = xu.to(dev).requires_grad_(True), xl.to(dev).requires_grad_(True)
+        u = wnll_interpolate(a, b, yl.to(dev), k=8, sigma_neighbor=4, solver=solver)
+        (u * torch.arange(3.0, dtype=u.dtype, device=dev)).sum().backward()
+        assert u.device == dev and a.grad is not None and b.grad is not None
+        results.append([t.detach().cpu() for t in (u, a.grad, b.grad)])
+    for cpu_t, dev_t in zip(*results, strict=True):
+        torch.testing.assert_close(dev_t, cpu_t, rtol=1e-7, atol=1e-9)

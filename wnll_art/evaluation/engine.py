@@ -51,21 +51,39 @@ class AttackSpec:
 
 @dataclass
 class Dist:
-    """Rank and world size; ``torch.distributed`` (gloo on CPU) when launched by ``torchrun``."""
+    """Rank, world size and this rank's device; ``torch.distributed`` over gloo when launched by ``torchrun``.
+
+    Only Python objects are exchanged (per-image results, device facts), so gloo serves CPU and CUDA runs
+    alike. Under ``torchrun`` a ``"cuda"`` run puts rank ``r`` on ``cuda:{LOCAL_RANK % device_count}``
+    (:func:`wnll_art._device.rank_device`) and makes it the current device, so ``"cuda"`` in the run's
+    configuration means this rank's GPU everywhere in the process.
+
+    Attributes:
+        rank: This process's rank.
+        world: Number of processes.
+        device: This rank's device; ``None``: the configured one (single process).
+    """
 
     rank: int = 0
     world: int = 1
+    device: str | None = None
 
     @classmethod
     def from_env(cls, device: str = "cpu") -> Dist:
+        """The processes as launched: one (no ``WORLD_SIZE`` > 1) or ``torchrun``'s, joined over gloo."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
         import torch.distributed as tdist
 
+        from wnll_art._device import rank_device
+
+        mine = rank_device(device)
+        if mine.startswith("cuda"):
+            torch.cuda.set_device(torch.device(mine))
         if not tdist.is_initialized():
-            tdist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        return cls(tdist.get_rank(), tdist.get_world_size())
+            tdist.init_process_group("gloo")
+        return cls(tdist.get_rank(), tdist.get_world_size(), mine)
 
     def gather(self, obj: Any) -> list[Any]:
         if self.world == 1:

@@ -67,9 +67,14 @@ def run_settings(
         **extra: Further job settings (attack plans, step counts, ...).
 
     Returns:
-        ``{"run": ..., "protocol": ..., **extra, "device_facts": device_facts(cfg.device)}``.
+        ``{"run": ..., "protocol": ..., **extra, "device_facts": device_facts(cfg.device)}``; when a rank
+        computes on another device than ``cfg.device`` (``torchrun`` maps ``"cuda"`` to ``cuda:{LOCAL_RANK}``),
+        the facts also list ``rank_devices`` (each rank's device, by rank).
     """
-    facts = dist.gather(device_facts(cfg.device))[0]
+    parts = dist.gather((device_facts(cfg.device), dist.device or cfg.device))
+    facts = dict(parts[0][0])
+    if any(dev != cfg.device for _, dev in parts):
+        facts["rank_devices"] = [dev for _, dev in parts]
     return {"run": cfg.to_dict() if run is None else run, "protocol": protocol, **extra, DEVICE_FACTS: facts}
 
 

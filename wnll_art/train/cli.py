@@ -96,6 +96,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--channels-last", action="store_true", help="channels-last memory format (full mode, CUDA only)"
     )
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic PyTorch kernels, no TF32 (recorded in metrics.jsonl and final.json)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
     p.set_defaults(func=run_train)
     return p
@@ -144,14 +146,18 @@ def run_train(args: argparse.Namespace) -> int:
     """
     import torch
 
+    from wnll_art._device import set_deterministic
     from wnll_art.train.recipe import train
 
     threads = torch.get_num_threads()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         _check_paths(args)
         config = _config(args)
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+        if args.deterministic:  # before anything is built (the device facts of the records say so)
+            set_deterministic(True)
         result = train(
             config, out_dir=args.out, data_root=args.data_root, weights=args.weights, device=args.device,
             resume=args.resume, cache_dir=args.cache_dir, progress=not args.no_progress,
@@ -161,6 +167,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     finally:
         torch.set_num_threads(threads)
+        if args.deterministic and not was_deterministic:
+            set_deterministic(False)
     summary = {"mode": config.mode, "epochs": result.epochs_done, "wnll_test_accuracy": result.test_accuracy,
                "linear_test_accuracy": result.linear_accuracy, "wall_s": round(result.wall_s, 1),
                "weights": str(result.final_weights), "zoo_record": str(result.zoo_record)}  # fmt: skip

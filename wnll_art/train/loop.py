@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from wnll_art._device import device_facts
 from wnll_art.train.checkpoint import (
     MetricsLog,
     atomic_save,
@@ -74,8 +75,8 @@ def fit(
         setup: Model, pool and test data (see :func:`wnll_art.train.modes.prepare`).
         config: The run's settings.
         out_dir: Directory of ``last.pt`` and ``metrics.jsonl`` (one JSON record per epoch: losses,
-            accuracies as fractions, lr, ``epoch_time_s``, ``images_per_s``; epoch 0 = before training,
-            when ``config.eval_every``). A fresh run rewrites the log, a resumed one appends to it.
+            accuracies as fractions, lr, ``epoch_time_s``, ``images_per_s``, ``device_facts``; epoch 0 =
+            before training, when ``config.eval_every``). A fresh run rewrites the log, a resumed one appends to it.
         resume: Continue from ``out_dir/last.pt`` if it exists (its config must equal ``config``).
         stop: Last epoch to train (``<= config.epochs``).
         progress: Progress bars.
@@ -89,8 +90,9 @@ def fit(
     if start == 0:
         metrics.unlink(missing_ok=True)
     log, records = MetricsLog(metrics), []
+    facts = device_facts(setup.device)  # what decides the numbers (determinism, TF32, GPU): on every line
     if start == 0 and config.eval_every:
-        records.append({"epoch": 0, **evaluate(setup)})
+        records.append({"epoch": 0, **evaluate(setup), "device_facts": facts})
         log.append(records[-1])
     for epoch in range(start + 1, stop + 1):
         t0 = time.perf_counter()
@@ -100,7 +102,8 @@ def fit(
         seconds = time.perf_counter() - t0
         record: dict[str, Any] = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], **stats,
                                   "epoch_time_s": round(seconds, 3),
-                                  "images_per_s": round(stats["images"] / max(seconds, 1e-9), 1)}  # fmt: skip
+                                  "images_per_s": round(stats["images"] / max(seconds, 1e-9), 1),
+                                  "device_facts": facts}  # fmt: skip
         if config.eval_every and (epoch % config.eval_every == 0 or epoch == config.epochs):
             record.update(evaluate(setup))
         run.scheduler.step()

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from wnll_art._checks import check_positive_int
+from wnll_art._device import device_facts
 from wnll_art.train.caches import TVMFunction
 from wnll_art.train.checkpoint import atomic_save, write_zoo_record
 from wnll_art.train.config import LoopConfig
@@ -79,7 +80,8 @@ def train(
     Writes ``out_dir/last.pt`` every epoch (model, optimiser, scheduler, generator states, epoch),
     ``out_dir/metrics.jsonl`` (see :func:`wnll_art.train.loop.fit`), and at the end ``final.pt`` (the
     :class:`WNLLNet` state dict, template included) + ``final.json`` (zoo record: sha256, measured WNLL
-    accuracy as a fraction, the config with its TVM settings whole).
+    accuracy as a fraction, the config with its TVM settings whole, the training device's
+    :func:`~wnll_art._device.device_facts`).
 
     Args:
         config: :class:`TrainConfig` (the whole network; documents the schedule) or :class:`HeadConfig`
@@ -130,7 +132,7 @@ def _finish(
     record = write_zoo_record(
         final, model=net, reference_accuracy=accuracies.get("test_acc_wnll"), notes=NOTES[config.mode],
         extra={"config": config.to_dict(), "test_images": int(setup.test_labels.shape[0]),
-               "wall_s": round(wall_s, 1)},
+               "wall_s": round(wall_s, 1), "device_facts": device_facts(setup.device)},
     )  # fmt: skip
     return TrainResult(net, config.epochs, out / "last.pt", final, record, accuracies.get("test_acc_wnll"),
                        accuracies.get("test_acc_linear"), records, wall_s)  # fmt: skip

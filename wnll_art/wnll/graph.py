@@ -24,7 +24,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
-__all__ = ["knn_indices", "knn_weights", "reachable_from"]
+__all__ = ["knn_indices", "knn_weights", "reachability", "reachable_from"]
 
 Kernel = Literal["gaussian", "quartic"]
 
@@ -117,6 +117,19 @@ def reachable_from(
     Returns:
         ``(N,)`` bool tensor on the device of ``rows``; sources are always ``True``.
     """
+    return reachability(rows, cols, weights, num_points, sources, threshold=threshold)[0]
+
+
+@torch.no_grad()
+def reachability(
+    rows: Tensor, cols: Tensor, weights: Tensor, num_points: int, sources: int, *, threshold: float
+) -> tuple[Tensor, bool]:
+    """:func:`reachable_from` and whether every point is reachable, from its one host synchronisation.
+
+    Returns:
+        ``(reach, everything)``: the ``(N,)`` bool tensor of :func:`reachable_from` and ``reach.all()``
+        as a Python bool (known without a further synchronisation).
+    """
     keep = weights > threshold
     reach = torch.zeros(num_points, dtype=torch.float32, device=rows.device)
     reach[num_points - sources :] = 1.0
@@ -125,8 +138,9 @@ def reachable_from(
         reach = reach.index_reduce(0, rows, reach[cols] * live, "amax")
         reach = reach.index_reduce(0, cols, reach[rows] * live, "amax")
     if bool(reach.min() > 0):
-        return reach > 0
-    return _reachable_scipy(rows, cols, keep, num_points, sources)
+        return reach > 0, True
+    exact = _reachable_scipy(rows, cols, keep, num_points, sources)
+    return exact, bool(exact.all())
 
 
 def _reachable_scipy(rows: Tensor, cols: Tensor, keep: Tensor, num_points: int, sources: int) -> Tensor:

@@ -20,7 +20,7 @@ from torch import nn
 from wnll_art._checks import check_images, check_labels, check_positive_int
 from wnll_art.models.resnet import INPUT_ATOL
 from wnll_art.wnll.score import LOG_FLOOR, wnll_scores
-from wnll_art.wnll.solver import check_graph_options, wnll_interpolate
+from wnll_art.wnll.solver import check_graph_options, check_template_labels, wnll_interpolate_checked
 from wnll_art.wnll.template import balanced_template
 
 __all__ = ["WNLLNet"]
@@ -132,6 +132,7 @@ class WNLLNet(nn.Module):
         self.register_buffer("template_labels", template_labels.clone().long())
         self._cache_key: tuple[object, ...] | None = None
         self._cache: torch.Tensor | None = None
+        self._labels_key: tuple[object, ...] | None = None  # the template labels last checked
 
     # ----------------------------------------------------------------------------------- features
     @property
@@ -211,11 +212,20 @@ class WNLLNet(nn.Module):
         return wnll_scores(u, gradient=self.gradient, linear_logits=linear, log_floor=self.log_floor)
 
     def interpolate(self, feats: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-        """WNLL label functions ``(N, C)`` of embedded inputs ``(N, D)`` against embedded template."""
+        """WNLL label functions ``(N, C)`` of embedded inputs ``(N, D)`` against embedded template.
+
+        The template labels are checked once per version of the buffer (construction, ``load_state_dict``,
+        a device move), not on every call: each check is a host synchronisation on a GPU.
+        """
+        labels = self.template_labels
+        key = (labels.data_ptr(), labels._version, labels.device, template.shape[0])
+        if key != self._labels_key:
+            check_template_labels(labels, template, self.num_classes)
+            self._labels_key = key
         step = 1 if self.coupling == "inductive" else self.wnll_batch_size
         rows = [
-            wnll_interpolate(
-                feats[i : i + step], template, self.template_labels, num_classes=self.num_classes,
+            wnll_interpolate_checked(
+                feats[i : i + step], template, labels, num_classes=self.num_classes,
                 k=self.k, sigma_neighbor=self.sigma_neighbor, kernel=self.kernel, gamma=self.gamma,
                 solver=self.solver,
             )

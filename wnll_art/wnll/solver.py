@@ -26,12 +26,15 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
 
 from wnll_art._checks import check_finite, check_labels, check_positive_int, check_same_device_dtype
-from wnll_art.wnll.graph import knn_indices, knn_weights, reachable_from
+from wnll_art.wnll.graph import knn_indices, knn_weights, reachability
+from wnll_art.wnll.sparse import SymmetricSparseSolve
 
-__all__ = ["wnll_interpolate", "check_graph_options", "AUTO_DENSE_MAX_N"]
+__all__ = [
+    "AUTO_DENSE_MAX_N", "AUTO_DENSE_MAX_N_CUDA", "auto_solver", "check_graph_options", "check_template_labels",
+    "wnll_interpolate", "wnll_interpolate_checked",
+]  # fmt: skip
 
 # solver="auto" uses the dense path up to this many unlabelled points and CG above it. Measured on
 # CPU (1 thread, torch 2.13, m = n template points, D = 64, C = 10, k = 15, clustered data; medians of
@@ -41,6 +44,11 @@ __all__ = ["wnll_interpolate", "check_graph_options", "AUTO_DENSE_MAX_N"]
 # Up to the n ~ 256 crossover dense costs no more and is exact (no tolerance, twice differentiable);
 # above it the O(n^3) factorisation and O(n^2) memory lose to CG.
 AUTO_DENSE_MAX_N = 256
+# The same switch on CUDA. PROVISIONAL, NOT MEASURED (no GPU was at hand): a batched Cholesky of n <= 2048
+# is a few dense kernels with one host read, while CG costs a kernel chain per iteration and a host read
+# every 8th, so the crossover is expected far above the CPU one. Measure with
+# ``benchmarks/bench_wnll_solve.py --device cuda`` and set it here; ``solver="dense"``/``"cg"`` overrides it.
+AUTO_DENSE_MAX_N_CUDA = 2048
 
 _DEFAULT_TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
 _KERNELS = ("gaussian", "quartic")
@@ -91,7 +99,8 @@ def wnll_interpolate(
         kernel: ``"gaussian"`` (the paper) or ``"quartic"`` (the authors' code).
         gamma: Weight of the template term, ``>= 0``; defaults to ``n / m`` (= ``|X|/|L| - 1``).
         solver: ``"dense"`` (Cholesky), ``"cg"`` (sparse conjugate gradients) or ``"auto"``
-            (dense when ``n <= AUTO_DENSE_MAX_N``, else CG).
+            (:func:`auto_solver`: dense when ``n <= AUTO_DENSE_MAX_N``, ``AUTO_DENSE_MAX_N_CUDA`` on
+            CUDA, else CG).
         tol: CG relative residual tolerance per class column; default 1e-6 (float32), 1e-12 (float64).
         max_iter: Maximum CG iterations (forward and backward solves each).
 
@@ -108,6 +117,68 @@ def wnll_interpolate(
         features, template_features, template_labels, num_classes, k, sigma_neighbor, kernel,
         gamma, solver, tol, max_iter,
     )  # fmt: skip
+    return _interpolate(features, template_features, template_labels, n_cls=n_cls, k=k,
+                        sigma_neighbor=sigma_neighbor, kernel=kernel, gamma=gamma_v, solver=solver, tol=tol_v,
+                        max_iter=max_iter)  # fmt: skip
+
+
+def wnll_interpolate_checked(
+    features: Tensor,
+    template_features: Tensor,
+    template_labels: Tensor,
+    *,
+    num_classes: int,
+    k: int = 15,
+    sigma_neighbor: int = 8,
+    kernel: Literal["gaussian", "quartic"] = "gaussian",
+    gamma: float | None = None,
+    solver: Literal["auto", "dense", "cg"] = "auto",
+    max_iter: int = 1000,
+) -> Tensor:
+    """:func:`wnll_interpolate` for callers that checked the template labels and options beforehand.
+
+    For a model (:class:`~wnll_art.wnll.model.WNLLNet`) whose template labels were checked with
+    :func:`check_template_labels` and options with :func:`check_graph_options`: this skips those checks
+    (each a host synchronisation on a GPU) and keeps the cheap ones: shapes, dtypes, devices, ``k`` against
+    the number of points, and finiteness of both point sets in one synchronisation. Same arguments, result
+    and behaviours as :func:`wnll_interpolate` (default ``tol``).
+
+    Raises:
+        TypeError: Non-tensor or non-float32/float64 points.
+        ValueError: Wrong shapes, mismatched device/dtype/D, NaN/inf points, ``k >= n + m``.
+    """
+    feats = _check_points(features, "features")
+    templ = _check_points(template_features, "template_features")
+    check_same_device_dtype(("features", feats), ("template_features", templ))
+    if feats.shape[1] != templ.shape[1] or template_labels.shape != (templ.shape[0],):
+        raise ValueError(f"features {tuple(feats.shape)}, template_features {tuple(templ.shape)} and "
+                         f"template_labels {tuple(template_labels.shape)} do not match: need (n, D), (m, D), (m,)")  # fmt: skip
+    if not k < feats.shape[0] + templ.shape[0]:
+        raise ValueError(
+            f"k must be < the number of points (n + m = {feats.shape[0] + templ.shape[0]}), got {k}"
+        )
+    if not bool(torch.isfinite(feats.detach()).all() & torch.isfinite(templ.detach()).all()):
+        check_finite(feats, "features")  # names the culprit
+        check_finite(templ, "template_features")
+    n_over_m = feats.shape[0] / templ.shape[0]
+    return _interpolate(feats, templ, template_labels, n_cls=num_classes, k=k, sigma_neighbor=sigma_neighbor,
+                        kernel=kernel, gamma=n_over_m if gamma is None else float(gamma), solver=solver,
+                        tol=_DEFAULT_TOL[feats.dtype], max_iter=max_iter)  # fmt: skip
+
+
+def auto_solver(n: int, device: torch.device) -> Literal["dense", "cg"]:
+    """The path of ``solver="auto"`` for ``n`` unlabelled points on ``device``: ``"dense"`` up to
+    :data:`AUTO_DENSE_MAX_N` (CPU) or :data:`AUTO_DENSE_MAX_N_CUDA` (CUDA, provisional), else ``"cg"``."""
+    limit = AUTO_DENSE_MAX_N_CUDA if device.type == "cuda" else AUTO_DENSE_MAX_N
+    return "dense" if n <= limit else "cg"
+
+
+def _interpolate(
+    features: Tensor, template_features: Tensor, template_labels: Tensor, *, n_cls: int, k: int,
+    sigma_neighbor: int, kernel: Literal["gaussian", "quartic"], gamma: float, solver: str, tol: float,
+    max_iter: int,
+) -> Tensor:  # fmt: skip
+    """The solve on checked inputs: kNN graph, assembly, dense or CG solve (see :func:`wnll_interpolate`)."""
     n = features.shape[0]
     if n == 0:
         return features.new_zeros((0, n_cls)) + 0.0 * (features.sum() + template_features.sum())
@@ -115,11 +186,12 @@ def wnll_interpolate(
     neighbors = knn_indices(points.detach(), k)
     weights = knn_weights(points, neighbors, sigma_neighbor=sigma_neighbor, kernel=kernel)
     labels = template_labels.long()
-    diag, rows, cols, vals, rhs = _assemble(neighbors, weights, labels, n, n_cls, gamma_v)
-    method = solver if solver != "auto" else ("dense" if n <= AUTO_DENSE_MAX_N else "cg")
+    diag, rows, cols, vals, rhs = _assemble(neighbors, weights, labels, n, n_cls, gamma)
+    method = solver if solver != "auto" else auto_solver(n, features.device)
     if method == "dense":
         return _dense_solve(diag, rows, cols, vals, rhs)
-    return _SymmetricSparseSolve.apply(diag, rows, cols, vals, rhs, tol_v, max_iter)
+    out: Tensor = SymmetricSparseSolve.apply(diag, rows, cols, vals, rhs, tol, max_iter)
+    return out
 
 
 def _check_points(x: object, name: str) -> Tensor:
@@ -168,7 +240,7 @@ def _validate(
             f"got {feats.shape[1]} and {templ.shape[1]}"
         )
     labels = check_labels(template_labels, "template_labels")
-    n_cls = _check_template_labels(labels, templ, num_classes)
+    n_cls = check_template_labels(labels, templ, num_classes)
     check_graph_options(k=k, sigma_neighbor=sigma_neighbor, kernel=kernel, gamma=gamma, solver=solver,
                         n_points=feats.shape[0] + templ.shape[0])  # fmt: skip
     n_over_m = feats.shape[0] / templ.shape[0]
@@ -202,8 +274,14 @@ def check_graph_options(
         _check_real(gamma, "gamma", positive=False)
 
 
-def _check_template_labels(labels: Tensor, templ: Tensor, num_classes: int | None) -> int:
-    """Checks template labels against the template; returns the number of classes ``C``."""
+def check_template_labels(labels: Tensor, templ: Tensor, num_classes: int | None) -> int:
+    """Checks template labels (``(m,)`` integers on ``templ``'s device, every class in ``[0, C)`` present)
+    against the ``(m, D)`` template; returns the number of classes ``C`` (``max + 1`` when ``None``).
+
+    Raises:
+        TypeError: Non-integer labels.
+        ValueError: Wrong length or device, empty template, labels out of range, a class missing.
+    """
     m = templ.shape[0]
     if labels.shape[0] != m:
         raise ValueError(
@@ -248,7 +326,9 @@ def _assemble(
     rows = torch.arange(n_pts, device=neighbors.device).repeat_interleave(k - 1)
     cols = neighbors[:, 1:].reshape(-1)
     w = weights.reshape(-1)
-    reach = reachable_from(rows, cols, w.detach(), n_pts, n_pts - n, threshold=torch.finfo(w.dtype).eps)
+    reach, everything = reachability(
+        rows, cols, w.detach(), n_pts, n_pts - n, threshold=torch.finfo(w.dtype).eps
+    )
     stranded = ~reach[:n]
     keep = reach[rows] & reach[cols] & ((rows < n) | (cols < n))
     rows, cols, w = rows[keep], cols[keep], w[keep]
@@ -268,7 +348,7 @@ def _assemble(
         .index_add(0, cols[lu] * n_cls + labels[rows[lu] - n], w_lu)
         .view(n, n_cls)
     )
-    if bool(stranded.any()):
+    if not everything:  # the template (the sources) is always reached: some unlabelled point is stranded
         warnings.warn(
             f"wnll_interpolate: {int(stranded.sum())} unlabelled point(s) have no graph path to the "
             "template (e.g. more than k near-duplicates far from it); their label functions are set "
@@ -291,102 +371,3 @@ def _dense_solve(diag: Tensor, rows: Tensor, cols: Tensor, vals: Tensor, rhs: Te
     if int(info) == 0:
         return torch.cholesky_solve(rhs, chol)
     return torch.linalg.solve(mat, rhs)
-
-
-def _symmetric_operator(diag: Tensor, rows: Tensor, cols: Tensor, vals: Tensor) -> Tensor:
-    """The symmetric off-diagonal part ``S`` as a coalesced sparse COO ``(n, n)`` tensor (no grad).
-
-    (COO @ dense is as fast as CSR here on CPU and avoids torch's "CSR is beta" warning.)
-    """
-    n = diag.shape[0]
-    idx = torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])])
-    vals2 = torch.cat([vals, vals])
-    return torch.sparse_coo_tensor(idx, vals2, (n, n), check_invariants=False).coalesce()
-
-
-def _cg(diag: Tensor, off: Tensor, rhs: Tensor, *, tol: float, max_iter: int, stage: str) -> Tensor:
-    """Jacobi-preconditioned CG for ``(diag(d) - off) x = rhs``, batched over the columns of ``rhs``.
-
-    Args:
-        diag: ``(n,)`` positive diagonal.
-        off: ``(n, n)`` sparse COO symmetric off-diagonal part (subtracted).
-        rhs: ``(n, C)`` right-hand sides, same dtype/device.
-        tol: Relative residual ``|r_c| / |rhs_c|`` at which every column counts as converged.
-        max_iter: Iteration cap; on reaching it a ``RuntimeWarning`` names the residual.
-        stage: ``"forward"`` or ``"backward"`` (for the warning).
-
-    Returns:
-        ``(n, C)`` solution (the last iterate if not converged).
-    """
-    tiny = torch.finfo(rhs.dtype).tiny
-    inv_d = (1.0 / diag)[:, None]
-    b_norm = torch.linalg.vector_norm(rhs, dim=0).clamp(min=tiny)
-    x = torch.zeros_like(rhs)
-    r = rhs.clone()
-    z = r * inv_d
-    p = z.clone()
-    rz = (r * z).sum(dim=0)
-    check_every = 1 if rhs.device.type == "cpu" else 8
-    rel = torch.linalg.vector_norm(r, dim=0) / b_norm
-    for it in range(max_iter):
-        if it % check_every == 0:
-            rel = torch.linalg.vector_norm(r, dim=0) / b_norm
-            if bool((rel <= tol).all()):
-                return x
-        ap = diag[:, None] * p - off @ p
-        p_ap = (p * ap).sum(dim=0)
-        alpha = torch.where(p_ap > 0, rz / p_ap.clamp(min=tiny), 0.0)
-        x.add_(alpha * p)
-        r.sub_(alpha * ap)
-        z = r * inv_d
-        rz_new = (r * z).sum(dim=0)
-        beta = torch.where(rz > 0, rz_new / rz.clamp(min=tiny), 0.0)
-        p = z + beta * p
-        rz = rz_new
-    rel = torch.linalg.vector_norm(r, dim=0) / b_norm
-    if not bool((rel <= tol).all()):
-        warnings.warn(
-            f"wnll_interpolate: conjugate gradients ({stage}) did not converge in max_iter={max_iter} "
-            f"iterations: relative residual {float(rel.max()):.3g} > tol {tol:.3g}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return x
-
-
-class _SymmetricSparseSolve(torch.autograd.Function):
-    """``u = (diag(d) - S)^{-1} rhs`` by CG, ``S`` given by symmetric edges; adjoint backward.
-
-    With ``A u = b`` and ``lam = A^{-1} grad_u`` (``A`` symmetric): ``grad_b = lam``,
-    ``grad_d = -sum_c lam * u`` and, for an edge ``(i, j, s)`` entering ``A`` at ``(i, j)`` and
-    ``(j, i)`` with ``-s``, ``grad_s = lam_i . u_j + lam_j . u_i``.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: FunctionCtx,
-        diag: Tensor,
-        rows: Tensor,
-        cols: Tensor,
-        vals: Tensor,
-        rhs: Tensor,
-        tol: float,
-        max_iter: int,
-    ) -> Tensor:
-        off = _symmetric_operator(diag, rows, cols, vals)
-        u = _cg(diag, off, rhs, tol=tol, max_iter=max_iter, stage="forward")
-        ctx.save_for_backward(diag, rows, cols, vals, u)
-        ctx.off, ctx.tol, ctx.max_iter = off, tol, max_iter  # type: ignore[attr-defined]
-        return u
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad_u: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        diag, rows, cols, vals, u = ctx.saved_tensors  # type: ignore[attr-defined]
-        off: Tensor = ctx.off  # type: ignore[attr-defined]
-        tol: float = ctx.tol  # type: ignore[attr-defined]
-        max_iter: int = ctx.max_iter  # type: ignore[attr-defined]
-        lam = _cg(diag, off, grad_u.contiguous(), tol=tol, max_iter=max_iter, stage="backward")
-        grad_diag = -(lam * u).sum(dim=1)
-        grad_vals = (lam[rows] * u[cols]).sum(dim=1) + (lam[cols] * u[rows]).sum(dim=1)
-        return grad_diag, None, None, grad_vals, lam, None, None
