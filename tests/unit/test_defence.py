@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_wnll_model import TinyBackbone  # the tiny backbone of the WNLLNet tests (same folder)
 from torch import nn
 
 from wnll_art.defence import Defence
@@ -13,20 +14,6 @@ from wnll_art.tvm.settings import TVMSettings
 from wnll_art.wnll.model import WNLLNet
 
 SETTINGS = TVMSettings(prob=0.5, lamb=0.1, iterations=3, eot_samples=3)
-
-
-class TinyBackbone(nn.Module):
-    feature_dim = 8
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = nn.Linear(48, 8)
-        self.linear = nn.Linear(8, 3)
-        self.batch_sizes: list[int] = []
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        self.batch_sizes.append(x.shape[0])
-        return torch.tanh(self.proj(nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)))
 
 
 def _wnll(**kwargs: object) -> WNLLNet:
