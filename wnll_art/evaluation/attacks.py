@@ -249,21 +249,19 @@ class ArtSquare(Attack):
 
     Attributes:
         queries: Iterations (one model query per image each).
-        restarts: Restarts.
-        p_init: Initial fraction of pixels changed per square.
+        restarts: Restarts (ART's initial square fraction ``p_init = 0.8`` is kept).
     """
 
     name: ClassVar[str] = "square"
     library: ClassVar[str] = "art"
     queries: int = 100
     restarts: int = 1
-    p_init: float = 0.8
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
         from art.attacks.evasion import SquareAttack
 
         attack = SquareAttack(_art(model), norm=np.inf, eps=eps, max_iter=self.queries, nb_restarts=self.restarts,
-                              p_init=self.p_init, batch_size=len(x), verbose=False)  # fmt: skip
+                              batch_size=len(x), verbose=False)  # fmt: skip
         return torch.from_numpy(attack.generate(_np(x), y=_np(y)).astype(np.float32))
 
 

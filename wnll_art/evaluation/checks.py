@@ -149,7 +149,7 @@ def convergence_specs(spec: AttackSpec, *, steps: Sequence[int], eot: Sequence[i
     if spec.attack is None or not hasattr(spec.attack, "steps"):
         raise ValueError(f"{spec.name}: convergence ladders need an attack with a `steps` setting")
     out = [("steps", k, dataclasses.replace(spec, name=f"{spec.name}__steps{k}",
-                                             attack=dataclasses.replace(spec.attack, steps=k)))  # type: ignore[type-var]
+                                             attack=dataclasses.replace(spec.attack, steps=k)))  # type: ignore[call-arg]
            for k in steps]  # fmt: skip
     return out + [("eot", k, dataclasses.replace(spec, name=f"{spec.name}__eot{k}", eot_samples=k)) for k in eot]
 

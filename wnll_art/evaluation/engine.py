@@ -43,7 +43,7 @@ class AttackSpec:
     attack: Attack | None
     gradient: Literal["exact", "surrogate"] = "exact"
     tvm: Literal["bpda", "unrolled", "oblivious"] = "bpda"
-    score: Literal["log", "log64"] = "log"
+    score: Literal["log", "log64", "smooth"] = "log"
     eot_samples: int = 1
     source: Literal["self", "softmax"] = "self"
 

@@ -84,11 +84,11 @@ def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
         clean = [a for k, a in first.extra.get("component_accuracy", {}).items() if k.endswith(":clean")]
         row = [f"{model} + {defence}", pct(clean[0]) if clean else "-"]
         for e in eps_values:
-            r = cells.get(e)
-            parts = {k: a for k, a in (r.extra.get("component_accuracy", {}) if r else {}).items()
+            cell = cells.get(e)
+            parts = {k: a for k, a in (cell.extra.get("component_accuracy", {}) if cell else {}).items()
                      if not k.endswith(":clean")}  # fmt: skip
             strongest = min(parts, key=parts.__getitem__).split(":", 1)[-1] if parts else "-"
-            row.append(f"**{pct(r.accuracy)}** ({strongest})" if r else "-")
+            row.append(f"**{pct(cell.accuracy)}** ({strongest})" if cell else "-")
         names = sorted({f.split(":", 1)[0] for r in cells.values() for f in r.flags} & set(HEADLINE_FLAGS))
         row.append(", ".join(names) or "clear")
         rows.append(row)

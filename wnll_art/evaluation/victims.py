@@ -71,7 +71,7 @@ class Victim:
         gradient: Literal["exact", "surrogate"] = "exact",
         tvm: TVMView = "bpda",
         eot_samples: int = 1,
-        score: Literal["log", "log64"] = "log",
+        score: Literal["log", "log64", "smooth"] = "log",
     ) -> nn.Module:
         """The module an attacker differentiates (cached per setting; shares all parameters).
 

@@ -79,7 +79,7 @@ def wnll_scores(
         if smooth_u is None:
             raise ValueError("score='smooth' needs smooth_u (the label functions on the wider graph)")
         log_s = torch.log(smooth_u.to(log_u.dtype).clamp_min(0.0) + log_floor)
-        log_u = log_s + (log_u - log_s).detach()
+        log_u = log_u.detach() + (log_s - log_s.detach())  # bitwise the deployed value
     if gradient == "exact":
         return log_u
     if gradient != "surrogate":
