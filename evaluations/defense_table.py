@@ -13,6 +13,13 @@ from pathlib import Path
 PROG = "defense_table"
 
 
+def int_list(text: str) -> tuple[int, ...]:
+    """An ``argparse`` type: comma-separated positive ints (possibly none)."""
+    from wnll_art._argparse import positive_int
+
+    return tuple(positive_int(t) for t in text.split(",") if t)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.paper_tables.defense_table`; returns the exit status."""
     from wnll_art._argparse import positive_int
@@ -24,19 +31,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=positive_int, default=20, help="iterations of the adaptive iterative attacks")
     p.add_argument("--paper-cw-steps", type=positive_int, default=10, help="C&W steps in the paper protocol")
     p.add_argument("--adaptive-attacks", default=None,
-                   help="comma-separated subset of fgsm_exact_eot,pgd_exact_eot,ifgsm_exact_eot,"
-                        "ifgsm_surrogate_eot,cw_l2_exact_eot,transfer_ifgsm,autoattack (default: all)")  # fmt: skip
+                   help="comma-separated adaptive attacks (default: pgd, apgd_ce, apgd_dlr on the exact and surrogate "
+                        "views, transfer_pgd, square; also: fgsm_exact_eot,pgd_fb_exact_eot,ifgsm_exact_eot,"
+                        "ifgsm_surrogate_eot,cw_l2_exact_eot,transfer_ifgsm,autoattack)")  # fmt: skip
+    p.add_argument("--restarts", type=positive_int, default=1, help="random starts of PGD and APGD")
+    p.add_argument("--square-queries", type=positive_int, default=100, help="iterations of the Square attack")
+    p.add_argument("--convergence-steps", type=int_list, default=(10, 20, 50, 100),
+                   help="step ladder of the convergence check ('' to skip the checks)")  # fmt: skip
+    p.add_argument("--convergence-eot", type=int_list, default=(1, 2, 4), help="EOT-sample ladder")
+    p.add_argument("--convergence-images", type=positive_int, default=20, help="sub-sample of the convergence checks")
     args = p.parse_args(argv)
 
     def body() -> None:
-        from wnll_art.evaluation.jobs.paper_tables import defense_table
-
         attacks = (
             None if args.adaptive_attacks is None else [a for a in args.adaptive_attacks.split(",") if a]
         )
+        from wnll_art.evaluation.jobs.paper_tables import Convergence, defense_table
+
+        conv = Convergence(steps=args.convergence_steps, eot=args.convergence_eot, images=args.convergence_images)
         defense_table(config_from_args(args), out_dir=args.out, data_root=args.data_root, weights=args.weights,
                       checkpoints=parse_checkpoints(args.checkpoint), steps=args.steps,
-                      paper_cw_steps=args.paper_cw_steps, adaptive_attacks=attacks)  # fmt: skip
+                      paper_cw_steps=args.paper_cw_steps, adaptive_attacks=attacks, restarts=args.restarts,
+                      square_queries=args.square_queries, convergence=conv)  # fmt: skip
         if os.environ.get("RANK", "0") == "0":
             print((Path(args.out) / "defense_table.md").read_text())
 

@@ -26,6 +26,7 @@ from wnll_art.eot import eot_forward
 from wnll_art.tvm.module import TVMPurifier
 from wnll_art.tvm.settings import TVMSettings
 from wnll_art.wnll.model import WNLLNet
+from wnll_art.wnll.score import SCORES, Score
 
 __all__ = ["Defence", "load_defence"]
 
@@ -122,23 +123,31 @@ class Defence(nn.Module):
         gradient: Gradient | None = None,
         tvm: TVMView | None = None,
         eot_samples: int | None = None,
+        score: Score | None = None,
     ) -> Defence:
         """An attacker's view: the same parameters, buffers and mask generator, other gradient settings.
 
         Args:
             gradient: WNLL gradient, ``"exact"`` or ``"surrogate"`` (ignored for a softmax classifier).
+            score: WNLL score, ``"log"`` (deployed) or ``"log64"`` (float64 solve, does not saturate; see
+                :mod:`wnll_art.wnll.score`); ignored for a softmax classifier.
             tvm: ``"bpda"`` or ``"unrolled"`` (how TVM is differentiated) or ``"oblivious"`` (TVM unseen).
             eot_samples: Draws averaged per gradient.
 
         Returns:
             A :class:`Defence` in this one's train/eval mode (set without touching the shared modules).
         """
+        if gradient not in (None, "exact", "surrogate"):
+            raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
+        if score not in (None, *SCORES):
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         clf = self.classifier
-        if gradient is not None and isinstance(clf, WNLLNet) and clf.gradient != gradient:
-            if gradient not in ("exact", "surrogate"):
-                raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
+        changes = {k: v for k, v in (("gradient", gradient), ("score", score))
+                   if v is not None and isinstance(clf, WNLLNet) and getattr(clf, k) != v}  # fmt: skip
+        if changes:
             clf = copy.copy(clf)  # shallow: shares modules, parameters, buffers and settings
-            clf.gradient = gradient
+            for k, v in changes.items():
+                setattr(clf, k, v)
         purifier = self.purifier
         if isinstance(purifier, TVMPurifier) and tvm in ("bpda", "unrolled") and purifier.tvm.gradient != tvm:
             purifier = purifier.with_gradient(tvm)  # type: ignore[arg-type]

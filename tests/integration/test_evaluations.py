@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TVM = tvm_available()
 DEFENCES = "none,tvm" if TVM else "none"
 FAMILIES = ("fgsm", "ifgsm", "cw_l2")
-ADAPTIVE = "fgsm_exact_eot,ifgsm_exact_eot,ifgsm_surrogate_eot,transfer_ifgsm"
+ADAPTIVE = "pgd_exact_eot,pgd_surrogate_eot,transfer_pgd,square"
 
 
 def _script(name: str):  # type: ignore[no-untyped-def]
@@ -62,7 +62,9 @@ def common(cifar_root: Path, hub_dir: Path) -> list[str]:
 
 def _table_args(out: Path, common: list[str]) -> list[str]:
     return ["--n", "8", "--wnll-batch-size", "4", "--eps", "0.02,0.08", "--defences", DEFENCES, "--steps", "3",
-            "--paper-cw-steps", "3", "--cw-steps", "3", "--adaptive-attacks", ADAPTIVE, "--out", str(out), *common]  # fmt: skip
+            "--paper-cw-steps", "3", "--cw-steps", "3", "--adaptive-attacks", ADAPTIVE, "--square-queries", "3",
+            "--convergence-steps", "1,2", "--convergence-eot", "1,2", "--convergence-images", "4", "--tvm-draws", "2",
+            "--out", str(out), *common]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +115,9 @@ def test_adaptive_is_the_per_image_minimum_of_the_records_on_disk(table_dir: Pat
         parts = [index["paper", model, defence, "clean", 0.0], p]
         parts += [r for (pr, m, d, at, e), r in index.items()
                   if (pr, m, d, e) == ("adaptive", model, defence, eps) and at in adaptive_attacks]  # fmt: skip
-        expected_attacks = adaptive_attacks - ({"ifgsm_surrogate_eot"} if model == "softmax" else set())
+        expected_attacks = adaptive_attacks - ({"pgd_surrogate_eot"} if model == "softmax" else set())
         if (model, defence) == ("softmax", "none"):
-            expected_attacks -= {"transfer_ifgsm"}  # transfer from itself is white box: not run
+            expected_attacks -= {"transfer_pgd"}  # transfer from itself is white box: not run
         assert {r.attack for r in parts[2:]} == expected_attacks, (model, defence, eps)
         expected = [int(all(v)) for v in zip(*(r.per_image_correct for r in parts), strict=True)]
         assert a.per_image_correct == expected, (model, defence, attack, eps)
@@ -124,6 +126,21 @@ def test_adaptive_is_the_per_image_minimum_of_the_records_on_disk(table_dir: Pat
                 assert a.per_image_correct[i] == 0
         assert sorted(a.settings["components"]) == sorted(f"{r.protocol}:{r.attack}" for r in parts)
         changed |= p.accuracy < index["paper", model, defence, "clean", 0.0].accuracy
+        # the headline "all": at most each component per image, recomputed from every paper + adaptive record
+        everything = [index["paper", model, defence, "clean", 0.0]] + [
+            r for (pr, m, d, at, e), r in index.items()
+            if (m, d, e) == (model, defence, eps) and (pr == "paper" or at in adaptive_attacks)
+        ]  # fmt: skip
+        worst = index["adaptive", model, defence, "all", eps]
+        assert worst.per_image_correct == [
+            int(all(v)) for v in zip(*(r.per_image_correct for r in everything), strict=True)
+        ]
+        assert all(
+            w <= c
+            for r in everything
+            for w, c in zip(worst.per_image_correct, r.per_image_correct, strict=True)
+        )
+        assert worst.extra["convergence"]["steps"].keys() == {"1", "2"}  # recorded with every adaptive number
     assert changed, "no attack changed any prediction: the evaluation did nothing"
     clean = index["paper", "softmax", "none", "clean", 0.0]
     assert clean.accuracy >= 0.75  # the pretrained ResNet-56 (93% on CIFAR-10)
@@ -134,6 +151,10 @@ def test_defense_table_markdown_and_resume(
     table_dir: Path, common: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     text = (table_dir / "defense_table.md").read_text()
+    assert (
+        text.splitlines()[2].startswith("**Robust accuracy (%)**") and "| victim | clean |" in text
+    )  # headline first
+    assert "## Convergence checks" in text
     assert "paper / adaptive" in text and "| original | wnll | none | ifgsm |" in text
     assert "only 'original'" in text and "## Flags" in text
     calls: list[str] = []
@@ -254,7 +275,13 @@ def test_attacking_through_a_purifier_keeps_the_backbone_in_eval_mode(
     victims, softmax = load_victims(cfg, cifar_root, None)
     x, y = load_batches(cfg, cifar_root, engine.Dist()).get(0)
     engine.adversarial(
-        engine.AttackSpec("fgsm", ArtFGSM(), eot_samples=2), victims[0], softmax, x, y, eps=0.08, seed=0,
+        engine.AttackSpec("fgsm", ArtFGSM(), eot_samples=2),
+        victims[0],
+        softmax,
+        x,
+        y,
+        eps=0.08,
+        seed=0,
         raw_cache={},
     )
     assert not any(m.training for m in victims[0].classifier.modules())

@@ -22,8 +22,8 @@ from torch import nn
 
 from wnll_art._checks import check_images, check_labels
 
-__all__ = ["Attack", "ArtAutoAttack", "ArtBIM", "ArtCarliniL2", "ArtFGSM", "FoolboxL2CW", "FoolboxLinfPGD",
-           "project_linf"]  # fmt: skip
+__all__ = ["Attack", "ArtAPGD", "ArtAutoAttack", "ArtBIM", "ArtCarliniL2", "ArtFGSM", "ArtPGD", "ArtSquare",
+           "FoolboxL2CW", "FoolboxLinfPGD", "project_linf"]  # fmt: skip
 
 
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -186,6 +186,83 @@ class ArtAutoAttack(Attack):
         ]  # fmt: skip
         attack = AutoAttack(clf, eps=eps, eps_step=eps / 4, attacks=apgd, batch_size=len(x))
         return torch.from_numpy(attack.generate(_np(x), y=_np(y)))
+
+
+@dataclass(frozen=True)
+class ArtPGD(Attack):
+    """ART ``ProjectedGradientDescent`` (Madry et al. 2018, L-inf) with a random start in the eps ball.
+
+    Attributes:
+        steps: Iterations.
+        step_scale: Step size ``step_scale * eps / steps`` (Madry et al.: about 2.5), so the whole schedule
+            can travel ``step_scale`` radii (the old IFGSM of ``steps`` x ``eps / steps`` travelled one).
+        restarts: Random starts (ART keeps, per image, an adversarial one when any start succeeds).
+    """
+
+    name: ClassVar[str] = "pgd"
+    library: ClassVar[str] = "art"
+    steps: int = 20
+    step_scale: float = 2.5
+    restarts: int = 1
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        from art.attacks.evasion import ProjectedGradientDescent
+
+        attack = ProjectedGradientDescent(_art(model), norm=np.inf, eps=eps, eps_step=self.step_scale * eps / self.steps,
+                                          max_iter=self.steps, num_random_init=self.restarts, batch_size=len(x),
+                                          verbose=False)  # fmt: skip
+        return torch.from_numpy(attack.generate(_np(x), y=_np(y)))
+
+
+@dataclass(frozen=True)
+class ArtAPGD(Attack):
+    """ART ``AutoProjectedGradientDescent`` (Croce & Hein 2020, L-inf): step-size schedule of its own.
+
+    Attributes:
+        loss: ``"cross_entropy"`` (APGD-CE) or ``"difference_logits_ratio"`` (APGD-DLR, scale invariant).
+        steps: Iterations per restart.
+        restarts: Random starts.
+    """
+
+    name: ClassVar[str] = "apgd"
+    library: ClassVar[str] = "art"
+    loss: str = "cross_entropy"
+    steps: int = 20
+    restarts: int = 1
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("cross_entropy", "difference_logits_ratio"):
+            raise ValueError(f"loss must be 'cross_entropy' or 'difference_logits_ratio', got {self.loss!r}")
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        from art.attacks.evasion import AutoProjectedGradientDescent
+
+        attack = AutoProjectedGradientDescent(_art(model), norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=self.steps,
+                                              nb_random_init=self.restarts, batch_size=len(x), loss_type=self.loss,
+                                              verbose=False)  # fmt: skip
+        return torch.from_numpy(attack.generate(_np(x), y=_np(y)))
+
+
+@dataclass(frozen=True)
+class ArtSquare(Attack):
+    """ART ``SquareAttack`` (Andriushchenko et al. 2020, L-inf): gradient-free, a masking check.
+
+    Attributes:
+        queries: Iterations (one model query per image each).
+        restarts: Restarts (ART's initial square fraction ``p_init = 0.8`` is kept).
+    """
+
+    name: ClassVar[str] = "square"
+    library: ClassVar[str] = "art"
+    queries: int = 100
+    restarts: int = 1
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        from art.attacks.evasion import SquareAttack
+
+        attack = SquareAttack(_art(model), norm=np.inf, eps=eps, max_iter=self.queries, nb_restarts=self.restarts,
+                              batch_size=len(x), verbose=False)  # fmt: skip
+        return torch.from_numpy(attack.generate(_np(x), y=_np(y)).astype(np.float32))
 
 
 def _foolbox(model: nn.Module) -> Any:

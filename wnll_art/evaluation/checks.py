@@ -9,15 +9,20 @@ Each check returns human-readable flags; the jobs store them with the records an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wnll_art.evaluation.records import CellRecord
+from wnll_art.evaluation.engine import AttackSpec, Batches, run_cells
+from wnll_art.evaluation.records import CellRecord, RunStore
+from wnll_art.evaluation.victims import Victim
 
-__all__ = ["VANISHING", "eps_monotonicity_flags", "model_flags", "stronger_flags", "transfer_flags"]
+__all__ = ["VANISHING", "convergence_flags", "convergence_specs", "run_convergence", "eps_monotonicity_flags", "model_flags",
+           "stronger_flags", "transfer_flags", "unbounded_flags"]  # fmt: skip
 
 # A loss gradient whose largest entry is below this is useless to sign- and step-based attacks in float32
 # (the softmax ResNet-56's median on CIFAR-10 is ~1e-3; saturated WNLL outputs reach ~1e-13).
@@ -130,3 +135,91 @@ def transfer_flags(
     """A black-box (transfer) attack stronger than the white-box one signals masked gradients."""
     return stronger_flags(records, reference=white_box, challenger=transfer, flag="black_box_stronger",
                           why="transfer from softmax beats white box")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ convergence
+def convergence_specs(spec: AttackSpec, *, steps: Sequence[int], eot: Sequence[int]) -> list[tuple[str, int, AttackSpec]]:
+    """The ladders of N. Carlini et al., "On Evaluating Adversarial Robustness" (2019): ``spec`` re-run with
+    each step count (its attack must have a ``steps`` field) and each EOT sample count.
+
+    Returns:
+        ``(ladder, budget, spec)`` triples, ladder ``"steps"`` or ``"eot"``, named ``<spec>__steps<k>`` /
+        ``<spec>__eot<k>``.
+    """
+    if spec.attack is None or not hasattr(spec.attack, "steps"):
+        raise ValueError(f"{spec.name}: convergence ladders need an attack with a `steps` setting")
+    out = [("steps", k, dataclasses.replace(spec, name=f"{spec.name}__steps{k}",
+                                             attack=dataclasses.replace(spec.attack, steps=k)))  # type: ignore[call-arg]
+           for k in steps]  # fmt: skip
+    return out + [("eot", k, dataclasses.replace(spec, name=f"{spec.name}__eot{k}", eot_samples=k)) for k in eot]
+
+
+def convergence_flags(curve: Mapping[int, float], *, what: str, tolerance: float = 0.01) -> list[str]:
+    """``not_converged`` when the last step of a budget ladder (e.g. steps 50 -> 100) still lowers accuracy by
+    more than ``tolerance`` (1 point): the attack has not reached its worst case.
+
+    Args:
+        curve: ``{budget: accuracy in [0, 1]}`` (steps or EOT samples) on one sub-sample.
+        what: The ladder, in words (``"pgd_exact_eot steps"``).
+        tolerance: Largest accuracy drop over the last doubling still called converged.
+    """
+    budgets = sorted(curve)
+    if len(budgets) < 2:
+        return []
+    before, last = budgets[-2], budgets[-1]
+    drop = curve[before] - curve[last]
+    if drop <= tolerance:
+        return []
+    return [f"not_converged: {what}: accuracy falls from {100 * curve[before]:.1f}% at {before} to "
+            f"{100 * curve[last]:.1f}% at {last} (more than {100 * tolerance:g} points): raise the budget"]  # fmt: skip
+
+
+def unbounded_flags(accuracy: float, *, eps: float, what: str) -> list[str]:
+    """``unbounded_not_zero`` when an attack at a large eps (e.g. 0.3, where images are unrecognisable) leaves
+    any image correct: a sign of masked gradients or a broken attack (Carlini et al. 2019)."""
+    if accuracy <= 0:
+        return []
+    return [f"unbounded_not_zero: {what} at eps={eps:g} leaves {100 * accuracy:.1f}% correct (expected 0)"]
+
+
+def run_convergence(
+    victim: Victim, softmax: Victim, spec: AttackSpec, *, batches: Batches, store: RunStore, seed: int,
+    run_settings: dict[str, Any], eps: float, steps: Sequence[int], eot: Sequence[int], unbounded_eps: float = 0.3,
+    tvm_draws: int = 1,
+) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    """The convergence checks of one victim's strongest attack on a sub-sample (``batches``; cells in ``store``
+    under protocol ``"convergence"``, so a resumed run reads them back).
+
+    Args:
+        victim: The victim.
+        softmax: The softmax victim (source of transfer attacks).
+        spec: The strongest attack (its ``steps`` and EOT samples are varied).
+        batches: The sub-sample.
+        store: Where the ladder's cells go.
+        seed: The run's seed.
+        run_settings: The sub-sample run's settings.
+        eps: Radius of the ladders.
+        steps: Step counts (e.g. 10, 20, 50, 100).
+        eot: EOT sample counts (e.g. 1, 2, 4).
+        unbounded_eps: Radius of the unbounded check (the attack at its own settings).
+        tvm_draws: K of the K-draw rule.
+
+    Returns:
+        ``({"attack", "eps", "steps": {k: acc}, "eot": {k: acc}, "unbounded": {"eps", "accuracy"}, "n"}, flags)``.
+    """
+    common: dict[str, Any] = dict(victims=[victim], softmax=softmax, batches=batches, store=store,
+                                  protocol="convergence", seed=seed, run_settings=run_settings, tvm_draws=tvm_draws)  # fmt: skip
+    curves: dict[str, dict[int, float]] = {"steps": {}, "eot": {}}
+    eot = eot if victim.module.randomised else ()  # EOT only matters against a randomised defence
+    for ladder, budget, s in convergence_specs(spec, steps=steps, eot=eot):
+        (rec,) = run_cells(specs=[s], eps_values=[eps], **common)
+        curves[ladder][budget] = rec.accuracy
+    unbounded = dataclasses.replace(spec, name=f"{spec.name}__unbounded")
+    (rec,) = run_cells(specs=[unbounded], eps_values=[unbounded_eps], **common)
+    flags = convergence_flags(curves["steps"], what=f"{spec.name} steps at eps={eps:g}")
+    if eot:
+        flags += convergence_flags(curves["eot"], what=f"{spec.name} EOT samples at eps={eps:g}")
+    flags += unbounded_flags(rec.accuracy, eps=unbounded_eps, what=spec.name)
+    info = {"attack": spec.name, "eps": eps, "n": len(batches.indices), **curves,
+            "unbounded": {"eps": unbounded_eps, "accuracy": rec.accuracy}}  # fmt: skip
+    return info, flags

@@ -55,6 +55,8 @@ class EvalConfig:
         cw_steps: Optimisation steps of the C&W attacks.
         tvm: The TVM settings (default: Guo et al.'s); ``tvm.eot_samples`` is the one EOT draw count of
             the run, used whenever an attack differentiates a randomised defence.
+        tvm_draws: K: a randomised (TVM) victim's image counts as correct only if K independent TVM draws
+            classify it correctly (records also keep the mean over the draws).
         seed: Seed of the template draw, TVM masks and attack random starts.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (checked to exist on this machine).
     """
@@ -71,6 +73,7 @@ class EvalConfig:
     kernel: Kernel = "gaussian"
     cw_steps: int = 20
     tvm: TVMSettings = field(default_factory=TVMSettings)
+    tvm_draws: int = 3
     seed: int = 0
     device: str = "cpu"
 
@@ -99,7 +102,7 @@ def _check_ints(cfg: EvalConfig) -> None:
         raise TypeError(f"n and start must be ints, got n={cfg.n!r}, start={cfg.start!r}")
     if cfg.n < 1 or cfg.start < 0 or cfg.start + cfg.n > 10000:
         raise ValueError(f"need 1 <= n and start + n <= 10000, got start={cfg.start}, n={cfg.n}")
-    for name, low in (("wnll_batch_size", 1), ("cw_steps", 1), ("seed", 0)):
+    for name, low in (("wnll_batch_size", 1), ("cw_steps", 1), ("tvm_draws", 1), ("seed", 0)):
         value = getattr(cfg, name)
         if not _is_int(value) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")

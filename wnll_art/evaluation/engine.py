@@ -20,7 +20,8 @@ from wnll_art.evaluation.attacks import Attack, project_linf
 from wnll_art.evaluation.records import CellRecord, RunStore, cell_key
 from wnll_art.evaluation.victims import Victim, predict_labels
 
-__all__ = ["AttackSpec", "Batches", "Dist", "adversarial", "attack_batches", "cell_key", "derive_seed", "run_cells"]
+__all__ = ["AttackSpec", "Batches", "Dist", "adversarial", "attack_batches", "cell_key", "derive_seed", "predict_correct",
+           "run_cells"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class AttackSpec:
         name: Name in the records (e.g. ``"bim"``, ``"bim_surrogate"``, ``"transfer_bim"``).
         attack: The attack, or ``None`` for clean accuracy.
         gradient: WNLL gradient the attacker uses.
+        score: WNLL score the attacker differentiates: ``"log"`` (the deployed one) or ``"log64"`` (float64
+            solve, does not saturate; see :mod:`wnll_art.wnll.score`). Ignored for softmax models.
         tvm: How the attacker sees TVM: ``"bpda"``, ``"unrolled"`` or ``"oblivious"``.
         eot_samples: EOT draws (only used against a randomised defence).
         source: ``"self"`` (white box) or ``"softmax"`` (crafted on the undefended softmax model).
@@ -40,12 +43,13 @@ class AttackSpec:
     attack: Attack | None
     gradient: Literal["exact", "surrogate"] = "exact"
     tvm: Literal["bpda", "unrolled", "oblivious"] = "bpda"
+    score: Literal["log", "log64", "smooth"] = "log"
     eot_samples: int = 1
     source: Literal["self", "softmax"] = "self"
 
     def settings(self) -> dict[str, Any]:
         return {"name": self.name, "attack": None if self.attack is None else self.attack.settings(),
-                "gradient": self.gradient, "tvm": self.tvm, "eot_samples": self.eot_samples,
+                "gradient": self.gradient, "score": self.score, "tvm": self.tvm, "eot_samples": self.eot_samples,
                 "source": self.source}  # fmt: skip
 
 
@@ -155,7 +159,7 @@ def adversarial(
     eot = spec.eot_samples if source.module.randomised else 1
     # Attack.__call__ restores the mode it found; a view is built in its victim's (eval) mode, so the shared
     # backbone's BatchNorm never switches to train mode (which once corrupted every later cell of both models).
-    view = source.attack_view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot)
+    view = source.attack_view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot, score=spec.score)
     if not spec.attack.eps_independent:
         source.reseed(seed)  # the purifier's draws during the attack depend on the batch only, not the rank
         return spec.attack(view, x, y, eps=eps, seed=seed)
@@ -166,20 +170,62 @@ def adversarial(
     return project_linf(raw_cache[key], x, eps)
 
 
+def predict_correct(
+    victim: Victim, x: torch.Tensor, y: torch.Tensor, *, draws: int, seed: int
+) -> tuple[list[int], list[float]]:
+    """Correctness of ``victim`` on ``x`` under the K-draw rule of a randomised victim.
+
+    A randomised victim (TVM) classifies ``x`` with ``draws`` independent purifier draws (the first seeded
+    by ``seed``, the others by seeds derived from it); an image counts as correct only if every draw is
+    correct, so an attacker need only win one draw. A deterministic victim is asked once.
+
+    Args:
+        victim: The victim.
+        x: ``(N, 3, H, W)`` float images in [0, 1] (one WNLL batch).
+        y: ``(N,)`` int64 labels.
+        draws: K, the draws of a randomised victim (>= 1).
+        seed: Seed of the first draw.
+
+    Returns:
+        ``(correct under the rule (0/1 per image), fraction of draws correct per image)``.
+    """
+    k = draws if victim.module.randomised else 1
+    hits = []
+    for i in range(k):
+        victim.reseed(seed if i == 0 else derive_seed(seed, "draw", i))
+        hits.append((predict_labels(victim.predict_module, x) == y).float())
+    stacked = torch.stack(hits)
+    return stacked.amin(0).int().tolist(), stacked.mean(0).tolist()
+
+
+Correct = tuple[list[int], list[float]]
+
+
 def attack_batches(
     spec: AttackSpec, victim: Victim, softmax: Victim, *, eps: float, batches: Batches, seed: int,
-    raw_cache: dict[Any, torch.Tensor],
-) -> dict[int, list[int]]:  # fmt: skip
-    """Computes one cell on this rank's batches: ``{batch: 0/1 correct per image}`` (no store involved)."""
+    raw_cache: dict[Any, torch.Tensor], draws: int = 1,
+) -> dict[int, Correct]:  # fmt: skip
+    """Computes one cell on this rank's batches (no store involved).
+
+    Returns:
+        ``{batch: (0/1 correct per image under the K-draw rule, mean correctness over the draws)}``; see
+        :func:`predict_correct` (``draws`` = K).
+    """
     out = {}
     for b in batches.mine():
         x, y = batches.get(b)
         # the attack seed ignores eps so eps-independent attacks are run once per batch
         attack_seed = derive_seed(seed, victim.model, victim.defence, spec.name, b)
         x_adv = adversarial(spec, victim, softmax, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
-        victim.reseed(derive_seed(seed, "predict", b, spec.name, eps))
-        out[b] = (predict_labels(victim.predict_module, x_adv) == y).int().tolist()
+        out[b] = predict_correct(victim, x_adv, y, draws=draws, seed=derive_seed(seed, "predict", b, spec.name, eps))
     return out
+
+
+def draw_extra(victim: Victim, draws: int, mean: Sequence[float]) -> dict[str, Any]:
+    """The ``extra`` of a record under the K-draw rule: K and the mean correctness over the draws."""
+    k = draws if victim.module.randomised else 1
+    return {"tvm_draws": k, "per_image_draw_mean": [round(m, 6) for m in mean],
+            "accuracy_draw_mean": sum(mean) / len(mean)}  # fmt: skip
 
 
 def run_cells(
@@ -194,10 +240,14 @@ def run_cells(
     seed: int,
     run_settings: dict[str, Any],
     on_cell: Callable[[CellRecord], None] | None = None,
+    tvm_draws: int = 1,
 ) -> list[CellRecord]:
     """Runs every (victim, spec, eps) cell not already in ``store``; returns all records (rank 0 writes).
 
-    Clean specs (``attack=None``) run once with ``eps = 0``. A stored record is reused only if it is valid and
+    Clean specs (``attack=None``) run once with ``eps = 0``. A randomised victim's image counts as correct only
+    if ``tvm_draws`` independent draws classify it correctly (:func:`predict_correct`); the records keep that
+    rule's ``per_image_correct`` and, in ``extra``, the mean over draws (``per_image_draw_mean``,
+    ``accuracy_draw_mean``) and ``tvm_draws``. A stored record is reused only if it is valid and
     every field but the measurements matches what this run would write (else it is set aside and recomputed).
     """
     records = []
@@ -213,12 +263,14 @@ def run_cells(
                 if record is None:
                     start = time.perf_counter()
                     parts = batches.dist.gather(attack_batches(
-                        spec, victim, softmax, eps=eps, batches=batches, seed=seed, raw_cache=raw_cache
+                        spec, victim, softmax, eps=eps, batches=batches, seed=seed, raw_cache=raw_cache,
+                        draws=tvm_draws,
                     ))  # fmt: skip
                     merged = {b: c for part in parts for b, c in part.items()}
-                    correct = [c for b in sorted(merged) for c in merged[b]]
+                    correct = [c for b in sorted(merged) for c in merged[b][0]]
+                    mean = [m for b in sorted(merged) for m in merged[b][1]]
                     record = CellRecord(**expected, accuracy=sum(correct) / len(correct), per_image_correct=correct,
-                                        time_s=time.perf_counter() - start)  # fmt: skip
+                                        time_s=time.perf_counter() - start, extra=draw_extra(victim, tvm_draws, mean))  # fmt: skip
                     if batches.dist.rank == 0:
                         store.put(record)
                     batches.dist.barrier()

@@ -73,6 +73,8 @@ def add_run_options(
     p.add_argument("--tvm-preset", choices=sorted(PRESETS), default="art-100", help="ADMM iterations by name")
     p.add_argument("--tvm-iterations", type=ap.positive_int, default=None,
                    help="ADMM iterations (unset: the preset's count)")  # fmt: skip
+    p.add_argument("--tvm-draws", type=ap.positive_int, default=3,
+                   help="K: a TVM victim's image counts as robust only if correct under K independent TVM draws")  # fmt: skip
     p.add_argument("--seed", type=ap.non_negative_int, default=0,
                    help="template draw, TVM masks, attack random starts")  # fmt: skip
     p.add_argument("--device", type=ap.device, default="cpu", help="cpu, cuda or cuda:N (checked to exist)")
@@ -93,7 +95,7 @@ def config_from_args(args: argparse.Namespace, **fields: Any) -> EvalConfig:
     options: dict[str, Any] = dict(
         n=args.n, start=args.start, eps=args.eps, defences=args.defences, wnll_batch_size=args.wnll_batch_size,
         template_size=args.template_size, coupling=args.coupling, kernel=args.kernel, cw_steps=args.cw_steps,
-        seed=args.seed, device=args.device, tvm=tvm,
+        seed=args.seed, device=args.device, tvm=tvm, tvm_draws=args.tvm_draws,
     )  # fmt: skip
     return EvalConfig(**{**options, **fields})
 

@@ -3,21 +3,29 @@
 The paper protocol follows Wang et al. (2018) as stated: IFGSM 10 steps of size eps, C&W with c = 10 and
 kappa = 0, WNLL attacked through the straight-through surrogate gradient, TVM unseen by the attacker
 (applied after the attack). The adaptive protocol adds what a defence must survive (Athalye et al. 2018;
-Tramer et al. 2020): exact gradients through the WNLL solve, BPDA through TVM with EOT over its masks, the
-surrogate gradient with BPDA + EOT, transfer from the softmax model, and AutoAttack (APGD-CE + APGD-DLR).
+Tramer et al. 2020; Croce & Hein 2020): PGD (random start, step 2.5 eps / steps), APGD-CE and APGD-DLR, each
+on the exact WNLL view (score ``"smooth"``: deployed value, gradient of the WNLL on a wider graph, which does
+not saturate) and on the straight-through view, all with BPDA through TVM and EOT over its masks; PGD
+transferred from the softmax model; and Square (gradient-free, on the deployed output) as a masking check.
+Steps, restarts, EOT samples and Square queries are named settings recorded with every spec.
 Its robust accuracy for a family (FGSM, IFGSM, CW) is the per-image minimum over the family's paper attack
-and all adaptive attacks, so it can never exceed the paper-protocol number.
+and all adaptive attacks, and ``"all"`` is the minimum over clean, every paper and every adaptive attack
+(the headline number), so adaptive can never exceed the paper-protocol number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from wnll_art.evaluation.attacks import (
+    ArtAPGD,
     ArtAutoAttack,
     ArtBIM,
     ArtCarliniL2,
     ArtFGSM,
+    ArtPGD,
+    ArtSquare,
     FoolboxL2CW,
     FoolboxLinfPGD,
 )
@@ -26,12 +34,16 @@ from wnll_art.evaluation.engine import AttackSpec
 from wnll_art.evaluation.records import CellRecord, per_image_minimum
 from wnll_art.evaluation.victims import Victim
 
-__all__ = ["CLEAN", "FAMILIES", "adaptive_minimum", "adaptive_specs", "main_specs", "paper_specs", "select_specs",
+__all__ = ["ADAPTIVE_DEFAULT", "ALL", "CLEAN", "FAMILIES", "adaptive_minimum", "adaptive_specs", "main_specs", "paper_specs", "select_specs",
            "specs_for_victim"]
 
 CLEAN = AttackSpec("clean", None)
 # family -> paper spec name
 FAMILIES = {"fgsm": "fgsm", "ifgsm": "ifgsm", "cw_l2": "cw_l2"}
+ALL = "all"  # the adaptive minimum over clean, every paper attack and every adaptive attack
+# the default adaptive plan (names in adaptive_specs); the others there are older, weaker attacks kept by name
+ADAPTIVE_DEFAULT = ("pgd_exact_eot", "pgd_surrogate_eot", "apgd_ce_exact_eot", "apgd_ce_surrogate_eot",
+                    "apgd_dlr_exact_eot", "apgd_dlr_surrogate_eot", "transfer_pgd", "square")  # fmt: skip
 
 
 def main_specs(
@@ -68,17 +80,40 @@ def paper_specs(*, cw_steps: int = 10) -> list[AttackSpec]:
     ]  # fmt: skip
 
 
-def adaptive_specs(*, eot_samples: int, steps: int = 20, cw_steps: int = 30) -> list[AttackSpec]:
-    """The adaptive attacks (all white box against the deployed model unless named ``transfer_``)."""
-    return [
-        AttackSpec("fgsm_exact_eot", ArtFGSM(), eot_samples=eot_samples),
-        AttackSpec("pgd_exact_eot", FoolboxLinfPGD(steps=steps, rel_stepsize=0.1), eot_samples=eot_samples),
-        AttackSpec("ifgsm_exact_eot", ArtBIM(steps=steps, step_fraction=0.1), eot_samples=eot_samples),
+def adaptive_specs(
+    *, eot_samples: int, steps: int = 20, restarts: int = 1, square_queries: int = 100, cw_steps: int = 30,
+    score: Literal["log", "log64", "smooth"] = "smooth",
+) -> list[AttackSpec]:
+    """Every adaptive attack by name (all white box against the deployed model unless named ``transfer_``);
+    :data:`ADAPTIVE_DEFAULT` names the default plan, the rest (FGSM, IFGSM of ``steps`` x eps/10, C&W,
+    Foolbox PGD, AutoAttack) stay available by name.
+
+    Args:
+        eot_samples: TVM draws averaged per gradient (against a randomised defence).
+        steps: Iterations of the iterative attacks.
+        restarts: Random starts of PGD and APGD.
+        square_queries: Iterations of the Square attack.
+        cw_steps: C&W steps.
+        score: WNLL score of the exact views (``"smooth"``: does not saturate; see :mod:`wnll_art.wnll.score`).
+    """
+    pgd, eot = ArtPGD(steps=steps, step_scale=2.5, restarts=restarts), eot_samples
+    specs = [AttackSpec("pgd_exact_eot", pgd, eot_samples=eot, score=score),
+             AttackSpec("pgd_surrogate_eot", pgd, gradient="surrogate", eot_samples=eot)]
+    for short, loss in (("ce", "cross_entropy"), ("dlr", "difference_logits_ratio")):
+        apgd = ArtAPGD(loss=loss, steps=steps, restarts=restarts)
+        specs += [AttackSpec(f"apgd_{short}_exact_eot", apgd, eot_samples=eot, score=score),
+                  AttackSpec(f"apgd_{short}_surrogate_eot", apgd, gradient="surrogate", eot_samples=eot)]
+    return specs + [
+        AttackSpec("transfer_pgd", pgd, source="softmax", tvm="oblivious"),
+        AttackSpec("square", ArtSquare(queries=square_queries, restarts=restarts)),  # the deployed output, no EOT
+        AttackSpec("fgsm_exact_eot", ArtFGSM(), eot_samples=eot),
+        AttackSpec("pgd_fb_exact_eot", FoolboxLinfPGD(steps=steps, rel_stepsize=0.1), eot_samples=eot),
+        AttackSpec("ifgsm_exact_eot", ArtBIM(steps=steps, step_fraction=0.1), eot_samples=eot),
         AttackSpec("ifgsm_surrogate_eot", ArtBIM(steps=steps, step_fraction=0.1), gradient="surrogate",
-                   eot_samples=eot_samples),
-        AttackSpec("cw_l2_exact_eot", ArtCarliniL2(steps=cw_steps, learning_rate=0.01), eot_samples=eot_samples),
+                   eot_samples=eot),
+        AttackSpec("cw_l2_exact_eot", ArtCarliniL2(steps=cw_steps, learning_rate=0.01), eot_samples=eot),
         AttackSpec("transfer_ifgsm", ArtBIM(steps=steps, step_fraction=0.1), source="softmax", tvm="oblivious"),
-        AttackSpec("autoattack", ArtAutoAttack(steps=steps), eot_samples=eot_samples),
+        AttackSpec("autoattack", ArtAutoAttack(steps=steps), eot_samples=eot),
     ]  # fmt: skip
 
 
@@ -90,7 +125,8 @@ def adaptive_minimum(paper: Sequence[CellRecord], adaptive: Sequence[CellRecord]
         adaptive: Records of the adaptive attacks (protocol ``"adaptive"``).
 
     Returns:
-        New records with protocol ``"adaptive"`` and attack = the family name.
+        New records with protocol ``"adaptive"`` and attack = the family name, plus :data:`ALL` per eps: the
+        minimum over clean, every paper attack and every adaptive attack.
     """
     by_cell: dict[tuple[str, str, float], list[CellRecord]] = {}
     for r in adaptive:
@@ -103,6 +139,9 @@ def adaptive_minimum(paper: Sequence[CellRecord], adaptive: Sequence[CellRecord]
             parts = [r for r in clean if (r.model, r.defence) == (p.model, p.defence)]
             parts += [p, *by_cell.get((p.model, p.defence, p.eps), [])]
             out += per_image_minimum(parts, attack=p.attack, protocol="adaptive", include_clean=True)
+    everything = [r for r in paper if r.attack != "clean" and r.eps > 0] + list(adaptive)
+    # one group per (model, defence, eps), each with its victim's clean record
+    out += per_image_minimum([*clean, *everything], attack=ALL, protocol="adaptive", include_clean=True)
     return out
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "attach_flags",
     "flag_section",
+    "headline",
     "markdown_table",
     "merge_flags",
     "pct",
@@ -55,6 +56,50 @@ def flag_section(flags: Iterable[str], *, empty: str | None = "- none") -> list[
     return ["", "## Flags (gradient masking and sanity checks)", "", *lines]
 
 
+# the flags a reader of a robustness number must see (first word of a flag line)
+HEADLINE_FLAGS = ("not_converged", "unbounded_not_zero", "gradient_free_stronger", "black_box_stronger",
+                  "surrogate_stronger", "zero_gradients", "non_monotone_eps")  # fmt: skip
+
+
+def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
+    """The answer first: one short paragraph and one table of per-image worst cases.
+
+    Args:
+        worst: Worst-case records (:func:`~wnll_art.evaluation.records.per_image_minimum` with clean included),
+            one per (model, defence, eps); their ``extra["component_accuracy"]`` names the components.
+        what: The attacks taken, in words (for the paragraph).
+
+    Returns:
+        Lines: paragraph, then ``victim | clean | eps=... (strongest attack) | flags``.
+    """
+    if not worst:
+        return []
+    eps_values = sorted({r.eps for r in worst})
+    by_victim: dict[tuple[str, str], dict[float, CellRecord]] = {}
+    for r in worst:
+        by_victim.setdefault((r.model, r.defence), {})[r.eps] = r
+    rows = []
+    for (model, defence), cells in sorted(by_victim.items()):
+        first = next(iter(cells.values()))
+        clean = [a for k, a in first.extra.get("component_accuracy", {}).items() if k.endswith(":clean")]
+        row = [f"{model} + {defence}", pct(clean[0]) if clean else "-"]
+        for e in eps_values:
+            cell = cells.get(e)
+            parts = {k: a for k, a in (cell.extra.get("component_accuracy", {}) if cell else {}).items()
+                     if not k.endswith(":clean")}  # fmt: skip
+            strongest = min(parts, key=parts.__getitem__).split(":", 1)[-1] if parts else "-"
+            row.append(f"**{pct(cell.accuracy)}** ({strongest})" if cell else "-")
+        names = sorted({f.split(":", 1)[0] for r in cells.values() for f in r.flags} & set(HEADLINE_FLAGS))
+        row.append(", ".join(names) or "clear")
+        rows.append(row)
+    n = sorted({r.n for r in worst})
+    k = sorted({r.settings.get("run", {}).get("tvm_draws", 1) for r in worst})
+    text = (f"**Robust accuracy (%)**, per image the worst case over clean and {what}, on {n} test images; a TVM "
+            f"victim's image counts only if {k} independent TVM draws all classify it correctly. In brackets: the "
+            "strongest single attack. Flags: gradient-masking and convergence checks (details below).")
+    return [text, "", *markdown_table(["victim", "clean", *(f"eps={e:g}" for e in eps_values), "flags"], rows), ""]
+
+
 def write_text(path: str | os.PathLike[str], lines: Sequence[str]) -> str:
     """Writes ``lines`` (joined by newlines) to ``path``; returns the text."""
     text = "\n".join(lines)
@@ -76,9 +121,13 @@ def _grouped_flag_lines(records: Sequence[CellRecord]) -> list[str]:
 
 
 def write_markdown(
-    records: Sequence[CellRecord], path: str | os.PathLike[str], *, title: str = "Robust accuracy (%)"
+    records: Sequence[CellRecord], path: str | os.PathLike[str], *, title: str = "Robust accuracy (%)",
+    worst_case: str | None = None,
 ) -> str:
-    """Writes a table (rows: protocol/model/defence/attack, columns: eps) and its flags; returns it."""
+    """Writes a table (rows: protocol/model/defence/attack, columns: eps) and its flags; returns it.
+
+    With ``worst_case`` (the attack name of the per-image worst-case records), the document opens with
+    :func:`headline` over them and the full table follows as the detail."""
     eps_values = sorted({r.eps for r in records})
     cells: dict[tuple[str, str, str, str], dict[float, CellRecord]] = {}
     for r in records:
@@ -86,7 +135,11 @@ def write_markdown(
     rows = [[*name, *(pct(by_eps[e].accuracy) if e in by_eps else "" for e in eps_values)]
             for name, by_eps in sorted(cells.items())]  # fmt: skip
     head = ["protocol", "model", "defence", "attack", *(f"eps={e:g}" for e in eps_values)]
-    lines = [f"# {title}", "", *markdown_table(head, rows)]
+    lines = [f"# {title}", ""]
+    if worst_case is not None:
+        worst = [r for r in records if r.attack == worst_case]
+        lines += [*headline(worst, what="every attack below"), "## Detail", ""]
+    lines += markdown_table(head, rows)
     lines += flag_section(_grouped_flag_lines(records), empty=None)
     n_values = sorted({r.n for r in records})
     lines += ["", f"Images per cell: {n_values}. Settings: see cells/*.json and run.json.", ""]

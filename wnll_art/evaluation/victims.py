@@ -71,6 +71,7 @@ class Victim:
         gradient: Literal["exact", "surrogate"] = "exact",
         tvm: TVMView = "bpda",
         eot_samples: int = 1,
+        score: Literal["log", "log64", "smooth"] = "log",
     ) -> nn.Module:
         """The module an attacker differentiates (cached per setting; shares all parameters).
 
@@ -78,10 +79,11 @@ class Victim:
             gradient: WNLL gradient (ignored for softmax models).
             tvm: ``"bpda"``, ``"unrolled"`` or ``"oblivious"`` (TVM unseen). Ignored without a purifier.
             eot_samples: TVM draws averaged per gradient (:mod:`wnll_art.eot`).
+            score: WNLL score (``"log"`` deployed, ``"log64"`` non-saturating; ignored for softmax models).
         """
-        key = (gradient, tvm, eot_samples)
+        key = (gradient, tvm, eot_samples, score)
         if key not in self._views:
-            self._views[key] = self.module.view(gradient=gradient, tvm=tvm, eot_samples=eot_samples)
+            self._views[key] = self.module.view(gradient=gradient, tvm=tvm, eot_samples=eot_samples, score=score)
         return self._views[key]
 
     def settings(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from torch import nn
 
 from wnll_art._checks import check_images, check_labels, check_positive_int
 from wnll_art.models.resnet import INPUT_ATOL
-from wnll_art.wnll.score import LOG_FLOOR, wnll_scores
+from wnll_art.wnll.score import LOG_FLOOR, SCORES, Score, wnll_scores
 from wnll_art.wnll.solver import check_graph_options, check_template_labels, wnll_interpolate_checked
 from wnll_art.wnll.template import balanced_template
 
@@ -55,6 +55,12 @@ class WNLLNet(nn.Module):
         log_floor: Added to the label functions before the log (``log(u + log_floor)``), which keeps the
             log finite without zeroing any gradient (a clamp would).
         solver: Passed to :func:`wnll_interpolate` (``"auto"``, ``"dense"`` or ``"cg"``).
+        score: ``"log"`` (the deployed ``log(u + log_floor)``) or ``"log64"`` (an attacker's score that does
+            saturate in the floor: the WNLL solve in float64, scored ``log(u + 1e-30)``) or ``"smooth"``
+            (deployed value, gradient of the WNLL on a wider graph, ``k = smooth_k``, ``sigma_neighbor =
+            smooth_k // 2``, capped at the template size); see :mod:`wnll_art.wnll.score`. Attack views set
+            it through :meth:`wnll_art.Defence.view`.
+        smooth_k: Neighbours of the wider graph of the ``"smooth"`` score.
 
     Raises:
         TypeError: A backbone without ``features``/``linear``, or options of the wrong type.
@@ -88,6 +94,8 @@ class WNLLNet(nn.Module):
         gamma: float | None = None,
         log_floor: float = LOG_FLOOR,
         solver: Literal["auto", "dense", "cg"] = "auto",
+        score: Score = "log",
+        smooth_k: int = 100,
     ) -> None:
         super().__init__()
         if not callable(getattr(backbone, "features", None)) or not isinstance(
@@ -101,6 +109,8 @@ class WNLLNet(nn.Module):
             raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
         if not 0.0 < log_floor < 1.0:
             raise ValueError(f"log_floor must be in (0, 1), got {log_floor}")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         num_classes = backbone_linear.out_features
         images = _as_unit_float(template_images, "template_images")
         check_labels(template_labels, "template_labels", num_classes=num_classes)
@@ -117,6 +127,10 @@ class WNLLNet(nn.Module):
         self.wnll_batch_size = check_positive_int(wnll_batch_size, "wnll_batch_size")
         self.gradient: Gradient = gradient
         self.log_floor = log_floor
+        self.score: Score = score
+        self.smooth_k = check_positive_int(smooth_k, "smooth_k")
+        if smooth_k < 2:
+            raise ValueError(f"smooth_k must be >= 2, got {smooth_k}")
         check_graph_options(k=k, sigma_neighbor=sigma_neighbor, kernel=kernel, gamma=gamma, solver=solver,
                             n_points=images.shape[0] + 1)  # fmt: skip
         self.k, self.sigma_neighbor, self.kernel = k, sigma_neighbor, kernel
@@ -207,12 +221,25 @@ class WNLLNet(nn.Module):
             feats = torch.cat([self.embed(x[i : i + 1]) for i in range(x.shape[0])])
         else:
             feats = self.embed(x)
-        u = self.interpolate(feats, template)
+        if self.score == "log64":
+            u = self.interpolate(feats.double(), template.double())
+        else:
+            u = self.interpolate(feats, template)
         linear = self.linear_head(feats) if self.gradient == "surrogate" else None
-        return wnll_scores(u, gradient=self.gradient, linear_logits=linear, log_floor=self.log_floor)
+        smooth = None
+        if self.score == "smooth" and self.gradient == "exact":
+            k = min(self.smooth_k, template.shape[0])
+            smooth = self.interpolate(feats, template, k=k, sigma_neighbor=max(k // 2, 1))
+        scores = wnll_scores(u, gradient=self.gradient, linear_logits=linear, log_floor=self.log_floor,
+                             score=self.score if smooth is not None or self.score != "smooth" else "log",
+                             smooth_u=smooth)  # fmt: skip
+        return scores.to(x.dtype)
 
-    def interpolate(self, feats: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-        """WNLL label functions ``(N, C)`` of embedded inputs ``(N, D)`` against embedded template.
+    def interpolate(
+        self, feats: torch.Tensor, template: torch.Tensor, *, k: int | None = None, sigma_neighbor: int | None = None
+    ) -> torch.Tensor:
+        """WNLL label functions ``(N, C)`` of embedded inputs ``(N, D)`` against embedded template (``k`` and
+        ``sigma_neighbor``: the graph's, by default the model's own).
 
         The template labels are checked once per version of the buffer (construction, ``load_state_dict``,
         a device move), not on every call: each check is a host synchronisation on a GPU.
@@ -226,7 +253,8 @@ class WNLLNet(nn.Module):
         rows = [
             wnll_interpolate_checked(
                 feats[i : i + step], template, labels, num_classes=self.num_classes,
-                k=self.k, sigma_neighbor=self.sigma_neighbor, kernel=self.kernel, gamma=self.gamma,
+                k=k or self.k, sigma_neighbor=sigma_neighbor or self.sigma_neighbor, kernel=self.kernel,
+                gamma=self.gamma,
                 solver=self.solver,
             )
             for i in range(0, feats.shape[0], step)
@@ -237,7 +265,7 @@ class WNLLNet(nn.Module):
         return (
             f"coupling={self.coupling!r}, wnll_batch_size={self.wnll_batch_size}, gradient={self.gradient!r}, "
             f"template={tuple(self.template_images.shape)}, k={self.k}, sigma_neighbor={self.sigma_neighbor}, "
-            f"kernel={self.kernel!r}, gamma={self.gamma!r}, solver={self.solver!r}"
+            f"kernel={self.kernel!r}, gamma={self.gamma!r}, solver={self.solver!r}, score={self.score!r}"
         )
 
     def settings(self) -> dict[str, object]:
@@ -249,6 +277,8 @@ class WNLLNet(nn.Module):
             "template_size": int(self.template_images.shape[0]),
             "buffer_dim": None if self.buffer_head is None else self.buffer_head.in_features,
             "log_floor": self.log_floor,
+            "score": self.score,
+            "smooth_k": self.smooth_k if self.score == "smooth" else None,
             "k": self.k,
             "sigma_neighbor": self.sigma_neighbor,
             "kernel": self.kernel,

@@ -107,7 +107,7 @@ def compare_defences(
     records = [r for v in victims
                for r in run_cells(victims=[v], softmax=softmax, specs=[CLEAN, *specs_for_victim(v, chosen)],
                                   eps_values=cfg.eps, batches=batches, store=store, protocol="compare", seed=cfg.seed,
-                                  run_settings=settings, on_cell=on_cell)]  # fmt: skip
+                                  run_settings=settings, on_cell=on_cell, tvm_draws=cfg.tvm_draws)]  # fmt: skip
     cell = merge_flags(eps_monotonicity_flags(records), stronger_flags(
         records, reference="ifgsm_exact_eot", challenger="transfer_ifgsm", flag="black_box_stronger",
         why="transfer beats white box"))  # fmt: skip

@@ -32,7 +32,7 @@ def finalize(
         store.put(worst)
         final.append(worst)
     write_plots(final, store.root)
-    return write_markdown(final, store.root / "results.md")
+    return write_markdown(final, store.root / "results.md", worst_case="worst_case")
 
 
 def evaluate(
@@ -62,7 +62,7 @@ def evaluate(
     settings, store, batches = open_run(cfg, out_dir, data_root, dist=dist, protocol="main")  # writes nothing
     victims, softmax = load_victims(cfg, data_root, weights)
     records = run_cells(victims=victims, softmax=softmax, specs=specs, eps_values=cfg.eps, batches=batches,
-                        store=store, protocol="main", seed=cfg.seed, run_settings=settings, on_cell=on_cell)  # fmt: skip
+                        store=store, protocol="main", seed=cfg.seed, run_settings=settings, on_cell=on_cell, tvm_draws=cfg.tvm_draws)  # fmt: skip
     if dist.rank == 0:
         finalize(store, records, victim_flags(victims, batches, eot_samples=cfg.tvm.eot_samples))
         records = store.records()

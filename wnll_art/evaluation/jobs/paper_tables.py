@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from wnll_art.evaluation.checks import eps_monotonicity_flags, stronger_flags
+from wnll_art.evaluation.checks import eps_monotonicity_flags, run_convergence, stronger_flags
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import (
     AttackSpec,
@@ -25,9 +25,13 @@ from wnll_art.evaluation.engine import (
     adversarial,
     cell_key,
     derive_seed,
+    draw_extra,
+    predict_correct,
     run_cells,
 )
 from wnll_art.evaluation.protocols import (
+    ADAPTIVE_DEFAULT,
+    ALL,
     CLEAN,
     FAMILIES,
     adaptive_minimum,
@@ -40,6 +44,7 @@ from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.report import (
     attach_flags,
     flag_section,
+    headline,
     markdown_table,
     merge_flags,
     pct,
@@ -55,7 +60,7 @@ from wnll_art.evaluation.setup import (
     run_settings,
     victim_flags,
 )
-from wnll_art.evaluation.victims import Victim, predict_labels
+from wnll_art.evaluation.victims import Victim
 from wnll_art.zoo import load_pretrained, sha256_file
 
 __all__ = ["ProtocolRecords", "defense_table", "transfer_table"]
@@ -93,6 +98,9 @@ def defense_table(
     paper_cw_steps: int = 10,
     adaptive_attacks: Sequence[str] | None = None,
     on_cell: OnCell = None,
+    restarts: int = 1,
+    square_queries: int = 100,
+    convergence: Convergence | None = None,
 ) -> dict[str, ProtocolRecords]:
     """The paper's Table 2 in the paper protocol and the adaptive protocol, side by side.
 
@@ -116,8 +124,13 @@ def defense_table(
             zoo's hash check). The paper also trains on TVM images; give such checkpoints here.
         steps: Iterations of the adaptive iterative attacks (PGD, IFGSM, APGD).
         paper_cw_steps: C&W steps in the paper protocol (the authors' code: 10).
-        adaptive_attacks: Subset of the adaptive attack names (default: all).
+        adaptive_attacks: Adaptive attack names (default: :data:`~wnll_art.evaluation.protocols.ADAPTIVE_DEFAULT`).
         on_cell: Called with each finished record.
+        restarts: Random starts of PGD and APGD.
+        square_queries: Iterations of the Square attack.
+        convergence: The convergence checks run per victim on its strongest attack (default:
+            :class:`Convergence`'s; ``Convergence(steps=())`` skips them). Their curves go into every adaptive
+            minimum's ``extra["convergence"]`` and their flags into its flags.
 
     Returns:
         ``{training data: ProtocolRecords}`` (on every rank).
@@ -125,8 +138,10 @@ def defense_table(
     check_tvm(cfg.defences)
     if steps < 1 or paper_cw_steps < 1:
         raise ValueError(f"steps and paper_cw_steps must be >= 1, got {steps} and {paper_cw_steps}")
-    adaptive = select_specs(adaptive_specs(eot_samples=cfg.tvm.eot_samples, steps=steps, cw_steps=cfg.cw_steps),
-                            adaptive_attacks, what="adaptive attacks")  # fmt: skip
+    adaptive = select_specs(adaptive_specs(eot_samples=cfg.tvm.eot_samples, steps=steps, restarts=restarts,
+                                           square_queries=square_queries, cw_steps=cfg.cw_steps),
+                            adaptive_attacks or ADAPTIVE_DEFAULT, what="adaptive attacks")  # fmt: skip
+    conv = convergence or Convergence()
     paper = paper_specs(cw_steps=paper_cw_steps)
     variants = _training_data(checkpoints or {})
     dist = Dist.from_env(cfg.device)
@@ -136,41 +151,100 @@ def defense_table(
         backbone = None if path is None else load_pretrained("resnet56", weights=path, check_hash=False)
         victims, softmax = load_victims(cfg, data_root, weights, backbone=backbone)
         settings = run_settings(cfg, dist, protocol="defense_table", training_data=name, **origin,
-                                paper=[s.settings() for s in paper], adaptive=[s.settings() for s in adaptive])  # fmt: skip
+                                paper=[s.settings() for s in paper], adaptive=[s.settings() for s in adaptive],
+                                convergence=conv.to_dict())  # fmt: skip
         store = open_store(Path(out_dir) / name, settings, dist)
         common: dict[str, Any] = dict(softmax=softmax, eps_values=cfg.eps, batches=batches, store=store, seed=cfg.seed,
-                                      run_settings=settings, on_cell=on_cell)  # fmt: skip
+                                      run_settings=settings, on_cell=on_cell, tvm_draws=cfg.tvm_draws)  # fmt: skip
         paper_records = run_cells(victims=victims, specs=paper, protocol="paper", **common)
         attack_records = [r for v in victims
                           for r in run_cells(victims=[v], specs=specs_for_victim(v, adaptive), protocol="adaptive", **common)]  # fmt: skip
-        results[name] = _finish(store, victims, batches, cfg, paper_records, attack_records, name)
+        checks = _convergence(conv, victims, softmax, adaptive, attack_records, batches, cfg, settings,
+                              Path(out_dir) / name / "convergence")  # fmt: skip
+        results[name] = _finish(store, victims, batches, cfg, paper_records, attack_records, name, checks)
     if dist.rank == 0:
         _write_defense_markdown(results, Path(out_dir) / "defense_table.md", cfg, steps, paper_cw_steps)
     dist.barrier()
     return results
 
 
+@dataclass(frozen=True)
+class Convergence:
+    """The convergence checks (N. Carlini et al. 2019) of each victim's strongest gradient attack.
+
+    Attributes:
+        steps: Step-count ladder (flag when the last doubling still lowers accuracy by > 1 point); ``()``: none.
+        eot: EOT-sample ladder (against a randomised defence).
+        images: Sub-sample: the first ``images`` evaluated images.
+        unbounded_eps: Radius of the unbounded check (flag unless accuracy reaches 0).
+    """
+
+    steps: tuple[int, ...] = (10, 20, 50, 100)
+    eot: tuple[int, ...] = (1, 2, 4)
+    images: int = 20
+    unbounded_eps: float = 0.3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": list(self.steps), "eot": list(self.eot), "images": self.images,
+                "unbounded_eps": self.unbounded_eps}  # fmt: skip
+
+
+Checks = dict[tuple[str, str], tuple[dict[str, Any], list[str]]]
+
+
+def _convergence(
+    conv: Convergence, victims: Sequence[Victim], softmax: Victim, specs: Sequence[AttackSpec],
+    records: Sequence[CellRecord], batches: Batches, cfg: EvalConfig, settings: dict[str, Any], root: Path,
+) -> Checks:  # fmt: skip
+    """``{(model, defence): (curves, flags)}``: each victim's strongest gradient attack (lowest accuracy at the
+    smallest eps) re-run with :attr:`Convergence.steps` / :attr:`Convergence.eot` on a sub-sample."""
+    ladder = {s.name: s for s in specs if s.source == "self" and s.attack is not None and hasattr(s.attack, "steps")}
+    if not conv.steps or not ladder:
+        return {}
+    m = min(conv.images, len(batches.indices))
+    sub = Batches(batches.x[:m], batches.y[:m], batches.indices[:m], batches.batch_size, batches.dist)
+    sub_settings = {**settings, "run": {**settings["run"], "n": m}}
+    store = open_store(root, sub_settings, batches.dist)
+    eps = min(cfg.eps)
+    out: Checks = {}
+    for v in victims:
+        cells = [r for r in records if (r.model, r.defence, r.eps) == (v.model, v.defence, eps) and r.attack in ladder]
+        if cells:
+            strongest = min(cells, key=lambda r: (r.accuracy, list(ladder).index(r.attack)))
+            out[v.model, v.defence] = run_convergence(
+                v, softmax, ladder[strongest.attack], batches=sub, store=store, seed=cfg.seed,
+                run_settings=sub_settings, eps=eps, steps=conv.steps, eot=conv.eot,
+                unbounded_eps=conv.unbounded_eps, tvm_draws=cfg.tvm_draws)  # fmt: skip
+    return out
+
+
 def _finish(
     store: RunStore, victims: Sequence[Victim], batches: Batches, cfg: EvalConfig,
-    paper: list[CellRecord], attacks: list[CellRecord], name: str,
+    paper: list[CellRecord], attacks: list[CellRecord], name: str, checks: Checks,
 ) -> ProtocolRecords:  # fmt: skip
     """Flags, adaptive minima and plots (rank 0 writes; every rank returns the same records)."""
     # the paper's attacks (surrogate gradient, TVM unseen) relabelled so they can challenge the adaptive ones
     relabelled = [replace(r, protocol="adaptive", attack=f"paper_{r.attack}") for r in paper]
-    checks = [("ifgsm_exact_eot", "transfer_ifgsm", "black_box_stronger", "transfer beats white box"),
-              ("ifgsm_exact_eot", "ifgsm_surrogate_eot", "surrogate_stronger", "exact WNLL gradient weaker than the straight-through one"),
-              ("fgsm_exact_eot", "paper_fgsm", "paper_attack_stronger", "surrogate / TVM-oblivious FGSM beats exact + BPDA + EOT")]  # fmt: skip
+    pairs = [("pgd_exact_eot", "transfer_pgd", "black_box_stronger", "transfer beats white box"),
+             ("pgd_exact_eot", "square", "gradient_free_stronger", "Square beats exact-gradient PGD: masked gradients"),
+             ("pgd_exact_eot", "pgd_surrogate_eot", "surrogate_stronger", "exact WNLL gradient weaker than the straight-through one"),
+             ("ifgsm_exact_eot", "transfer_ifgsm", "black_box_stronger", "transfer beats white box"),
+             ("ifgsm_exact_eot", "ifgsm_surrogate_eot", "surrogate_stronger", "exact WNLL gradient weaker than the straight-through one"),
+             ("fgsm_exact_eot", "paper_fgsm", "paper_attack_stronger", "surrogate / TVM-oblivious FGSM beats exact + BPDA + EOT")]  # fmt: skip
     cell = merge_flags(eps_monotonicity_flags([*paper, *attacks]), *(
         stronger_flags([*attacks, *relabelled], reference=reference, challenger=challenger, flag=flag, why=why)
-        for reference, challenger, flag, why in checks
+        for reference, challenger, flag, why in pairs
     ))  # fmt: skip
     rank0 = batches.dist.rank == 0
     vflags = victim_flags(victims, batches, eot_samples=cfg.tvm.eot_samples)
     paper = attach_flags(store if rank0 else None, paper, victim_flags=vflags, cell_flags=cell)
     attacks = attach_flags(store if rank0 else None, attacks, victim_flags=vflags, cell_flags=cell)
     minima = [
-        replace(r, settings={**r.settings, "training_data": name}) for r in adaptive_minimum(paper, attacks)
-    ]
+        replace(r, settings={**r.settings, "training_data": name},
+                flags=sorted({*r.flags, *checks.get((r.model, r.defence), ({}, []))[1]}),
+                extra={**r.extra, "convergence": checks.get((r.model, r.defence), ({}, []))[0] or None})
+        for r in adaptive_minimum(paper, attacks)
+    ]  # fmt: skip
     if rank0:
         for r in minima:
             store.put(r)
@@ -204,14 +278,34 @@ def _attack_rows(name: str, recs: ProtocolRecords, eps_values: Sequence[float]) 
             for row, by_eps in sorted(cells.items())]  # fmt: skip
 
 
+def _convergence_lines(results: Mapping[str, ProtocolRecords]) -> list[str]:
+    """The ``## Convergence checks`` section: each victim's step / EOT ladders and unbounded check."""
+    rows = []
+    for name, recs in results.items():
+        seen = {(r.model, r.defence): r.extra.get("convergence") for r in recs.adaptive if r.attack == ALL}
+        for (model, defence), c in sorted(seen.items()):
+            if c:
+                curve = lambda d: ", ".join(f"{k}: {pct(a)}" for k, a in sorted(d.items(), key=lambda kv: int(kv[0])))  # noqa: E731
+                rows.append([name, f"{model} + {defence}", c["attack"], f"{c['eps']:g}", str(c["n"]),
+                             curve(c["steps"]), curve(c["eot"]) or "-", pct(c["unbounded"]["accuracy"])])  # fmt: skip
+    if not rows:
+        return []
+    return ["", "## Convergence checks (Carlini et al. 2019; accuracy %, sub-sample)", "",
+            *markdown_table(["training data", "victim", "strongest attack", "eps", "n", "steps", "EOT samples",
+                             "unbounded (eps 0.3)"], rows)]  # fmt: skip
+
+
 def _write_defense_markdown(
     results: Mapping[str, ProtocolRecords], path: Path, cfg: EvalConfig, steps: int, paper_cw_steps: int
 ) -> str:
     eps_values = sorted(cfg.eps)
     eps_head = [f"eps={e:g}" for e in eps_values]
     used = sorted({r.attack for recs in results.values() for r in recs.adaptive_attacks})
+    worst = [r for recs in results.values() for r in recs.adaptive if r.attack == ALL]
     lines = ["# Robust accuracy (%), paper protocol / adaptive protocol (the paper's Table 2)", "",
-             "Each cell: **paper / adaptive**. Paper protocol: the paper's stated settings (IFGSM 10 steps of size "
+             *headline(worst, what=f"every paper and adaptive attack (BPDA + EOT({cfg.tvm.eot_samples}) through TVM, "
+                                   f"{steps} steps)"),
+             "## Detail", "", "Each cell: **paper / adaptive**. Paper protocol: the paper's stated settings (IFGSM 10 steps of size "
              f"eps, C&W c=10 kappa=0 with {paper_cw_steps} steps, straight-through surrogate gradient on WNLL, TVM "
              "unseen by the attacker). Adaptive: per image, the minimum over clean accuracy, the family's paper "
              f"attack and every adaptive attack run ({', '.join(used) or 'none'}; EOT({cfg.tvm.eot_samples}) and BPDA "
@@ -224,6 +318,7 @@ def _write_defense_markdown(
     flags = sorted({(name, r.protocol, r.model, r.defence, r.attack, f) for name, recs in results.items()
                     for r in [*recs.paper, *recs.adaptive_attacks] for f in r.flags})  # fmt: skip
     lines += flag_section("/".join(fl[:5]) + f": {fl[5]}" for fl in flags)
+    lines += _convergence_lines(results)
     others = [n for n in results if n != "original"]
     lines += ["", "## Training data", "",
               f"- available: {', '.join(results)}" + ("" if others else " (only 'original', the public pretrained "
@@ -273,13 +368,13 @@ def transfer_table(
                                         gradient=gradient, attacks=[s.settings() for s in crafting])  # fmt: skip
     victims, softmax = load_victims(cfg, data_root, weights)
     records = run_cells(victims=victims, softmax=softmax, specs=[CLEAN], eps_values=cfg.eps, batches=batches,
-                        store=store, protocol="transfer", seed=cfg.seed, run_settings=settings, on_cell=on_cell)  # fmt: skip
+                        store=store, protocol="transfer", seed=cfg.seed, run_settings=settings, on_cell=on_cell, tvm_draws=cfg.tvm_draws)  # fmt: skip
     for source in (v for v in victims if v.defence == "none"):
         for spec in crafting:
             raw_cache: dict[Any, torch.Tensor] = {}  # C&W runs once per batch, projected onto each eps
             for eps in cfg.eps:
                 cells = _transfer_cells(source, spec, eps, victims, softmax, batches, store, cfg.seed, settings,
-                                        raw_cache)  # fmt: skip
+                                        raw_cache, cfg.tvm_draws)  # fmt: skip
                 for r in cells:
                     if on_cell is not None:
                         on_cell(r)
@@ -292,7 +387,7 @@ def transfer_table(
 
 def _transfer_cells(
     source: Victim, spec: AttackSpec, eps: float, targets: Sequence[Victim], softmax: Victim, batches: Batches,
-    store: RunStore, seed: int, settings: dict[str, Any], raw_cache: dict[Any, torch.Tensor],
+    store: RunStore, seed: int, settings: dict[str, Any], raw_cache: dict[Any, torch.Tensor], draws: int,
 ) -> list[CellRecord]:  # fmt: skip
     name = f"{spec.name}_from_{source.model}"
     keys = [cell_key("transfer", t.model, t.defence, name, eps) for t in targets]
@@ -300,26 +395,26 @@ def _transfer_cells(
     if all(r is not None for r in stored):
         return [r for r in stored if r is not None]
     start = time.perf_counter()
-    mine: dict[int, list[list[int]]] = {}
+    mine: dict[int, list[tuple[list[int], list[float]]]] = {}
     for b in batches.mine():
         x, y = batches.get(b)
         attack_seed = derive_seed(seed, "transfer", source.model, spec.name, b)
         x_adv = adversarial(spec, source, softmax, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
-        mine[b] = []
-        for t in targets:
-            t.reseed(derive_seed(seed, "predict", b, name, eps))
-            mine[b].append((predict_labels(t.predict_module, x_adv) == y).int().tolist())
+        mine[b] = [predict_correct(t, x_adv, y, draws=draws, seed=derive_seed(seed, "predict", b, name, eps))
+                   for t in targets]  # fmt: skip
     merged = {b: c for part in batches.dist.gather(mine) for b, c in part.items()}
     elapsed = time.perf_counter() - start
     out = []
     for i, t in enumerate(targets):
-        correct = [c for b in sorted(merged) for c in merged[b][i]]
+        correct = [c for b in sorted(merged) for c in merged[b][i][0]]
+        mean = [m for b in sorted(merged) for m in merged[b][i][1]]
         rec = CellRecord(
             model=t.model, defence=t.defence, attack=name, eps=eps, protocol="transfer",
             accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
             image_indices=batches.indices, time_s=elapsed,
             settings={**settings, "victim": t.settings(), "source": source.settings(), "spec": spec.settings()},
-            extra={"source": source.model, "white_box": t.model == source.model and t.defence == "none"},
+            extra={"source": source.model, "white_box": t.model == source.model and t.defence == "none",
+                   **draw_extra(t, draws, mean)},
         )  # fmt: skip
         if batches.dist.rank == 0:
             store.put(rec)
