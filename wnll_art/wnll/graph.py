@@ -135,8 +135,8 @@ def reachability(
     reach[num_points - sources :] = 1.0
     live = keep.to(torch.float32)
     for _ in range(_DEVICE_HOPS):  # max over incident kept edges: order-independent, so deterministic
-        reach = reach.index_reduce(0, rows, reach[cols] * live, "amax")
-        reach = reach.index_reduce(0, cols, reach[rows] * live, "amax")
+        reach = reach.scatter_reduce(0, rows, reach[cols] * live, "amax")
+        reach = reach.scatter_reduce(0, cols, reach[rows] * live, "amax")
     if bool(reach.min() > 0):
         return reach > 0, True
     exact = _reachable_scipy(rows, cols, keep, num_points, sources)
