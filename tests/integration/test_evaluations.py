@@ -204,10 +204,9 @@ def test_transfer_table(tmp_path: Path, common: list[str]) -> None:
         white_box.extra["white_box"]
         and white_box.accuracy < recs["transfer__softmax__none__clean__eps0.0000"].accuracy
     )
-    assert recs["transfer__softmax__none__ifgsm_from_wnll__eps0.0800"].extra == {
-        "source": "wnll",
-        "white_box": False,
-    }
+    extra = recs["transfer__softmax__none__ifgsm_from_wnll__eps0.0800"].extra
+    assert extra["source"] == "wnll" and extra["white_box"] is False
+    assert extra["tvm_draws"] == 1  # a deterministic victim is asked once (the K-draw rule is for TVM)
     text = (out / "transfer_table.md").read_text()
     assert "| ifgsm | wnll | 0.08 |" in text and "| clean | - | 0 |" in text
 
