@@ -19,7 +19,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 PROG = "build_zoo"
 BATCH = 500  # the transductive WNLL batch of the shipped models
@@ -42,7 +42,7 @@ def _measure_inputs(n: int, data_root: str | None, weights: str | None) -> tuple
 
     x, y = wnll_art.load_cifar10(data_root, split="test")
     x, y = x[:n].float() / 255, y[:n]
-    backbone = wnll_art.load_pretrained("resnet56", weights=weights)
+    backbone: Any = wnll_art.load_pretrained("resnet56", weights=weights)
     purifier = TVMPurifier(wnll_art.TVMSettings(), seed=0)
     plain, tvm = [], []
     with torch.no_grad():
@@ -110,7 +110,7 @@ def build(runs: Path, names: Sequence[str], *, n: int, data_root: str | None, we
         run = runs / name
         state = torch.load(run / "final.pt", map_location="cpu", weights_only=True)
         record = json.loads((run / "final.json").read_text())
-        output = "softmax" if name.startswith("resnet56-softmax") else "wnll"
+        output: Literal["wnll", "softmax"] = "softmax" if name.startswith("resnet56-softmax") else "wnll"
         data = "original+tvm" if name.endswith("tvmaug") else ("tvm" if name.endswith("-tvm") else "original")
         wnll = {k: v for k, v in record["wnll"].items() if k in WNLL_BUILD_KEYS}
         write_trained(state, name=name, wnll=wnll, output=output, training_data=data, record=_provenance(run))

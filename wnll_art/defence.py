@@ -174,9 +174,10 @@ class Defence(nn.Module):
 def _purifier_settings(purifier: nn.Module | None) -> dict[str, Any] | None:
     if purifier is None:
         return None
-    settings = purifier.settings() if callable(getattr(purifier, "settings", None)) else {}
+    method = getattr(purifier, "settings", None)
+    settings: dict[str, Any] = dict(method()) if callable(method) else {}
     # not the mask seed: callers reseed per batch (the harness records its per-cell seeds itself)
-    return {"type": type(purifier).__name__, **{k: v for k, v in settings.items() if k != "seed"}}  # type: ignore[union-attr]
+    return {"type": type(purifier).__name__, **{k: v for k, v in settings.items() if k != "seed"}}
 
 
 def _num_classes(classifier: nn.Module) -> int:

@@ -178,8 +178,8 @@ def write_trained(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.pt"
     torch.save(blob, path)
-    row = {"file": path.name, "sha256": sha256_file(path), "base": base, "output": output,
-           "training_data": training_data, "record": dict(record)}  # fmt: skip
+    row: dict[str, Any] = {"file": path.name, "sha256": sha256_file(path), "base": base, "output": output,
+                           "training_data": training_data, "record": dict(record)}  # fmt: skip
     index_path = directory / "index.json"
     rows = json.loads(index_path.read_text(encoding="utf-8")) if index_path.is_file() else {}
     rows[name] = row
