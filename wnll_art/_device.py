@@ -26,7 +26,8 @@ def set_deterministic(enabled: bool = True) -> None:
     torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = enabled
-    torch.backends.cuda.matmul.allow_tf32 = not enabled and torch.backends.cuda.matmul.allow_tf32
+    if enabled:  # PyTorch's default for matmuls is already off; only deterministic mode forces it
+        torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = not enabled
 
 

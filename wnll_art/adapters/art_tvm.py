@@ -25,8 +25,13 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import Tensor
 
 from wnll_art._checks import check_positive_int
-from wnll_art.tvm.algorithm import check_clip_values, make_generator, total_variation_minimize
-from wnll_art.tvm.settings import PRESETS, TVMSettings
+from wnll_art.tvm.algorithm import (
+    check_clip_values,
+    make_generator,
+    resolve_iterations,
+    total_variation_minimize,
+)
+from wnll_art.tvm.settings import TVMSettings
 
 __all__ = ["TotalVarMinimization"]
 
@@ -115,12 +120,9 @@ class TotalVarMinimization(PreprocessorPyTorch):
         base = TVMSettings() if settings is None else settings
         if not isinstance(base, TVMSettings):
             raise TypeError(f"settings must be a TVMSettings, got {type(base).__name__}")
-        if max_iter is not None and preset is not None:
-            raise ValueError(f"give max_iter or preset, not both (got max_iter={max_iter}, preset={preset!r})")
+        iterations = None if max_iter is None and preset is None else resolve_iterations(max_iter, preset)
         overrides = {"prob": prob, "norm": norm, "lamb": lamb, "objective": objective, "gradient": gradient,
-                     "iterations": PRESETS.get(preset, preset) if preset is not None else max_iter}  # fmt: skip
-        if preset is not None and preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}")
+                     "iterations": iterations}  # fmt: skip
         self.settings = base.replace(**{k: v for k, v in overrides.items() if v is not None})
         self.clip_values, self.verbose, self.channels_first = clip_values, verbose, channels_first
         self.chunk_size, self.compile = chunk_size, compile
