@@ -20,8 +20,23 @@ def int_list(text: str) -> tuple[int, ...]:
     return tuple(positive_int(t) for t in text.split(",") if t)
 
 
+def victim_list(text: str) -> tuple[tuple[str, str], ...]:
+    """An ``argparse`` type: comma-separated ``MODEL+DEFENCE`` cells (e.g. ``wnll+tvm,softmax+tvm``)."""
+    import argparse
+
+    cells = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        model, sep, defence = item.partition("+")
+        if not sep or not model or not defence:
+            raise argparse.ArgumentTypeError(f"expected MODEL+DEFENCE (e.g. wnll+tvm), got {item!r}")
+        cells.append((model, defence))
+    if not cells:
+        raise argparse.ArgumentTypeError("expected at least one MODEL+DEFENCE cell")
+    return tuple(cells)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.paper_tables.defense_table`; returns the exit status."""
+    """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.defense_table.defense_table`; returns the exit status."""
     from wnll_art._argparse import positive_int
     from wnll_art.evaluation.parser import config_from_args, parse_checkpoints, run_script, script_parser
 
@@ -40,19 +55,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="step ladder of the convergence check ('' to skip the checks)")  # fmt: skip
     p.add_argument("--convergence-eot", type=int_list, default=(1, 2, 4), help="EOT-sample ladder")
     p.add_argument("--convergence-images", type=positive_int, default=20, help="sub-sample of the convergence checks")
+    p.add_argument("--trained", nargs="?", const="all", default=None, metavar="ROWS",
+                   help="rows from our shipped models (softmax / WNLL trained on original, TVM, original+tvm images; "
+                        "all, or a comma-separated subset) instead of the public ResNet-56 with a post-hoc WNLL head")  # fmt: skip
+    p.add_argument("--victims", type=victim_list, default=None,
+                   help="comma-separated MODEL+DEFENCE cells to attack, e.g. wnll+tvm (default: all models x defences)")  # fmt: skip
     args = p.parse_args(argv)
 
     def body() -> None:
         attacks = (
             None if args.adaptive_attacks is None else [a for a in args.adaptive_attacks.split(",") if a]
         )
-        from wnll_art.evaluation.jobs.paper_tables import Convergence, defense_table
+        from wnll_art.evaluation.jobs.defense_table import Convergence, defense_table
 
         conv = Convergence(steps=args.convergence_steps, eot=args.convergence_eot, images=args.convergence_images)
         defense_table(config_from_args(args), out_dir=args.out, data_root=args.data_root, weights=args.weights,
                       checkpoints=parse_checkpoints(args.checkpoint), steps=args.steps,
                       paper_cw_steps=args.paper_cw_steps, adaptive_attacks=attacks, restarts=args.restarts,
-                      square_queries=args.square_queries, convergence=conv)  # fmt: skip
+                      square_queries=args.square_queries, convergence=conv, victims=args.victims,
+                      trained=args.trained == "all" or [r for r in (args.trained or "").split(",") if r])  # fmt: skip
         if os.environ.get("RANK", "0") == "0":
             print((Path(args.out) / "defense_table.md").read_text())
 

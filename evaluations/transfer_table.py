@@ -14,7 +14,7 @@ PROG = "transfer_table"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.paper_tables.transfer_table`; returns the exit status."""
+    """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.transfer_table.transfer_table`; returns the exit status."""
     from wnll_art._argparse import positive_int
     from wnll_art.evaluation.parser import config_from_args, run_script, script_parser
 
@@ -23,14 +23,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--gradient", choices=("surrogate", "exact"), default="surrogate",
                    help="WNLL gradient when crafting on WNLL (surrogate: the paper's straight-through one)")  # fmt: skip
     p.add_argument("--paper-cw-steps", type=positive_int, default=10, help="C&W steps (the authors' code: 10)")
+    p.add_argument("--trained", action="store_true",
+                   help="one table per training-data row of our shipped models (original, TVM, original + TVM images) "
+                        "instead of the public ResNet-56 with a post-hoc WNLL head")  # fmt: skip
     args = p.parse_args(argv)
 
     def body() -> None:
-        from wnll_art.evaluation.jobs.paper_tables import transfer_table
+        from wnll_art.evaluation.jobs.transfer_table import transfer_table
 
         transfer_table(config_from_args(args), out_dir=args.out, data_root=args.data_root, weights=args.weights,
                        gradient=args.gradient, attacks=[a for a in args.attacks.split(",") if a],
-                       paper_cw_steps=args.paper_cw_steps)  # fmt: skip
+                       paper_cw_steps=args.paper_cw_steps, trained=args.trained)  # fmt: skip
         if os.environ.get("RANK", "0") == "0":
             print((Path(args.out) / "transfer_table.md").read_text())
 

@@ -23,15 +23,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from wnll_art.evaluation.config import MAIN_ATTACKS
+    from wnll_art.evaluation.config import MAIN_ATTACKS, MAIN_DEFAULT
     from wnll_art.evaluation.parser import add_run_options
 
     p = sub.add_parser("evaluate", help="robust accuracy grid (ART + Foolbox attacks), JSON + markdown + PNG",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    add_run_options(p, out="results/evaluate")
+    add_run_options(p, out="results/evaluate", cw_steps=10)
     p.add_argument("--models", type=ap.name_list, default=("softmax", "wnll"), help="softmax and optionally wnll")
     p.add_argument("--attacks", type=ap.name_list, default=None,
-                   help=f"subset of {','.join(MAIN_ATTACKS)} (unset: all)")  # fmt: skip
+                   help=f"subset of {','.join(MAIN_ATTACKS)} (unset: {','.join(MAIN_DEFAULT)}; cw_l2 is ART's "
+                        "line-search C&W, several times slower than Foolbox's fb_cw_l2)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -28,7 +28,7 @@ from wnll_art.wnll.model import WNLLNet
 from wnll_art.zoo import load_pretrained, sha256_file
 
 __all__ = ["TRAINED_DIR", "LinearHead", "TrainedEntry", "base_measurements", "load_trained", "trained_models",
-           "write_trained"]  # fmt: skip
+           "training_rows", "write_trained"]  # fmt: skip
 
 TRAINED_DIR = Path(__file__).resolve().parent / "zoo_weights"
 FORMAT = "wnll-art/trained-head/v1"
@@ -90,6 +90,18 @@ def _index(directory: Path) -> dict[str, TrainedEntry]:
 def trained_models(directory: Path = TRAINED_DIR) -> dict[str, TrainedEntry]:
     """The shipped models by name (read once from ``index.json``)."""
     return dict(_index(Path(directory)))
+
+
+def training_rows(directory: Path = TRAINED_DIR) -> dict[str, dict[str, str]]:
+    """The paper's training-data rows as shipped: ``{training data: {"softmax": name, "wnll": name}}``.
+
+    ``"original"``'s softmax model is the public ``"resnet56"``; every other name is a shipped model whose
+    ``training_data`` and ``output`` place it. Rows missing a model are left out.
+    """
+    rows: dict[str, dict[str, str]] = {"original": {"softmax": "resnet56"}}
+    for name, entry in sorted(trained_models(directory).items()):
+        rows.setdefault(entry.training_data, {}).setdefault(entry.output, name)
+    return {data: row for data, row in rows.items() if set(row) == {"softmax", "wnll"}}
 
 
 def base_measurements(directory: Path = TRAINED_DIR) -> dict[str, dict[str, Any]]:
@@ -172,7 +184,9 @@ def write_trained(
     uint8 = (images * 255).round().clamp(0, 255).to(torch.uint8)
     if not torch.equal(uint8.float() / 255, images.float()):
         raise ValueError("the template is not 8-bit images; it cannot be shipped losslessly as uint8")
-    head = {k: v.detach().cpu().clone() for k, v in state.items() if not k.startswith(("backbone.", "template_"))}
+    head = {
+        k: v.detach().cpu().clone() for k, v in state.items() if not k.startswith(("backbone.", "template_"))
+    }
     blob = {"format": FORMAT, "base": base, "head": head, "wnll": dict(wnll),
             "template_images": uint8.cpu(), "template_labels": state["template_labels"].cpu().long()}  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)

@@ -140,7 +140,11 @@ def test_adaptive_is_the_per_image_minimum_of_the_records_on_disk(table_dir: Pat
             for r in everything
             for w, c in zip(worst.per_image_correct, r.per_image_correct, strict=True)
         )
-        assert worst.extra["convergence"]["steps"].keys() == {"1", "2"}  # recorded with every adaptive number
+        conv = worst.extra["convergence"]
+        assert conv["steps"].keys() == {"1", "2"}  # recorded with every adaptive number
+        # a 1 -> 2 step ladder is under-run: flagged exactly when the last doubling still gained > 1 point
+        flagged = any(f.startswith("not_converged") and " steps at eps" in f for f in worst.flags)
+        assert flagged == (conv["steps"]["1"] - conv["steps"]["2"] > 0.01), (conv, worst.flags)
     assert changed, "no attack changed any prediction: the evaluation did nothing"
     clean = index["paper", "softmax", "none", "clean", 0.0]
     assert clean.accuracy >= 0.75  # the pretrained ResNet-56 (93% on CIFAR-10)
@@ -156,7 +160,7 @@ def test_defense_table_markdown_and_resume(
     )  # headline first
     assert "## Convergence checks" in text
     assert "paper / adaptive" in text and "| original | wnll | none | ifgsm |" in text
-    assert "only 'original'" in text and "## Flags" in text
+    assert "- original: the public ResNet-56 (softmax) with a post-hoc WNLL head" in text and "## Flags" in text
     calls: list[str] = []
     original = engine.attack_batches
 
@@ -209,6 +213,24 @@ def test_transfer_table(tmp_path: Path, common: list[str]) -> None:
     assert extra["tvm_draws"] == 1  # a deterministic victim is asked once (the K-draw rule is for TVM)
     text = (out / "transfer_table.md").read_text()
     assert "| ifgsm | wnll | 0.08 |" in text and "| clean | - | 0 |" in text
+
+
+def test_transfer_table_on_the_shipped_training_rows(tmp_path: Path, common: list[str]) -> None:
+    from wnll_art.zoo_trained import training_rows
+
+    rows = training_rows()
+    if len(rows) < 2:
+        pytest.skip("no trained models shipped in this checkout")
+    out = tmp_path / "transfer_trained"
+    args = ["--trained", "--n", "2", "--wnll-batch-size", "2", "--eps", "0.08", "--attacks", "fgsm", "--out", str(out)]
+    assert _script("transfer_table").main([*args, *common]) == 0
+    text = (out / "transfer_table.md").read_text()
+    for data, row in rows.items():  # one run per row, on that row's models, and one section per row
+        recs = _records(out / data)
+        assert len(recs) == 2 + 2 * 2 and all(r.settings["zoo"] == row for r in recs.values())
+        wnll = recs["transfer__wnll__none__clean__eps0.0000"].settings["victim"]
+        assert wnll["model"] == "wnll" and wnll["wnll"]["template_size"] == 500  # the shipped template, not 100
+        assert f"trained on {data} (softmax `{row['softmax']}`, WNLL `{row['wnll']}`)" in text
 
 
 @pytest.mark.skipif(not TVM, reason="wnll_art.tvm (TVMPurifier, EOT) is not importable")
@@ -307,3 +329,24 @@ def test_feature_geometry(tmp_path: Path, common: list[str]) -> None:
         assert ms["conditions"]["ifgsm"]["accuracy"] < ms["conditions"]["clean"]["accuracy"]
     assert len(list((out / "cells").glob("geometry__*.json"))) == 2 * len(conditions)
     assert "| wnll | ifgsm |" in (out / "feature_geometry.md").read_text()
+
+
+def test_victim_and_row_options_are_checked_before_any_work(tmp_path: Path) -> None:
+    import argparse
+
+    from wnll_art.evaluation.config import EvalConfig
+    from wnll_art.evaluation.jobs.defense_table import defense_table
+
+    victim_list = _script("defense_table").victim_list
+    assert victim_list("wnll+tvm, softmax+none,") == (("wnll", "tvm"), ("softmax", "none"))
+    for bad in ("wnll", "+tvm", ","):
+        with pytest.raises(argparse.ArgumentTypeError):
+            victim_list(bad)
+    cfg = EvalConfig(n=2, eps=(0.02,), defences=("none",))
+    with pytest.raises(ValueError, match="victims must be a non-empty subset"):
+        defense_table(cfg, out_dir=tmp_path / "a", victims=[("wnll", "tvm")])  # tvm is not among the defences
+    with pytest.raises(ValueError, match="trained rows must be a non-empty subset"):
+        defense_table(cfg, out_dir=tmp_path / "b", trained=["nope"])
+    with pytest.raises(TypeError, match="string"):
+        defense_table(cfg, out_dir=tmp_path / "c", trained="tvm")  # type: ignore[arg-type]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

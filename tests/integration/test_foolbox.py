@@ -82,3 +82,28 @@ def test_eot_through_tvm(wnll_model: WNLLNet, clean_slice: tuple[torch.Tensor, t
     delta = (clipped - x).abs().flatten(1).amax(1)
     assert float(delta.max()) <= EPS + 1e-5 and float(delta.min()) > EPS / 2
     assert 0.0 <= foolbox_accuracy(attacked, clipped, y) <= 1.0
+
+
+def test_foolbox_cw_keeps_unfooled_images_clean() -> None:
+    """Foolbox's C&W starts its best adversarials at zeros (and calls the black image a success when it is
+    misclassified, as here): our wrapper must return the clean image where the attack found nothing, not a
+    black image, which the eps projection would turn into "darken by eps"."""
+    from torch import nn
+
+    from wnll_art.evaluation.attacks import FoolboxL2CW
+
+    class Half(nn.Module):
+        """Class 1 iff the first pixel is > 0.5: 5 C&W steps of size 0.01 cross only from next to 0.5."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = (x[:, 0, 0, 0] - 0.5) * 100
+            return torch.stack([-s, s], 1)
+
+    x = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.2 + 0.6
+    x[:3, 0, 0, 0] = 0.4999  # these three sit at the boundary: C&W flips them
+    x[3:, 0, 0, 0] = 0.95  # these cannot be moved below 0.5 in 5 small steps
+    y = (x[:, 0, 0, 0] > 0.5).long()
+    out = FoolboxL2CW(steps=5, stepsize=0.01, initial_const=10.0).run(Half(), x, y, eps=0.1)
+    fooled = Half()(out).argmax(1) != y
+    assert fooled[:3].all() and not fooled[3:].any() and (out[:3] - x[:3]).abs().amax() < 0.1
+    torch.testing.assert_close(out[3:], x[3:], rtol=0, atol=0)  # failed: the clean images, not zeros

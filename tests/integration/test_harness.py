@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wnll_art.cli import main
-from wnll_art.evaluation.config import MAIN_ATTACKS, EvalConfig
+from wnll_art.evaluation.config import MAIN_ATTACKS, MAIN_DEFAULT, EvalConfig
 from wnll_art.evaluation.jobs.main import evaluate
 from wnll_art.evaluation.protocols import main_specs
 from wnll_art.evaluation.records import SCHEMA
@@ -108,7 +108,11 @@ def test_cli_reports_errors_cleanly(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_main_plan_is_the_configs_attack_list() -> None:
     specs = main_specs(eot_samples=3, cw_steps=2)
-    assert [s.name for s in specs] == ["clean", *MAIN_ATTACKS]
+    assert [s.name for s in specs] == ["clean", *MAIN_DEFAULT] and "cw_l2" not in MAIN_DEFAULT
+    every = main_specs(eot_samples=3, cw_steps=2, attacks=MAIN_ATTACKS)
+    assert [s.name for s in every] == ["clean", *MAIN_ATTACKS]
+    cw = next(s for s in every if s.name == "cw_l2").settings()["attack"]
+    assert (cw["library"], cw["max_halving"], cw["max_doubling"]) == ("art", 1, 1)
     assert all(s.eot_samples == 3 for s in specs if s.attack is not None and s.source == "self")
     with pytest.raises(ValueError, match="unknown attacks"):
         EvalConfig(attacks=("fgsm", "nope"))

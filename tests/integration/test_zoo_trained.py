@@ -68,3 +68,36 @@ def test_shipped_models_load_through_load_defence(hub_dir: Path) -> None:
         assert isinstance(plain, Defence) and plain.purifier is None and defended.randomised
         assert plain.settings()["classifier"] == ("wnll" if entry.output == "wnll" else "softmax")
         assert 0.5 < float(entry.record["test_accuracy"]) <= 1.0  # type: ignore[arg-type]
+
+
+def test_training_rows_place_each_shipped_model_and_build_its_victims(hub_dir: Path) -> None:
+    """The paper's training-data rows come from the index (not from names), and the victims built for a row
+    are exactly the shipped models: the WNLL victim carries the shipped template, the softmax one its head."""
+    from wnll_art.evaluation.config import EvalConfig
+    from wnll_art.evaluation.setup import load_zoo_victims
+    from wnll_art.wnll.model import WNLLNet
+    from wnll_art.zoo_trained import training_rows
+
+    shipped = trained_models()
+    if not shipped:
+        pytest.skip("no trained models shipped in this checkout")
+    rows = training_rows()
+    assert rows["original"]["softmax"] == "resnet56"
+    for data, row in rows.items():
+        assert shipped[row["wnll"]].output == "wnll" and shipped[row["wnll"]].training_data == data
+        if data != "original":
+            assert shipped[row["softmax"]].output == "softmax" and shipped[row["softmax"]].training_data == data
+    assert {"original", "tvm", "original+tvm"} <= set(rows)
+    cfg = EvalConfig(n=4, eps=(0.02,), defences=("none", "tvm"), wnll_batch_size=7)
+    weights = hub_dir / "hub" / "checkpoints" / CHECKPOINT
+    victims, plain = load_zoo_victims(cfg, weights, **rows["tvm"])
+    assert [(v.model, v.defence) for v in victims] == [("softmax", "none"), ("softmax", "tvm"), ("wnll", "none"),
+                                                       ("wnll", "tvm")]  # fmt: skip
+    assert plain is victims[0] and isinstance(plain.classifier, LinearHead)
+    wnll = victims[2].classifier
+    expected = load_trained(row_name := rows["tvm"]["wnll"], weights=weights)
+    assert isinstance(wnll, WNLLNet) and wnll.wnll_batch_size == 7, row_name
+    torch.testing.assert_close(wnll.template_images, expected.template_images, rtol=0, atol=0)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():  # the softmax victim is the tvm model's own linear head, not the public one
+        torch.testing.assert_close(plain.classifier(x), load_trained(rows["tvm"]["softmax"], weights=weights)(x))

@@ -21,7 +21,7 @@ from wnll_art.evaluation.engine import AttackSpec, Batches, run_cells
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.victims import Victim
 
-__all__ = ["VANISHING", "convergence_flags", "convergence_specs", "run_convergence", "eps_monotonicity_flags", "model_flags",
+__all__ = ["VANISHING", "Convergence", "convergence_flags", "convergence_specs", "run_convergence", "eps_monotonicity_flags", "model_flags",
            "stronger_flags", "transfer_flags", "unbounded_flags"]  # fmt: skip
 
 # A loss gradient whose largest entry is below this is useless to sign- and step-based attacks in float32
@@ -138,7 +138,9 @@ def transfer_flags(
 
 
 # ------------------------------------------------------------------------------------ convergence
-def convergence_specs(spec: AttackSpec, *, steps: Sequence[int], eot: Sequence[int]) -> list[tuple[str, int, AttackSpec]]:
+def convergence_specs(
+    spec: AttackSpec, *, steps: Sequence[int], eot: Sequence[int]
+) -> list[tuple[str, int, AttackSpec]]:
     """The ladders of N. Carlini et al., "On Evaluating Adversarial Robustness" (2019): ``spec`` re-run with
     each step count (its attack must have a ``steps`` field) and each EOT sample count.
 
@@ -150,8 +152,11 @@ def convergence_specs(spec: AttackSpec, *, steps: Sequence[int], eot: Sequence[i
         raise ValueError(f"{spec.name}: convergence ladders need an attack with a `steps` setting")
     out = [("steps", k, dataclasses.replace(spec, name=f"{spec.name}__steps{k}",
                                              attack=dataclasses.replace(spec.attack, steps=k)))  # type: ignore[call-arg]
-           for k in steps]  # fmt: skip
-    return out + [("eot", k, dataclasses.replace(spec, name=f"{spec.name}__eot{k}", eot_samples=k)) for k in eot]
+           for k in sorted(set(steps))]  # fmt: skip
+    return out + [
+        ("eot", k, dataclasses.replace(spec, name=f"{spec.name}__eot{k}", eot_samples=k))
+        for k in sorted(set(eot))
+    ]
 
 
 def convergence_flags(curve: Mapping[int, float], *, what: str, tolerance: float = 0.01) -> list[str]:
@@ -205,15 +210,31 @@ def run_convergence(
         tvm_draws: K of the K-draw rule.
 
     Returns:
-        ``({"attack", "eps", "steps": {k: acc}, "eot": {k: acc}, "unbounded": {"eps", "accuracy"}, "n"}, flags)``.
+        ``({"attack", "eps", "steps": {k: acc}, "eot": {k: acc}, "single": {"steps": ..., "eot": ...},
+        "unbounded": {"eps", "accuracy"}, "n"}, flags)``: ``steps`` / ``eot`` are best-so-far curves (an image
+        counts as robust at budget k only if the attack failed at every budget <= k), on which the flags are
+        computed; ``single`` holds each rung's own accuracy.
     """
     common: dict[str, Any] = dict(victims=[victim], softmax=softmax, batches=batches, store=store,
                                   protocol="convergence", seed=seed, run_settings=run_settings, tvm_draws=tvm_draws)  # fmt: skip
+    raw: dict[str, dict[int, float]] = {"steps": {}, "eot": {}}
     curves: dict[str, dict[int, float]] = {"steps": {}, "eot": {}}
+    robust: dict[str, list[int] | None] = {"steps": None, "eot": None}
     eot = eot if victim.module.randomised else ()  # EOT only matters against a randomised defence
     for ladder, budget, s in convergence_specs(spec, steps=steps, eot=eot):
         (rec,) = run_cells(specs=[s], eps_values=[eps], **common)
-        curves[ladder][budget] = rec.accuracy
+        raw[ladder][budget] = rec.accuracy
+        # best so far: an image stays robust at a budget only if no smaller budget fooled it either (against a
+        # randomised defence, single rungs scatter by a few images; the flag asks whether a larger budget finds
+        # adversarials that no smaller one found)
+        before = robust[ladder]
+        now = (
+            rec.per_image_correct
+            if before is None
+            else [a & b for a, b in zip(before, rec.per_image_correct, strict=True)]
+        )
+        robust[ladder] = now
+        curves[ladder][budget] = sum(now) / len(now)
     unbounded = dataclasses.replace(spec, name=f"{spec.name}__unbounded")
     (rec,) = run_cells(specs=[unbounded], eps_values=[unbounded_eps], **common)
     flags = convergence_flags(curves["steps"], what=f"{spec.name} steps at eps={eps:g}")
@@ -221,5 +242,27 @@ def run_convergence(
         flags += convergence_flags(curves["eot"], what=f"{spec.name} EOT samples at eps={eps:g}")
     flags += unbounded_flags(rec.accuracy, eps=unbounded_eps, what=spec.name)
     info = {"attack": spec.name, "eps": eps, "n": len(batches.indices), **curves,
-            "unbounded": {"eps": unbounded_eps, "accuracy": rec.accuracy}}  # fmt: skip
+            "single": raw, "unbounded": {"eps": unbounded_eps, "accuracy": rec.accuracy}}  # fmt: skip
     return info, flags
+
+
+@dataclasses.dataclass(frozen=True)
+class Convergence:
+    """The convergence checks (N. Carlini et al. 2019) of each victim's strongest gradient attack.
+
+    Attributes:
+        steps: Step-count ladder (flag when the last doubling still lowers the best-so-far accuracy by > 1
+            point; see :func:`run_convergence`); ``()``: none.
+        eot: EOT-sample ladder (against a randomised defence).
+        images: Sub-sample: the first ``images`` evaluated images.
+        unbounded_eps: Radius of the unbounded check (flag unless accuracy reaches 0).
+    """
+
+    steps: tuple[int, ...] = (10, 20, 50, 100)
+    eot: tuple[int, ...] = (1, 2, 4)
+    images: int = 20
+    unbounded_eps: float = 0.3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": list(self.steps), "eot": list(self.eot), "images": self.images,
+                "unbounded_eps": self.unbounded_eps}  # fmt: skip

@@ -45,7 +45,7 @@ def add_run_options(
     defences: tuple[str, ...] = ("none", "tvm"),
     defences_help: str = "test-time defences among none,tvm",
     eot_samples: int = 2,
-    cw_steps: int = 20,
+    cw_steps: int = 10,
 ) -> argparse.ArgumentParser:
     """Adds the run configuration's options (images, eps, defences, WNLL, TVM, budgets, seed, device, data,
     weights, ``--deterministic``) to ``p`` with the given defaults; returns ``p``."""

@@ -92,8 +92,8 @@ def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
         names = sorted({f.split(":", 1)[0] for r in cells.values() for f in r.flags} & set(HEADLINE_FLAGS))
         row.append(", ".join(names) or "clear")
         rows.append(row)
-    n = sorted({r.n for r in worst})
-    k = sorted({r.settings.get("run", {}).get("tvm_draws", 1) for r in worst})
+    n = "/".join(str(v) for v in sorted({r.n for r in worst}))
+    k = "/".join(str(v) for v in sorted({r.settings.get("run", {}).get("tvm_draws", 1) for r in worst}))
     text = (f"**Robust accuracy (%)**, per image the worst case over clean and {what}, on {n} test images; a TVM "
             f"victim's image counts only if {k} independent TVM draws all classify it correctly. In brackets: the "
             "strongest single attack. Flags: gradient-masking and convergence checks (details below).")

@@ -28,6 +28,7 @@ __all__ = [
     "check_tvm",
     "load_batches",
     "load_victims",
+    "load_zoo_victims",
     "open_run",
     "open_store",
     "run_settings",
@@ -134,6 +135,34 @@ def load_victims(
     if softmax is None:
         softmax = build_victims(backbone, None, defences=("none",), tvm=cfg.tvm, seed=cfg.seed)[0]
     return victims, softmax
+
+
+def load_zoo_victims(
+    cfg: EvalConfig,
+    weights: str | os.PathLike[str] | None,
+    *,
+    softmax: str,
+    wnll: str,
+) -> tuple[list[Victim], Victim]:
+    """The victims of ``cfg`` on zoo models: ``softmax`` (``"resnet56"`` or a shipped softmax model) and ``wnll``
+    (a shipped WNLL model, with its own template; ``cfg``'s coupling, kernel and WNLL batch are applied),
+    and the undefended softmax victim. ``weights``: the base ResNet-56 file (sha256-checked)."""
+    from wnll_art.zoo_trained import load_trained
+
+    soft = (load_pretrained("resnet56", weights=weights) if softmax == "resnet56"
+            else load_trained(softmax, output="softmax", weights=weights)).to(cfg.device)  # fmt: skip
+    net = None
+    if "wnll" in cfg.models:
+        loaded = load_trained(wnll, output="wnll", weights=weights, coupling=cfg.coupling,
+                              wnll_batch_size=cfg.wnll_batch_size, kernel=cfg.kernel)  # fmt: skip
+        if not isinstance(loaded, WNLLNet):
+            raise TypeError(f"{wnll} did not load as a WNLLNet")
+        net = loaded.to(cfg.device).eval()
+    victims = build_victims(soft.eval(), net, defences=cfg.defences, tvm=cfg.tvm, seed=cfg.seed)
+    plain = next((v for v in victims if v.model == "softmax" and v.defence == "none"), None)
+    if plain is None:
+        plain = build_victims(soft, None, defences=("none",), tvm=cfg.tvm, seed=cfg.seed)[0]
+    return victims, plain
 
 
 def victim_flags(

@@ -143,7 +143,9 @@ def _write_markdown(
              for m in ("softmax", "wnll") for d in defences if (m, d, "clean", 0.0) in index]  # fmt: skip
     each = [[m, d, a, *accuracies(m, d, a)] for m, d, a in
             sorted({(r.model, r.defence, r.attack) for r in records if r.attack not in ("clean", "worst_case")})]  # fmt: skip
-    flags = sorted({(r.model, r.defence, r.attack, f) for r in records if r.attack != "worst_case" for f in r.flags})
+    flags = sorted(
+        {(r.model, r.defence, r.attack, f) for r in records if r.attack != "worst_case" for f in r.flags}
+    )
     lines = ["# Defences compared on the same model, attacks and images (robust accuracy, %)", "",
              "Worst case = per image, the minimum over the attacks below (all adaptive: BPDA through every "
              "preprocessor, EOT over randomised ones, transfer from the undefended softmax model).", "",

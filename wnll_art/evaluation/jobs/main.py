@@ -20,9 +20,7 @@ from wnll_art.evaluation.setup import load_victims, open_run, victim_flags
 __all__ = ["evaluate", "finalize"]
 
 
-def finalize(
-    store: RunStore, records: Sequence[CellRecord], flags: dict[tuple[str, str], list[str]]
-) -> str:
+def finalize(store: RunStore, records: Sequence[CellRecord], flags: dict[tuple[str, str], list[str]]) -> str:
     """Attaches all flags (``flags``: the victims'), rewrites changed records, adds per-image ``worst_case``
     records (clean and every attack), writes ``results.md`` and the PNGs; returns the table."""
     cell = merge_flags(eps_monotonicity_flags(records), transfer_flags(records))
@@ -59,7 +57,9 @@ def evaluate(
     specs = main_specs(eot_samples=cfg.tvm.eot_samples, cw_steps=cfg.cw_steps, attacks=cfg.attacks)
     if "wnll" not in cfg.models:
         specs = [s for s in specs if s.source != "softmax"]
-    settings, store, batches = open_run(cfg, out_dir, data_root, dist=dist, protocol="main")  # writes nothing
+    # the resolved plan is recorded: a folder from another default plan is refused, not silently mixed
+    settings, store, batches = open_run(cfg, out_dir, data_root, dist=dist, protocol="main",
+                                        plan=[s.settings() for s in specs])  # writes nothing  # fmt: skip
     victims, softmax = load_victims(cfg, data_root, weights)
     records = run_cells(victims=victims, softmax=softmax, specs=specs, eps_values=cfg.eps, batches=batches,
                         store=store, protocol="main", seed=cfg.seed, run_settings=settings, on_cell=on_cell, tvm_draws=cfg.tvm_draws)  # fmt: skip

@@ -1,38 +1,30 @@
-"""The paper's tables: Table 2 (robust accuracy, paper vs adaptive protocol) and Table 1 (transfer).
+"""The paper's Table 2: robust accuracy of each training-data variant, paper protocol vs adaptive protocol.
 
 B. Wang et al., "Adversarial Defense via Data Dependent Activation Function and Total Variation
-Minimization", arXiv:1809.08516 (2018), Tables 1 and 2. The adaptive protocol follows A. Athalye, N. Carlini,
+Minimization", arXiv:1809.08516 (2018), Table 2. The adaptive protocol follows A. Athalye, N. Carlini,
 D. Wagner (ICML 2018) and F. Tramer et al. (NeurIPS 2020); see :mod:`wnll_art.evaluation.protocols`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from wnll_art.evaluation.checks import eps_monotonicity_flags, run_convergence, stronger_flags
+from wnll_art.evaluation.checks import Convergence, eps_monotonicity_flags, run_convergence, stronger_flags
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import (
     AttackSpec,
     Batches,
     Dist,
-    adversarial,
-    cell_key,
-    derive_seed,
-    draw_extra,
-    predict_correct,
     run_cells,
 )
 from wnll_art.evaluation.protocols import (
     ADAPTIVE_DEFAULT,
     ALL,
-    CLEAN,
     FAMILIES,
     adaptive_minimum,
     adaptive_specs,
@@ -55,15 +47,16 @@ from wnll_art.evaluation.setup import (
     check_tvm,
     load_batches,
     load_victims,
-    open_run,
+    load_zoo_victims,
     open_store,
     run_settings,
     victim_flags,
 )
 from wnll_art.evaluation.victims import Victim
 from wnll_art.zoo import load_pretrained, sha256_file
+from wnll_art.zoo_trained import training_rows
 
-__all__ = ["ProtocolRecords", "defense_table", "transfer_table"]
+__all__ = ["Convergence", "ProtocolRecords", "defense_table"]
 
 OnCell = Callable[[CellRecord], None] | None
 
@@ -77,13 +70,44 @@ class ProtocolRecords:
     adaptive: list[CellRecord]
 
 
+Loader = Callable[[], tuple[list[Victim], Victim]]
+
+
 def _training_data(
+    cfg: EvalConfig,
+    data_root: str | os.PathLike[str] | None,
+    weights: str | os.PathLike[str] | None,
     checkpoints: Mapping[str, os.PathLike[str] | str],
-) -> list[tuple[str, Path | None, dict[str, Any]]]:
-    out: list[tuple[str, Path | None, dict[str, Any]]] = [("original", None, {"weights": "zoo:resnet56"})]
+    trained: bool | Sequence[str],
+) -> list[tuple[str, dict[str, Any], Loader]]:
+    """``(training data, origin settings, victims loader)`` per row: the zoo ResNet-56 with a post-hoc WNLL
+    head, or (``trained``) our shipped models per training data; then every ``checkpoints`` backbone."""
+    out: list[tuple[str, dict[str, Any], Loader]] = []
+    if isinstance(trained, str):
+        raise TypeError(f"trained must be a bool or a sequence of row names, got the string {trained!r}")
+    if trained:
+        rows = training_rows()
+        wanted = list(rows) if isinstance(trained, bool) else list(dict.fromkeys(t.strip() for t in trained))
+        if not wanted or not set(wanted) <= set(rows):
+            raise ValueError(f"trained rows must be a non-empty subset of {list(rows)}, got {wanted}")
+        for data in wanted:
+            row = rows[data]
+            out.append((data, {"weights": f"zoo:{row['softmax']}+{row['wnll']}", "zoo": row, "zoo_sha256": _sha(row)},
+                        functools.partial(load_zoo_victims, cfg, weights, **row)))  # fmt: skip
+    else:
+        out.append(
+            (
+                "original",
+                {"weights": "zoo:resnet56"},
+                functools.partial(load_victims, cfg, data_root, weights),
+            )
+        )
     for name, path in checkpoints.items():
         p = Path(path)
-        out.append((name, p, {"weights": str(p.resolve()), "sha256": sha256_file(p)}))
+        if name in {n for n, _, _ in out}:
+            raise ValueError(f"checkpoint name {name!r} repeats a training-data row of the zoo")
+        out.append((name, {"weights": str(p.resolve()), "sha256": sha256_file(p)},
+                    functools.partial(_checkpoint_victims, cfg, data_root, weights, p)))  # fmt: skip
     return out
 
 
@@ -101,12 +125,14 @@ def defense_table(
     restarts: int = 1,
     square_queries: int = 100,
     convergence: Convergence | None = None,
+    victims: Sequence[tuple[str, str]] | None = None,
+    trained: bool | Sequence[str] = False,
 ) -> dict[str, ProtocolRecords]:
     """The paper's Table 2 in the paper protocol and the adaptive protocol, side by side.
 
-    For each training-data variant ("original": the zoo ResNet-56; plus every ``checkpoints`` entry, a
-    ResNet-56 state dict trained on other data), softmax and WNLL (template ``cfg.template_size``, WNLL batch
-    ``cfg.wnll_batch_size``) with each defence of ``cfg.defences`` are attacked by FGSM, IFGSM and C&W-L2 at
+    For each training-data variant (``"original"``: the zoo ResNet-56 with a post-hoc WNLL head of template
+    ``cfg.template_size``; or, with ``trained``, our shipped softmax / WNLL models per training data; plus every
+    ``checkpoints`` entry), softmax and WNLL (WNLL batch ``cfg.wnll_batch_size``) with each defence of ``cfg.defences`` are attacked by FGSM, IFGSM and C&W-L2 at
     each ``cfg.eps`` under :func:`~wnll_art.evaluation.protocols.paper_specs`, then by
     :func:`~wnll_art.evaluation.protocols.adaptive_specs`; the adaptive number of a family is the per-image
     minimum over clean accuracy, its paper attack and every adaptive attack.
@@ -121,7 +147,7 @@ def defense_table(
         data_root: CIFAR-10 root.
         weights: The zoo ResNet-56 file (``None``: the torch hub cache).
         checkpoints: ``{name: path}`` of ResNet-56 state dicts trained on other data (loaded without the
-            zoo's hash check). The paper also trains on TVM images; give such checkpoints here.
+            zoo's hash check), each a row with a post-hoc WNLL head.
         steps: Iterations of the adaptive iterative attacks (PGD, IFGSM, APGD).
         paper_cw_steps: C&W steps in the paper protocol (the authors' code: 10).
         adaptive_attacks: Adaptive attack names (default: :data:`~wnll_art.evaluation.protocols.ADAPTIVE_DEFAULT`).
@@ -131,6 +157,11 @@ def defense_table(
         convergence: The convergence checks run per victim on its strongest attack (default:
             :class:`Convergence`'s; ``Convergence(steps=())`` skips them). Their curves go into every adaptive
             minimum's ``extra["convergence"]`` and their flags into its flags.
+        trained: Rows from our shipped models (:func:`~wnll_art.zoo_trained.training_rows`: softmax and WNLL
+            trained on original, TVM and original + TVM images) instead of the post-hoc WNLL head: ``True`` for
+            every row, or the training-data names of some.
+        victims: The ``(model, defence)`` cells to attack (default: every model of ``cfg.models`` with every
+            defence of ``cfg.defences``); the softmax model stays the transfer source either way.
 
     Returns:
         ``{training data: ProtocolRecords}`` (on every rank).
@@ -143,50 +174,59 @@ def defense_table(
                             adaptive_attacks or ADAPTIVE_DEFAULT, what="adaptive attacks")  # fmt: skip
     conv = convergence or Convergence()
     paper = paper_specs(cw_steps=paper_cw_steps)
-    variants = _training_data(checkpoints or {})
+    wanted = _check_victims(cfg, victims)
+    variants = _training_data(cfg, data_root, weights, checkpoints or {}, trained)
     dist = Dist.from_env(cfg.device)
     batches = load_batches(cfg, data_root, dist)
     results = {}
-    for name, path, origin in variants:
-        backbone = None if path is None else load_pretrained("resnet56", weights=path, check_hash=False)
-        victims, softmax = load_victims(cfg, data_root, weights, backbone=backbone)
+    for name, origin, loader in variants:
+        cells, softmax = loader()
+        chosen = [v for v in cells if (v.model, v.defence) in wanted]
         settings = run_settings(cfg, dist, protocol="defense_table", training_data=name, **origin,
+                                victims=[f"{m}+{d}" for m, d in sorted(wanted)],
                                 paper=[s.settings() for s in paper], adaptive=[s.settings() for s in adaptive],
                                 convergence=conv.to_dict())  # fmt: skip
         store = open_store(Path(out_dir) / name, settings, dist)
         common: dict[str, Any] = dict(softmax=softmax, eps_values=cfg.eps, batches=batches, store=store, seed=cfg.seed,
                                       run_settings=settings, on_cell=on_cell, tvm_draws=cfg.tvm_draws)  # fmt: skip
-        paper_records = run_cells(victims=victims, specs=paper, protocol="paper", **common)
-        attack_records = [r for v in victims
+        paper_records = run_cells(victims=chosen, specs=paper, protocol="paper", **common)
+        attack_records = [r for v in chosen
                           for r in run_cells(victims=[v], specs=specs_for_victim(v, adaptive), protocol="adaptive", **common)]  # fmt: skip
-        checks = _convergence(conv, victims, softmax, adaptive, attack_records, batches, cfg, settings,
+        checks = _convergence(conv, chosen, softmax, adaptive, attack_records, batches, cfg, settings,
                               Path(out_dir) / name / "convergence")  # fmt: skip
-        results[name] = _finish(store, victims, batches, cfg, paper_records, attack_records, name, checks)
+        results[name] = _finish(store, chosen, batches, cfg, paper_records, attack_records, name, checks)
     if dist.rank == 0:
         _write_defense_markdown(results, Path(out_dir) / "defense_table.md", cfg, steps, paper_cw_steps)
     dist.barrier()
     return results
 
 
-@dataclass(frozen=True)
-class Convergence:
-    """The convergence checks (N. Carlini et al. 2019) of each victim's strongest gradient attack.
+def _sha(row: Mapping[str, str]) -> dict[str, str]:
+    """The sha256 of each shipped model of a training-data row (the public one is checked against the zoo)."""
+    from wnll_art.zoo_trained import trained_models
 
-    Attributes:
-        steps: Step-count ladder (flag when the last doubling still lowers accuracy by > 1 point); ``()``: none.
-        eot: EOT-sample ladder (against a randomised defence).
-        images: Sub-sample: the first ``images`` evaluated images.
-        unbounded_eps: Radius of the unbounded check (flag unless accuracy reaches 0).
-    """
+    shipped = trained_models()
+    return {name: shipped[name].sha256 for name in row.values() if name in shipped}
 
-    steps: tuple[int, ...] = (10, 20, 50, 100)
-    eot: tuple[int, ...] = (1, 2, 4)
-    images: int = 20
-    unbounded_eps: float = 0.3
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"steps": list(self.steps), "eot": list(self.eot), "images": self.images,
-                "unbounded_eps": self.unbounded_eps}  # fmt: skip
+def _checkpoint_victims(
+    cfg: EvalConfig,
+    data_root: str | os.PathLike[str] | None,
+    weights: str | os.PathLike[str] | None,
+    path: Path,
+) -> tuple[list[Victim], Victim]:
+    """The victims on a ResNet-56 checkpoint trained on other data (post-hoc WNLL head; no hash check)."""
+    backbone = load_pretrained("resnet56", weights=path, check_hash=False)
+    return load_victims(cfg, data_root, weights, backbone=backbone)
+
+
+def _check_victims(cfg: EvalConfig, victims: Sequence[tuple[str, str]] | None) -> set[tuple[str, str]]:
+    """The chosen ``(model, defence)`` cells, checked against ``cfg.models`` x ``cfg.defences``."""
+    grid: set[tuple[str, str]] = {(m, d) for m in cfg.models for d in cfg.defences}
+    chosen = grid if victims is None else set(victims)
+    if not chosen or not chosen <= grid:
+        raise ValueError(f"victims must be a non-empty subset of {sorted(grid)}, got {sorted(chosen)}")
+    return chosen
 
 
 Checks = dict[tuple[str, str], tuple[dict[str, Any], list[str]]]
@@ -198,7 +238,9 @@ def _convergence(
 ) -> Checks:  # fmt: skip
     """``{(model, defence): (curves, flags)}``: each victim's strongest gradient attack (lowest accuracy at the
     smallest eps) re-run with :attr:`Convergence.steps` / :attr:`Convergence.eot` on a sub-sample."""
-    ladder = {s.name: s for s in specs if s.source == "self" and s.attack is not None and hasattr(s.attack, "steps")}
+    ladder = {
+        s.name: s for s in specs if s.source == "self" and s.attack is not None and hasattr(s.attack, "steps")
+    }
     if not conv.steps or not ladder:
         return {}
     m = min(conv.images, len(batches.indices))
@@ -208,7 +250,11 @@ def _convergence(
     eps = min(cfg.eps)
     out: Checks = {}
     for v in victims:
-        cells = [r for r in records if (r.model, r.defence, r.eps) == (v.model, v.defence, eps) and r.attack in ladder]
+        cells = [
+            r
+            for r in records
+            if (r.model, r.defence, r.eps) == (v.model, v.defence, eps) and r.attack in ladder
+        ]
         if cells:
             strongest = min(cells, key=lambda r: (r.accuracy, list(ladder).index(r.attack)))
             out[v.model, v.defence] = run_convergence(
@@ -278,6 +324,21 @@ def _attack_rows(name: str, recs: ProtocolRecords, eps_values: Sequence[float]) 
             for row, by_eps in sorted(cells.items())]  # fmt: skip
 
 
+def _origin_text(settings: Mapping[str, Any]) -> str:
+    """What a training-data row's models are, from its run settings."""
+    row = settings.get("zoo")
+    if row:
+        return f"softmax `{row['softmax']}`, WNLL `{row['wnll']}` (shipped models, `wnll-art info`)"
+    if settings.get("weights") == "zoo:resnet56":
+        return "the public ResNet-56 (softmax) with a post-hoc WNLL head"
+    return f"the ResNet-56 checkpoint {settings.get('weights')} with a post-hoc WNLL head"
+
+
+def _curve(points: Mapping[str, float]) -> str:
+    """``"10: 5.0, 20: 0.0"`` from ``{"10": 0.05, "20": 0.0}`` (keys in numeric order)."""
+    return ", ".join(f"{k}: {pct(a)}" for k, a in sorted(points.items(), key=lambda kv: int(kv[0])))
+
+
 def _convergence_lines(results: Mapping[str, ProtocolRecords]) -> list[str]:
     """The ``## Convergence checks`` section: each victim's step / EOT ladders and unbounded check."""
     rows = []
@@ -285,12 +346,17 @@ def _convergence_lines(results: Mapping[str, ProtocolRecords]) -> list[str]:
         seen = {(r.model, r.defence): r.extra.get("convergence") for r in recs.adaptive if r.attack == ALL}
         for (model, defence), c in sorted(seen.items()):
             if c:
-                curve = lambda d: ", ".join(f"{k}: {pct(a)}" for k, a in sorted(d.items(), key=lambda kv: int(kv[0])))  # noqa: E731
-                rows.append([name, f"{model} + {defence}", c["attack"], f"{c['eps']:g}", str(c["n"]),
-                             curve(c["steps"]), curve(c["eot"]) or "-", pct(c["unbounded"]["accuracy"])])  # fmt: skip
+                single = c.get("single", {})
+                ladders = [_curve(c[k]) + (f" (single runs: {_curve(single[k])})" if single.get(k) else "")
+                           for k in ("steps", "eot")]  # fmt: skip
+                rows.append([name, f"{model} + {defence}", c["attack"], f"{c['eps']:g}", str(c["n"]), ladders[0],
+                             ladders[1] if c["eot"] else "-", pct(c["unbounded"]["accuracy"])])  # fmt: skip
     if not rows:
         return []
     return ["", "## Convergence checks (Carlini et al. 2019; accuracy %, sub-sample)", "",
+            "Best so far: at each budget an image counts as robust only if the attack failed at every smaller budget "
+            "too; `not_converged` fires when the last doubling still lowers it by more than 1 point. Single runs "
+            "of a randomised defence scatter by a few images.", "",
             *markdown_table(["training data", "victim", "strongest attack", "eps", "n", "steps", "EOT samples",
                              "unbounded (eps 0.3)"], rows)]  # fmt: skip
 
@@ -319,125 +385,9 @@ def _write_defense_markdown(
                     for r in [*recs.paper, *recs.adaptive_attacks] for f in r.flags})  # fmt: skip
     lines += flag_section("/".join(fl[:5]) + f": {fl[5]}" for fl in flags)
     lines += _convergence_lines(results)
-    others = [n for n in results if n != "original"]
-    lines += ["", "## Training data", "",
-              f"- available: {', '.join(results)}" + ("" if others else " (only 'original', the public pretrained "
-              "ResNet-56, was available; the paper's TVM-trained variants need checkpoints passed with --checkpoint NAME=PATH)"),
+    origin = {name: recs.paper[0].settings for name, recs in results.items() if recs.paper}
+    lines += ["", "## Training data", "", *(f"- {name}: {_origin_text(o)}" for name, o in origin.items()),
               f"- images per cell: {cfg.n} (test indices {cfg.start}..{cfg.start + cfg.n - 1}); WNLL batch "
-              f"{cfg.wnll_batch_size}, template {cfg.template_size}, coupling {cfg.coupling}, kernel {cfg.kernel}, "
+              f"{cfg.wnll_batch_size}, template {cfg.template_size} (post-hoc heads; shipped models carry theirs), coupling {cfg.coupling}, kernel {cfg.kernel}, "
               f"seed {cfg.seed}; TVM {cfg.tvm}", "- records: <training data>/cells/*.json; settings: <training data>/run.json", ""]  # fmt: skip
-    return write_text(path, lines)
-
-
-# ------------------------------------------------------------------------------------------ Table 1
-def transfer_table(
-    cfg: EvalConfig,
-    *,
-    out_dir: str | os.PathLike[str],
-    data_root: str | os.PathLike[str] | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    gradient: str = "surrogate",
-    attacks: Sequence[str] = ("fgsm", "ifgsm", "cw_l2"),
-    paper_cw_steps: int = 10,
-    on_cell: OnCell = None,
-) -> list[CellRecord]:
-    """The paper's Table 1: adversarials crafted on softmax or WNLL, classified by every victim.
-
-    Attacks are the paper protocol's (:func:`~wnll_art.evaluation.protocols.paper_specs`), crafted white box
-    on the undefended source model; ``gradient`` is the WNLL gradient used when the source is WNLL
-    (``"surrogate"``: the paper's straight-through estimator; ``"exact"``: through the WNLL solve). Targets
-    are softmax and WNLL with each defence of ``cfg.defences`` (TVM, if any, is unseen by the attacker).
-    Records: protocol ``"transfer"``, attack ``"<attack>_from_<source>"``, model/defence = the target; the
-    source = target cells are the white-box references. Writes ``out_dir/`` (a :class:`RunStore`) and
-    ``out_dir/transfer_table.md``. Resumable and shardable.
-
-    Returns:
-        All records (clean ones included).
-    """
-    check_tvm(cfg.defences)
-    if "none" not in cfg.defences:
-        raise ValueError(
-            "defences must include 'none' (the adversarials are crafted on the undefended models)"
-        )
-    if gradient not in ("exact", "surrogate"):
-        raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
-    paper = [s for s in paper_specs(cw_steps=paper_cw_steps) if s.attack is not None]
-    crafting = [replace(s, gradient=gradient) for s in select_specs(paper, attacks, what="attacks")]  # type: ignore[arg-type]
-    dist = Dist.from_env(cfg.device)
-    settings, store, batches = open_run(cfg, out_dir, data_root, dist=dist, protocol="transfer_table",
-                                        gradient=gradient, attacks=[s.settings() for s in crafting])  # fmt: skip
-    victims, softmax = load_victims(cfg, data_root, weights)
-    records = run_cells(victims=victims, softmax=softmax, specs=[CLEAN], eps_values=cfg.eps, batches=batches,
-                        store=store, protocol="transfer", seed=cfg.seed, run_settings=settings, on_cell=on_cell, tvm_draws=cfg.tvm_draws)  # fmt: skip
-    for source in (v for v in victims if v.defence == "none"):
-        for spec in crafting:
-            raw_cache: dict[Any, torch.Tensor] = {}  # C&W runs once per batch, projected onto each eps
-            for eps in cfg.eps:
-                cells = _transfer_cells(source, spec, eps, victims, softmax, batches, store, cfg.seed, settings,
-                                        raw_cache, cfg.tvm_draws)  # fmt: skip
-                for r in cells:
-                    if on_cell is not None:
-                        on_cell(r)
-                records += cells
-    if dist.rank == 0:
-        _write_transfer_markdown(records, Path(out_dir) / "transfer_table.md", cfg, gradient)
-    dist.barrier()
-    return records
-
-
-def _transfer_cells(
-    source: Victim, spec: AttackSpec, eps: float, targets: Sequence[Victim], softmax: Victim, batches: Batches,
-    store: RunStore, seed: int, settings: dict[str, Any], raw_cache: dict[Any, torch.Tensor], draws: int,
-) -> list[CellRecord]:  # fmt: skip
-    name = f"{spec.name}_from_{source.model}"
-    keys = [cell_key("transfer", t.model, t.defence, name, eps) for t in targets]
-    stored = [store.get(k) for k in keys]
-    if all(r is not None for r in stored):
-        return [r for r in stored if r is not None]
-    start = time.perf_counter()
-    mine: dict[int, list[tuple[list[int], list[float]]]] = {}
-    for b in batches.mine():
-        x, y = batches.get(b)
-        attack_seed = derive_seed(seed, "transfer", source.model, spec.name, b)
-        x_adv = adversarial(spec, source, softmax, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
-        mine[b] = [predict_correct(t, x_adv, y, draws=draws, seed=derive_seed(seed, "predict", b, name, eps))
-                   for t in targets]  # fmt: skip
-    merged = {b: c for part in batches.dist.gather(mine) for b, c in part.items()}
-    elapsed = time.perf_counter() - start
-    out = []
-    for i, t in enumerate(targets):
-        correct = [c for b in sorted(merged) for c in merged[b][i][0]]
-        mean = [m for b in sorted(merged) for m in merged[b][i][1]]
-        rec = CellRecord(
-            model=t.model, defence=t.defence, attack=name, eps=eps, protocol="transfer",
-            accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
-            image_indices=batches.indices, time_s=elapsed,
-            settings={**settings, "victim": t.settings(), "source": source.settings(), "spec": spec.settings()},
-            extra={"source": source.model, "white_box": t.model == source.model and t.defence == "none",
-                   **draw_extra(t, draws, mean)},
-        )  # fmt: skip
-        if batches.dist.rank == 0:
-            store.put(rec)
-        out.append(rec)
-    batches.dist.barrier()
-    return out
-
-
-def _write_transfer_markdown(
-    records: Sequence[CellRecord], path: Path, cfg: EvalConfig, gradient: str
-) -> str:
-    targets = sorted({(r.model, r.defence) for r in records}, key=lambda md: (md[1] != "none", md))
-    labels = [m if d == "none" else f"{m} + {d}" for m, d in targets]
-    index = {(r.model, r.defence, r.attack, r.eps): r for r in records}
-    rows = [["clean", "-", "0", *(pct(index[m, d, "clean", 0.0].accuracy) for m, d in targets)]]
-    for attack, eps in sorted({(r.attack, r.eps) for r in records if r.attack != "clean"}):
-        base, _, source = attack.partition("_from_")
-        rows.append([base, source, f"{eps:g}", *(pct(index[m, d, attack, eps].accuracy)
-                                                 if (m, d, attack, eps) in index else "-" for m, d in targets)])  # fmt: skip
-    lines = ["# Transfer of adversarial examples between activations (%; the paper's Table 1)", "",
-             f"Rows: attack crafted white box on the source model (paper-protocol attacks; WNLL gradient: {gradient}). "
-             "Columns: accuracy of each classifier on those images (source = column: white-box reference).", "",
-             *markdown_table(["attack", "crafted on", "eps", *labels], rows),
-             "", f"Images per cell: {cfg.n}; WNLL batch {cfg.wnll_batch_size}, template {cfg.template_size}, "
-             f"seed {cfg.seed}. Records: cells/*.json; settings: run.json.", ""]  # fmt: skip
     return write_text(path, lines)
