@@ -216,9 +216,9 @@ def test_transfer_table(tmp_path: Path, common: list[str]) -> None:
 
 
 def test_transfer_table_on_the_shipped_training_rows(tmp_path: Path, common: list[str]) -> None:
-    from wnll_art.zoo_trained import training_rows
+    from wnll_art.zoo_trained import trained_models, training_rows
 
-    rows = training_rows()
+    rows, shipped = training_rows(), trained_models()
     if len(rows) < 2:
         pytest.skip("no trained models shipped in this checkout")
     out = tmp_path / "transfer_trained"
@@ -228,6 +228,8 @@ def test_transfer_table_on_the_shipped_training_rows(tmp_path: Path, common: lis
     for data, row in rows.items():  # one run per row, on that row's models, and one section per row
         recs = _records(out / data)
         assert len(recs) == 2 + 2 * 2 and all(r.settings["zoo"] == row for r in recs.values())
+        run = json.loads((out / data / "run.json").read_text())  # the shipped files, as the defence table records them
+        assert run["zoo_sha256"] == {n: shipped[n].sha256 for n in row.values() if n in shipped} != {}
         wnll = recs["transfer__wnll__none__clean__eps0.0000"].settings["victim"]
         assert wnll["model"] == "wnll" and wnll["wnll"]["template_size"] == 500  # the shipped template, not 100
         assert f"trained on {data} (softmax `{row['softmax']}`, WNLL `{row['wnll']}`)" in text

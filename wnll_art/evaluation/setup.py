@@ -6,8 +6,9 @@ The jobs (:mod:`wnll_art.evaluation.jobs`) never import each other; what they sh
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -34,7 +35,11 @@ __all__ = [
     "run_settings",
     "tvm_available",
     "victim_flags",
+    "zoo_rows",
 ]
+
+Loader = Callable[[], tuple[list[Victim], Victim]]
+"""Builds a row's victims and its undefended softmax victim (the transfer source)."""
 
 
 def tvm_available() -> bool:
@@ -163,6 +168,44 @@ def load_zoo_victims(
     if plain is None:
         plain = build_victims(soft, None, defences=("none",), tvm=cfg.tvm, seed=cfg.seed)[0]
     return victims, plain
+
+
+def zoo_rows(
+    cfg: EvalConfig, weights: str | os.PathLike[str] | None, trained: bool | Sequence[str] = True
+) -> list[tuple[str, dict[str, Any], Loader]]:
+    """The shipped training-data rows (:func:`~wnll_art.zoo_trained.training_rows`) as
+    ``(training data, origin settings, victims loader)``.
+
+    Args:
+        cfg: The run configuration (device, coupling, kernel, WNLL batch, defences).
+        weights: The base ResNet-56 file (``None``: the torch hub cache).
+        trained: ``True`` for every row, or the training-data names of some (order kept, repeats dropped).
+
+    Returns:
+        One tuple per row: its name, the settings its ``run.json`` records (``weights``, ``zoo``: the row's
+        model names, ``zoo_sha256``: each shipped file's sha256) and a loader of
+        :func:`load_zoo_victims`.
+
+    Raises:
+        TypeError: ``trained`` is a string (a name list was meant).
+        ValueError: ``trained`` names no row or an unknown one, or no rows are shipped.
+    """
+    from wnll_art.zoo_trained import trained_models, training_rows
+
+    if isinstance(trained, str):
+        raise TypeError(f"trained must be a bool or a sequence of row names, got the string {trained!r}")
+    rows = training_rows()
+    wanted = list(rows) if trained is True else list(dict.fromkeys(t.strip() for t in trained or ()))
+    if not wanted or not set(wanted) <= set(rows):
+        raise ValueError(f"trained rows must be a non-empty subset of {list(rows)}, got {wanted}")
+    shipped = trained_models()
+    out: list[tuple[str, dict[str, Any], Loader]] = []
+    for data in wanted:
+        row = rows[data]
+        origin = {"weights": f"zoo:{row['softmax']}+{row['wnll']}", "zoo": row,
+                  "zoo_sha256": {n: shipped[n].sha256 for n in row.values() if n in shipped}}  # fmt: skip
+        out.append((data, origin, functools.partial(load_zoo_victims, cfg, weights, **row)))
+    return out
 
 
 def victim_flags(

@@ -44,17 +44,17 @@ from wnll_art.evaluation.report import (
     write_text,
 )
 from wnll_art.evaluation.setup import (
+    Loader,
     check_tvm,
     load_batches,
     load_victims,
-    load_zoo_victims,
     open_store,
     run_settings,
     victim_flags,
+    zoo_rows,
 )
 from wnll_art.evaluation.victims import Victim
 from wnll_art.zoo import load_pretrained, sha256_file
-from wnll_art.zoo_trained import training_rows
 
 __all__ = ["Convergence", "ProtocolRecords", "defense_table"]
 
@@ -70,9 +70,6 @@ class ProtocolRecords:
     adaptive: list[CellRecord]
 
 
-Loader = Callable[[], tuple[list[Victim], Victim]]
-
-
 def _training_data(
     cfg: EvalConfig,
     data_root: str | os.PathLike[str] | None,
@@ -83,17 +80,8 @@ def _training_data(
     """``(training data, origin settings, victims loader)`` per row: the zoo ResNet-56 with a post-hoc WNLL
     head, or (``trained``) our shipped models per training data; then every ``checkpoints`` backbone."""
     out: list[tuple[str, dict[str, Any], Loader]] = []
-    if isinstance(trained, str):
-        raise TypeError(f"trained must be a bool or a sequence of row names, got the string {trained!r}")
     if trained:
-        rows = training_rows()
-        wanted = list(rows) if isinstance(trained, bool) else list(dict.fromkeys(t.strip() for t in trained))
-        if not wanted or not set(wanted) <= set(rows):
-            raise ValueError(f"trained rows must be a non-empty subset of {list(rows)}, got {wanted}")
-        for data in wanted:
-            row = rows[data]
-            out.append((data, {"weights": f"zoo:{row['softmax']}+{row['wnll']}", "zoo": row, "zoo_sha256": _sha(row)},
-                        functools.partial(load_zoo_victims, cfg, weights, **row)))  # fmt: skip
+        out += zoo_rows(cfg, weights, trained)
     else:
         out.append(
             (
@@ -199,14 +187,6 @@ def defense_table(
         _write_defense_markdown(results, Path(out_dir) / "defense_table.md", cfg, steps, paper_cw_steps)
     dist.barrier()
     return results
-
-
-def _sha(row: Mapping[str, str]) -> dict[str, str]:
-    """The sha256 of each shipped model of a training-data row (the public one is checked against the zoo)."""
-    from wnll_art.zoo_trained import trained_models
-
-    shipped = trained_models()
-    return {name: shipped[name].sha256 for name in row.values() if name in shipped}
 
 
 def _checkpoint_victims(

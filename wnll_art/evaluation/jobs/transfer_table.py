@@ -31,9 +31,16 @@ from wnll_art.evaluation.engine import (
 from wnll_art.evaluation.protocols import CLEAN, paper_specs, select_specs
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.report import markdown_table, pct, write_text
-from wnll_art.evaluation.setup import check_tvm, load_victims, load_zoo_victims, open_run
+from wnll_art.evaluation.setup import (
+    Loader,
+    check_tvm,
+    load_batches,
+    load_victims,
+    open_store,
+    run_settings,
+    zoo_rows,
+)
 from wnll_art.evaluation.victims import Victim
-from wnll_art.zoo_trained import training_rows
 
 __all__ = ["transfer_table"]
 
@@ -80,19 +87,21 @@ def transfer_table(
     paper = [s for s in paper_specs(cw_steps=paper_cw_steps) if s.attack is not None]
     crafting = [replace(s, gradient=gradient) for s in select_specs(paper, attacks, what="attacks")]  # type: ignore[arg-type]
     dist = Dist.from_env(cfg.device)
-    rows: list[tuple[str | None, dict[str, Any], Callable[[], tuple[list[Victim], Victim]]]] = [
+    rows: list[tuple[str | None, dict[str, Any], Loader]] = [
         (None, {}, functools.partial(load_victims, cfg, data_root, weights))]  # fmt: skip
     if trained:
-        rows = [(data, {"training_data": data, "zoo": row}, functools.partial(load_zoo_victims, cfg, weights, **row))
-                for data, row in training_rows().items()]  # fmt: skip
-        if not rows:
-            raise ValueError("trained=True but no trained models are shipped in this installation")
+        rows = [
+            (data, {"training_data": data, **origin}, loader)
+            for data, origin, loader in zoo_rows(cfg, weights)
+        ]
+    batches = load_batches(cfg, data_root, dist)
     records: list[CellRecord] = []
     sections: list[str] = []
     for data, origin, loader in rows:
         root = Path(out_dir) if data is None else Path(out_dir) / data
-        settings, store, batches = open_run(cfg, root, data_root, dist=dist, protocol="transfer_table", gradient=gradient,
-                                            attacks=[s.settings() for s in crafting], **origin)  # fmt: skip
+        settings = run_settings(cfg, dist, protocol="transfer_table", gradient=gradient,
+                                attacks=[s.settings() for s in crafting], **origin)  # fmt: skip
+        store = open_store(root, settings, dist)
         victims, softmax = loader()
         mine = run_cells(victims=victims, softmax=softmax, specs=[CLEAN], eps_values=cfg.eps, batches=batches,
                          store=store, protocol="transfer", seed=cfg.seed, run_settings=settings, on_cell=on_cell,
