@@ -117,3 +117,21 @@ def test_attacker_scores() -> None:
         wnll_scores(u, score="smooth")
     with pytest.raises(ValueError, match="score"):
         wnll_scores(u, score="nope")  # type: ignore[arg-type]
+
+
+def test_headline_keeps_training_data_rows_apart() -> None:
+    from wnll_art.evaluation.records import CellRecord
+    from wnll_art.evaluation.report import headline
+
+    def worst(data: str, acc: float, clean: float) -> CellRecord:
+        return CellRecord(model="wnll", defence="tvm", attack="all", eps=0.02, protocol="adaptive", accuracy=acc, n=2,
+                          per_image_correct=[1, 0], image_indices=[0, 1], settings={"training_data": data},
+                          extra={"component_accuracy": {"paper:clean": clean, "adaptive:pgd": acc}})  # fmt: skip
+
+    lines = headline([worst("original", 0.5, 1.0), worst("tvm", 0.0, 0.5)], what="x")
+    rows = [line for line in lines if line.startswith("| original") or line.startswith("| tvm")]
+    # one row per training data, in the records' order (a dict keyed by victim alone kept only the last)
+    assert rows == ["| original | wnll + tvm | 100.0 | **50.0** (pgd) | clear |",
+                    "| tvm | wnll + tvm | 50.0 | **0.0** (pgd) | clear |"]  # fmt: skip
+    single = headline([worst("original", 0.5, 1.0)], what="x")
+    assert "| wnll + tvm | 100.0 | **50.0** (pgd) | clear |" in single  # no column for a single row

@@ -66,23 +66,26 @@ def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
 
     Args:
         worst: Worst-case records (:func:`~wnll_art.evaluation.records.per_image_minimum` with clean included),
-            one per (model, defence, eps); their ``extra["component_accuracy"]`` names the components.
+            one per (model, defence, eps) and training-data row (``settings["training_data"]``; a column of
+            its own when there are several); their ``extra["component_accuracy"]`` names the components.
         what: The attacks taken, in words (for the paragraph).
 
     Returns:
-        Lines: paragraph, then ``victim | clean | eps=... (strongest attack) | flags``.
+        Lines: paragraph, then ``[training data |] victim | clean | eps=... (strongest attack) | flags``.
     """
     if not worst:
         return []
     eps_values = sorted({r.eps for r in worst})
-    by_victim: dict[tuple[str, str], dict[float, CellRecord]] = {}
-    for r in worst:
-        by_victim.setdefault((r.model, r.defence), {})[r.eps] = r
+    by_victim: dict[tuple[str, str, str], dict[float, CellRecord]] = {}
+    for r in worst:  # a table over several training-data rows keeps each row's victims apart
+        by_victim.setdefault((str(r.settings.get("training_data", "")), r.model, r.defence), {})[r.eps] = r
+    order = list(dict.fromkeys(data for data, _, _ in by_victim))  # training-data rows in the records' order
+    several = len(order) > 1
     rows = []
-    for (model, defence), cells in sorted(by_victim.items()):
+    for (data, model, defence), cells in sorted(by_victim.items(), key=lambda kv: (order.index(kv[0][0]), kv[0])):
         first = next(iter(cells.values()))
         clean = [a for k, a in first.extra.get("component_accuracy", {}).items() if k.endswith(":clean")]
-        row = [f"{model} + {defence}", pct(clean[0]) if clean else "-"]
+        row = [*([data] if several else []), f"{model} + {defence}", pct(clean[0]) if clean else "-"]
         for e in eps_values:
             cell = cells.get(e)
             parts = {k: a for k, a in (cell.extra.get("component_accuracy", {}) if cell else {}).items()
@@ -97,7 +100,8 @@ def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
     text = (f"**Robust accuracy (%)**, per image the worst case over clean and {what}, on {n} test images; a TVM "
             f"victim's image counts only if {k} independent TVM draws all classify it correctly. In brackets: the "
             "strongest single attack. Flags: gradient-masking and convergence checks (details below).")
-    return [text, "", *markdown_table(["victim", "clean", *(f"eps={e:g}" for e in eps_values), "flags"], rows), ""]
+    head = [*(["training data"] if several else []), "victim", "clean", *(f"eps={e:g}" for e in eps_values), "flags"]
+    return [text, "", *markdown_table(head, rows), ""]
 
 
 def write_text(path: str | os.PathLike[str], lines: Sequence[str]) -> str:
