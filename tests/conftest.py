@@ -53,6 +53,8 @@ def device() -> torch.device:
             pytest.skip(f"WNLL_ART_TEST_DEVICE={name}: CUDA is not available on this machine")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             pytest.skip(f"WNLL_ART_TEST_DEVICE={name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        if dev.index is None:  # a tensor's device is always indexed ("cuda:0"), and cuda != cuda:0
+            dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 

@@ -235,7 +235,7 @@ def test_model_on_the_test_device_matches_cpu(device: torch.device) -> None:
     x = torch.rand(25, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     results = []
     for m, dev in ((model, torch.device("cpu")), (moved, device)):
-        xd = x.to(dev).requires_grad_(True)
+        xd = x.detach().to(dev).requires_grad_(True)  # a leaf on each device (see the solver test)
         out = m(xd)
         out[:, 0].sum().backward()
         assert out.device == dev and xd.grad is not None

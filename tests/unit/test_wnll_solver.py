@@ -364,7 +364,9 @@ def test_same_values_and_gradients_on_the_test_device(solver: Solver, device: to
     xu, xl, yl, _ = clustered(50, 30, 4, 3)
     results = []
     for dev in (torch.device("cpu"), device):
-        a, b = xu.to(dev).requires_grad_(True), xl.to(dev).requires_grad_(True)
+        # detach first: on the CPU .to() returns the tensor itself, and requires_grad_ would then make every
+        # later .to(device) copy a non-leaf (no .grad)
+        a, b = xu.detach().to(dev).requires_grad_(True), xl.detach().to(dev).requires_grad_(True)
         u = wnll_interpolate(a, b, yl.to(dev), k=8, sigma_neighbor=4, solver=solver)
         (u * torch.arange(3.0, dtype=u.dtype, device=dev)).sum().backward()
         assert u.device == dev and a.grad is not None and b.grad is not None
