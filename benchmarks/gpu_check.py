@@ -73,14 +73,18 @@ class Check:
 
     def run(self, part: str, args: list[str], **env: str) -> tuple[subprocess.CompletedProcess[str] | None, str]:
         """Runs ``python args`` in the repository root under the part's limit; ``(result, tail of output)``
-        (``None`` when the limit was reached)."""
+        (``None`` when the limit was reached). The whole output goes to ``out/<part>.log``: a failing part's
+        one line does not say which test failed."""
         limit = max(1.0, min(LIMITS[part] * (5 if self.quick else 1), self.deadline - time.monotonic()))
+        log = self.out / f"{part}.log"
         try:
             proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=self.env(**env), capture_output=True,
                                   text=True, timeout=limit)  # fmt: skip
         except subprocess.TimeoutExpired as exc:
             out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            return None, f"timed out after {limit:.0f} s; last output: {_tail(out)}"
+            log.write_text(out)
+            return None, f"timed out after {limit:.0f} s; last output: {_tail(out)} (log: {log})"
+        log.write_text(proc.stdout + proc.stderr)
         return proc, _tail(proc.stdout + proc.stderr)
 
 
