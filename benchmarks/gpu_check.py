@@ -81,7 +81,7 @@ class Check:
             proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=self.env(**env), capture_output=True,
                                   text=True, timeout=limit)  # fmt: skip
         except subprocess.TimeoutExpired as exc:
-            out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            out = "".join(t.decode() if isinstance(t, bytes) else t for t in (exc.stdout or "", exc.stderr or ""))
             log.write_text(out)
             return None, f"timed out after {limit:.0f} s; last output: {_tail(out)} (log: {log})"
         log.write_text(proc.stdout + proc.stderr)

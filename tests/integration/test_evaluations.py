@@ -349,6 +349,7 @@ def test_victim_and_row_options_are_checked_before_any_work(tmp_path: Path) -> N
         defense_table(cfg, out_dir=tmp_path / "a", victims=[("wnll", "tvm")])  # tvm is not among the defences
     with pytest.raises(ValueError, match="trained rows must be a non-empty subset"):
         defense_table(cfg, out_dir=tmp_path / "b", trained=["nope"])
-    with pytest.raises(TypeError, match="string"):
-        defense_table(cfg, out_dir=tmp_path / "c", trained="tvm")  # type: ignore[arg-type]
+    for text in ("tvm", ""):  # an empty string too: it must not quietly mean "the public model"
+        with pytest.raises(TypeError, match="string"):
+            defense_table(cfg, out_dir=tmp_path / "c", trained=text)  # type: ignore[arg-type]
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

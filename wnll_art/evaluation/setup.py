@@ -26,6 +26,7 @@ from wnll_art.wnll.template import balanced_template
 from wnll_art.zoo import load_pretrained
 
 __all__ = [
+    "Loader",
     "check_tvm",
     "load_batches",
     "load_victims",
@@ -195,6 +196,8 @@ def zoo_rows(
     if isinstance(trained, str):
         raise TypeError(f"trained must be a bool or a sequence of row names, got the string {trained!r}")
     rows = training_rows()
+    if not rows:
+        raise ValueError("no trained models are shipped in this installation (wnll_art/zoo_weights/index.json)")
     wanted = list(rows) if trained is True else list(dict.fromkeys(t.strip() for t in trained or ()))
     if not wanted or not set(wanted) <= set(rows):
         raise ValueError(f"trained rows must be a non-empty subset of {list(rows)}, got {wanted}")
