@@ -84,8 +84,9 @@ class Check:
             out = "".join(t.decode() if isinstance(t, bytes) else t for t in (exc.stdout or "", exc.stderr or ""))
             log.write_text(out)
             return None, f"timed out after {limit:.0f} s; last output: {_tail(out)} (log: {log})"
-        log.write_text(proc.stdout + proc.stderr)
-        return proc, _tail(proc.stdout + proc.stderr)
+        out = proc.stdout + proc.stderr
+        log.write_text(out)
+        return proc, _tail(out)
 
 
 def _tail(text: str, lines: int = 6) -> str:

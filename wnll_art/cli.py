@@ -28,7 +28,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
     p = sub.add_parser("evaluate", help="robust accuracy grid (ART + Foolbox attacks), JSON + markdown + PNG",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    add_run_options(p, out="results/evaluate", cw_steps=10)
+    add_run_options(p, out="results/evaluate")
     p.add_argument("--models", type=ap.name_list, default=("softmax", "wnll"), help="softmax and optionally wnll")
     p.add_argument("--attacks", type=ap.name_list, default=None,
                    help=f"subset of {','.join(MAIN_ATTACKS)} (unset: {','.join(MAIN_DEFAULT)}; cw_l2 is ART's "

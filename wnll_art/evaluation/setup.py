@@ -136,11 +136,17 @@ def load_victims(
         template = balanced_template(images, labels, cfg.template_size // 10, generator=gen)
         wnll = WNLLNet(backbone, *template, coupling=cfg.coupling, wnll_batch_size=cfg.wnll_batch_size,
                        kernel=cfg.kernel).to(cfg.device).eval()  # fmt: skip
-    victims = build_victims(backbone, wnll, defences=cfg.defences, tvm=cfg.tvm, seed=cfg.seed)
-    softmax = next((v for v in victims if v.model == "softmax" and v.defence == "none"), None)
-    if softmax is None:
-        softmax = build_victims(backbone, None, defences=("none",), tvm=cfg.tvm, seed=cfg.seed)[0]
-    return victims, softmax
+    return _victims_and_plain(cfg, backbone, wnll)
+
+
+def _victims_and_plain(cfg: EvalConfig, softmax: nn.Module, wnll: WNLLNet | None) -> tuple[list[Victim], Victim]:
+    """The victims of ``cfg`` on ``softmax`` / ``wnll``, and the undefended softmax victim (the transfer source;
+    built on its own when ``cfg`` leaves it out)."""
+    victims = build_victims(softmax, wnll, defences=cfg.defences, tvm=cfg.tvm, seed=cfg.seed)
+    plain = next((v for v in victims if v.model == "softmax" and v.defence == "none"), None)
+    if plain is None:
+        plain = build_victims(softmax, None, defences=("none",), tvm=cfg.tvm, seed=cfg.seed)[0]
+    return victims, plain
 
 
 def load_zoo_victims(
@@ -164,11 +170,7 @@ def load_zoo_victims(
         if not isinstance(loaded, WNLLNet):
             raise TypeError(f"{wnll} did not load as a WNLLNet")
         net = loaded.to(cfg.device).eval()
-    victims = build_victims(soft.eval(), net, defences=cfg.defences, tvm=cfg.tvm, seed=cfg.seed)
-    plain = next((v for v in victims if v.model == "softmax" and v.defence == "none"), None)
-    if plain is None:
-        plain = build_victims(soft, None, defences=("none",), tvm=cfg.tvm, seed=cfg.seed)[0]
-    return victims, plain
+    return _victims_and_plain(cfg, soft.eval(), net)
 
 
 def zoo_rows(

@@ -79,10 +79,8 @@ def _training_data(
 ) -> list[tuple[str, dict[str, Any], Loader]]:
     """``(training data, origin settings, victims loader)`` per row: the zoo ResNet-56 with a post-hoc WNLL
     head, or (``trained``) our shipped models per training data; then every ``checkpoints`` backbone."""
-    if isinstance(trained, str):  # before the truth test: "" must not quietly mean "no trained rows"
-        raise TypeError(f"trained must be a bool or a sequence of row names, got the string {trained!r}")
     out: list[tuple[str, dict[str, Any], Loader]] = []
-    if trained:
+    if trained or isinstance(trained, str):  # zoo_rows refuses any string, "" included
         out += zoo_rows(cfg, weights, trained)
     else:
         out.append(
