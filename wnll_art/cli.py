@@ -73,12 +73,12 @@ def _model_rows() -> list[dict[str, object]]:
         for output, key in (("softmax", name), ("wnll (post-hoc, template 500)", f"{name}+wnll")):
             m = measured.get(key, {})
             rows.append({"name": name, "output": output, "training_data": "original", "base": None,
-                         "test_accuracy": m.get("test_accuracy", e.reference_accuracy / 100 if key == name else None),
+                         "family": "public", "test_accuracy": m.get("test_accuracy", e.reference_accuracy / 100 if key == name else None),
                          "test_accuracy_tvm": m.get("test_accuracy_tvm"), "sha256": e.sha256, "url": e.url,
                          "weights_cached": cached_weights_path(e).is_file()})  # fmt: skip
     for name, t in trained_models().items():
         rows.append({"name": name, "output": t.output, "training_data": t.training_data, "base": t.base,
-                     "test_accuracy": t.record.get("test_accuracy"),
+                     "family": t.family, "test_accuracy": t.record.get("test_accuracy"),
                      "test_accuracy_tvm": t.record.get("test_accuracy_tvm"), "sha256": t.sha256,
                      "train_wall_s": t.record.get("train_wall_s"), "command": t.record.get("command")})  # fmt: skip
     return rows
@@ -103,10 +103,10 @@ def _run_info(args: argparse.Namespace) -> int:
         return 0
     print(f"wnll-art {wnll_art.__version__}; data root {default_data_root()}; CUDA {torch.cuda.is_available()}")
     print("accuracy on the 10,000 CIFAR-10 test images (TVM: Guo et al.'s settings, seed 0)\n")
-    print("| model | output | training data | clean | under TVM |")
-    print("|---|---|---|---|---|")
+    print("| model | kind | output | training data | clean | under TVM |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['output']} | {r['training_data']} | {_pct(r['test_accuracy'])} "
+        print(f"| {r['name']} | {r['family']} | {r['output']} | {r['training_data']} | {_pct(r['test_accuracy'])} "
               f"| {_pct(r['test_accuracy_tvm'])} |")  # fmt: skip
     return 0
 

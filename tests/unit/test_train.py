@@ -209,7 +209,7 @@ def test_wnll_solve_runs_in_float32_under_bf16_autocast(monkeypatch: pytest.Monk
         seen.append((feats.dtype, template.dtype, (feats @ template.T).dtype))  # the graph's distances
         return wnll_interpolate(feats, template, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(steps_module, "wnll_interpolate", spy)
+    monkeypatch.setattr(steps_module, "wnll_interpolate_checked", spy)
     net = _synthetic_net("surrogate", buffer_dim=16).train()
     g = torch.Generator().manual_seed(0)
     feats, t_feats = torch.rand(16, 64, generator=g), torch.rand(30, 64, generator=g)

@@ -40,6 +40,7 @@ def random_crop_flip(
     generator: torch.Generator,
     padding: int = 4,
     flip: bool = True,
+    check: bool = True,
 ) -> torch.Tensor:
     """Zero-pads by ``padding``, crops back to the original size at a random offset, flips at random.
 
@@ -53,6 +54,8 @@ def random_crop_flip(
             ``images.device``); the same state gives the same output.
         padding: Zero padding on each side (pixels), ``>= 0``.
         flip: Whether to apply the random horizontal flip.
+        check: Check that ``images`` are finite and lie in [0, 1] (host reads, a synchronisation on a GPU);
+            a training loop whose images are uint8 / 255 can skip it.
 
     Returns:
         A new ``(N, C, H, W)`` tensor, same dtype and device, values in [0, 1] (padding is black).
@@ -61,7 +64,10 @@ def random_crop_flip(
         TypeError: If ``generator`` is not a ``torch.Generator`` or ``padding`` not an int.
         ValueError: On bad images or a negative padding.
     """
-    check_images(images, "images", channels=images.shape[1] if images.ndim == 4 else 3, allow_empty=True)
+    if check:
+        check_images(images, "images", channels=images.shape[1] if images.ndim == 4 else 3, allow_empty=True)
+    elif not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+        raise TypeError("images must be a floating (N, C, H, W) torch.Tensor")
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if isinstance(padding, bool) or not isinstance(padding, int):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from wnll_art.models.resnet import CifarResNet
-from wnll_art.wnll.model import WNLLNet
+from wnll_art.wnll.model import BUILD_KEYS, WNLLNet
 from wnll_art.zoo import ZooEntry, sha256_file
 
 __all__ = [
@@ -35,9 +35,8 @@ __all__ = [
     "zoo_entry_from_record",
 ]
 
-# WNLLNet constructor options recorded with trained weights (everything but backbone and template).
-WNLL_BUILD_KEYS = ("coupling", "wnll_batch_size", "gradient", "buffer_dim", "k", "sigma_neighbor",
-                   "kernel", "gamma", "log_floor", "solver")  # fmt: skip
+# WNLLNet constructor options recorded with trained weights (defined with the model, re-exported here)
+WNLL_BUILD_KEYS = BUILD_KEYS
 
 
 def atomic_save(obj: object, path: Path) -> None:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.score import wnll_scores
-from wnll_art.wnll.solver import wnll_interpolate
+from wnll_art.wnll.solver import wnll_interpolate_checked
 from wnll_art.wnll.template import balanced_template
 
 __all__ = ["draw_template_indices", "linear_step", "take", "wnll_loss", "wnll_step"]
@@ -138,9 +138,10 @@ def wnll_loss(
     """
 
     def solve(x: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-        return wnll_interpolate(x, template, template_labels, num_classes=net.num_classes, k=net.k,
-                                sigma_neighbor=net.sigma_neighbor, kernel=net.kernel, gamma=net.gamma,
-                                solver=net.solver)  # fmt: skip
+        # the model's options were checked when it was built; the template is drawn from labelled data
+        return wnll_interpolate_checked(x, template, template_labels, num_classes=net.num_classes, k=net.k,
+                                        sigma_neighbor=net.sigma_neighbor, kernel=net.kernel, gamma=net.gamma,
+                                        solver=net.solver)  # fmt: skip
 
     with torch.autocast(feats.device.type, enabled=False):
         feats, template_feats = feats.float(), template_feats.float()

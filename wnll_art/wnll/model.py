@@ -23,8 +23,11 @@ from wnll_art.wnll.score import LOG_FLOOR, SCORES, Score, wnll_scores
 from wnll_art.wnll.solver import check_graph_options, check_template_labels, wnll_interpolate_checked
 from wnll_art.wnll.template import balanced_template
 
-__all__ = ["WNLLNet"]
+__all__ = ["BUILD_KEYS", "WNLLNet"]
 
+# the constructor options recorded with trained weights (everything but the backbone and the template)
+BUILD_KEYS = ("coupling", "wnll_batch_size", "gradient", "buffer_dim", "k", "sigma_neighbor", "kernel", "gamma",
+              "log_floor", "solver")  # fmt: skip
 Coupling = Literal["transductive", "inductive"]
 Gradient = Literal["exact", "surrogate"]
 
