@@ -77,13 +77,13 @@ HYPER: dict[str, Any] = {"batch_size": 512, "lr": 0.4, "momentum": 0.9, "weight_
 PGD = {"eps": 8 / 255, "step": 2 / 255, "steps": 20, "images": 500}
 
 
-def budget_config(spec: Spec, *, num_blocks: int, budget: float, device: torch.device) -> Any:
+def budget_config(spec: Spec, *, num_blocks: int, budget: float, device: torch.device, gradient: str = "surrogate") -> Any:
     from wnll_art.train.budget import BudgetConfig
     from wnll_art.train.config import TrainConfig
 
     cuda = device.type == "cuda"
     train = TrainConfig(data=spec.data, wnll_weight=spec.wnll_weight, num_blocks=num_blocks, seed=SEED,  # type: ignore[arg-type]
-                        bf16=cuda, channels_last=cuda, epochs=1, **HYPER)  # fmt: skip
+                        bf16=cuda, channels_last=cuda, epochs=1, gradient=gradient, **HYPER)  # fmt: skip
     return BudgetConfig(train=train, time_budget_s=budget, adversarial=spec.adversarial)  # type: ignore[arg-type]
 
 
@@ -191,7 +191,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.backends.cudnn.benchmark = True
     data = torch.load(args.work / "data.pt", weights_only=True)
     images, labels, source = _pool(data, spec.data)
-    cfg = budget_config(spec, num_blocks=args.num_blocks, budget=args.budget, device=dev)
+    cfg = budget_config(spec, num_blocks=args.num_blocks, budget=args.budget, device=dev, gradient=args.wnll_gradient)
     net = _build(spec, cfg, images, labels).to(dev)
     if cfg.train.channels_last and dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
@@ -301,7 +301,8 @@ def _finish(net: Any, spec: Spec, data: dict[str, Any], args: argparse.Namespace
 def _common(args: argparse.Namespace) -> list[str]:
     calib = ",".join(str(c) for c in args.calib)
     return ["--work", str(args.work), "--out", str(args.out), "--device", args.device, "--num-blocks",
-            str(args.num_blocks), "--budget", str(args.budget), "--calib", calib]  # fmt: skip
+            str(args.num_blocks), "--budget", str(args.budget), "--calib", calib,
+            "--wnll-gradient", args.wnll_gradient]  # fmt: skip
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -463,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--calib", default="30,50", help="window (s after the start) in which runs measure their speed")
     p.add_argument("--start-delay", type=float, default=20.0, help="seconds for the processes to start [20]")
     p.add_argument("--names", default="", help="comma-separated models [all seven]")
+    p.add_argument("--wnll-gradient", choices=("surrogate", "exact"), default="surrogate",
+                   help="gradient of the WNLL training step [surrogate: the recipe of the 2026-12-04 run]")
     p.add_argument("--name", default=None)
     p.add_argument("--go", type=float, default=None)
     p.add_argument("--runs", type=int, default=len(SPECS))

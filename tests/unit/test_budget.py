@@ -135,3 +135,29 @@ def test_budget_config_refuses_bad_settings() -> None:
     x, y = _colour_data(20)
     with pytest.raises(ValueError, match="no batch"):
         BudgetTrainer(_net(), x, y, torch.arange(20), _config(), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("gradient", ["surrogate", "exact"])
+def test_wnll_step_embeds_the_template_with_grad_only_for_the_exact_gradient(
+    gradient: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wnll_art.train.budget as budget_module
+
+    seen: list[bool] = []
+    real = budget_module.wnll_loss
+
+    def spy(feats: torch.Tensor, t_feats: torch.Tensor, *args: object, **kwargs: object) -> object:
+        seen.append(t_feats.requires_grad)
+        return real(feats, t_feats, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(budget_module, "wnll_loss", spy)
+    x, y = _colour_data(64)
+    torch.manual_seed(0)
+    net = with_placeholder_template(CifarResNet(1, 10, check_inputs=False), template_size=20, buffer_dim=16,
+                                    gradient=gradient, k=5, sigma_neighbor=3)  # type: ignore[arg-type]  # fmt: skip
+    tr = BudgetTrainer(net, x, y, torch.arange(64), _config(gradient=gradient), torch.device("cpu"))
+    before = [p.detach().clone() for p in net.buffer.parameters()]  # type: ignore[union-attr]
+    net.train()
+    tr.step()
+    assert seen == [gradient == "exact"]
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.buffer.parameters(), strict=True))  # type: ignore[union-attr]

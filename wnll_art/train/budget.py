@@ -296,10 +296,14 @@ class BudgetTrainer:
         t_rows = draw_template_on_device(self.labels, self.source, rows, self.class_start, self.per_class,
                                          generator=self.generator)  # fmt: skip
         self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            with torch.no_grad():
-                t_feats = net.embed(self._batch(t_rows))
-            feats = net.embed(x)
+        with self._autocast():  # as wnll_art.train.steps.wnll_step: the exact gradient reaches the template too
+            if net.gradient == "surrogate":
+                with torch.no_grad():
+                    t_feats = net.embed(self._batch(t_rows))
+                feats = net.embed(x)
+            else:
+                both = net.embed(torch.cat([x, self._batch(t_rows)]))
+                feats, t_feats = both[: x.shape[0]], both[x.shape[0] :]
         loss, u = wnll_loss(feats, t_feats, self.labels[t_rows], y, net=net)
         (self.config.train.wnll_weight * loss).backward()
         self.optimizer.step()
