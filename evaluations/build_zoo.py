@@ -6,7 +6,7 @@ uint8 template; the frozen public backbone is not copied) and its row of ``zoo_w
 the provenance (command, seed, epochs, wall time, device) and the accuracies measured with the shipped
 file: clean, and under TVM with Guo et al.'s settings (seed 0, one draw per image, batches of 500 = the
 transductive WNLL batch), as :func:`wnll_art.load_defence` computes them. The frozen backbone's features
-are computed once and shared by all models; ``tests/slow/test_zoo_trained.py`` checks the full defence
+are computed once and shared by all models; ``tests/slow/test_zoo_trained_real.py`` checks the full defence
 module reproduces these numbers. Accuracies are fractions.
 
 Run ``python evaluations/build_zoo.py --help``.

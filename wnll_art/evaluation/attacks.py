@@ -146,7 +146,9 @@ class ArtBIM(Attack):
 @dataclass(frozen=True)
 class ArtCarliniL2(Attack):
     """ART ``CarliniL2Method`` (kappa = ``confidence``, c = ``initial_const``); the L2 result is then
-    projected onto each L-inf eps ball, which is how the paper's Table 2 reports C&W per eps.
+    projected onto each L-inf eps ball. That is our choice, not the paper's: the paper does not say how its
+    Table 2 turns C&W into a number per eps, and the authors' WNLL script scales the noise instead
+    (``x + eps * (x_cw - x)``; see the README's deviations).
 
     ART adds a line search to every step: up to ``max_halving`` + ``max_doubling`` extra predictions, each on
     the subset of the batch whose loss it is still adjusting. ART's defaults (5 and 5) made 50 images take about
@@ -300,7 +302,7 @@ class FoolboxLinfPGD(Attack):
 @dataclass(frozen=True)
 class FoolboxL2CW(Attack):
     """Foolbox ``L2CarliniWagnerAttack``; the result is projected onto each L-inf eps ball (images the attack
-    did not fool stay clean)."""
+    did not fool stay clean). The projection is our choice, not the paper's (see :class:`ArtCarliniL2`)."""
 
     name: ClassVar[str] = "fb_cw_l2"
     library: ClassVar[str] = "foolbox"
