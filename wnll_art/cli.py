@@ -29,7 +29,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p = sub.add_parser("evaluate", help="robust accuracy grid (ART + Foolbox attacks), JSON + markdown + PNG",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     add_run_options(p, out="results/evaluate")
-    p.add_argument("--models", type=ap.name_list, default=("softmax", "wnll"), help="softmax and optionally wnll")
+    p.add_argument(
+        "--models", type=ap.name_list, default=("softmax", "wnll"), help="softmax and optionally wnll"
+    )
     p.add_argument("--attacks", type=ap.name_list, default=None,
                    help=f"subset of {','.join(MAIN_ATTACKS)} (unset: {','.join(MAIN_DEFAULT)}; cw_l2 is ART's "
                         "line-search C&W, several times slower than Foolbox's fb_cw_l2)")  # fmt: skip
@@ -101,7 +103,9 @@ def _run_info(args: argparse.Namespace) -> int:
                 "cuda": torch.cuda.is_available(), "versions": library_versions()}  # fmt: skip
         print(json.dumps(info, indent=1))
         return 0
-    print(f"wnll-art {wnll_art.__version__}; data root {default_data_root()}; CUDA {torch.cuda.is_available()}")
+    print(
+        f"wnll-art {wnll_art.__version__}; data root {default_data_root()}; CUDA {torch.cuda.is_available()}"
+    )
     print("accuracy on the 10,000 CIFAR-10 test images (TVM: Guo et al.'s settings, seed 0)\n")
     print("| model | output | training data | clean | under TVM |")
     print("|---|---|---|---|---|")
@@ -112,7 +116,10 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import wnll_art
+
     parser = _Parser(prog="wnll-art", description="WNLL + TVM defence (Wang et al. 2018) for ART/Foolbox")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {wnll_art.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(sub)
     info = sub.add_parser("info", help="the models with their measured accuracies, versions, data root")
