@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,26 @@ def test_python_dash_m_runs_the_cli() -> None:
                           timeout=300, cwd=ROOT)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == f"wnll-art {wnll_art.__version__}"
+
+
+def _readme_row(start: str) -> str:
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith(f"| `{start}(")]
+    assert len(rows) == 1, f"README has {len(rows)} table rows for {start}"
+    return rows[0].split("`")[1]
+
+
+def test_readme_states_the_real_defaults() -> None:
+    """The README's signature rows give the defaults the code has (not the values a user should pass)."""
+    import inspect
+
+    from wnll_art.adapters.art_tvm import TotalVarMinimization
+    from wnll_art.defence import load_defence
+
+    code = _readme_row("TotalVarMinimization")
+    params = inspect.signature(TotalVarMinimization).parameters
+    stated = dict(re.findall(r"(\w+)=([^,)]+)", code))
+    assert {"settings", "clip_values", "seed"} <= stated.keys(), code
+    for name, value in stated.items():
+        assert value.replace('"', "'") == repr(params[name].default), f"README says {name}={value}"
+    row = _readme_row("load_defence")
+    assert f"template_size={inspect.signature(load_defence).parameters['template_size'].default}" in row
