@@ -55,8 +55,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{record.model}/{record.defence}/{record.attack}@{record.eps:g}: "  # type: ignore[attr-defined]
                             f"{100 * record.accuracy:.1f}%")  # type: ignore[attr-defined]  # fmt: skip
 
-    evaluate(cfg, out_dir=args.out, data_root=args.data_root, weights=args.weights, on_cell=on_cell)
-    bar.close()
+    try:
+        evaluate(cfg, out_dir=args.out, data_root=args.data_root, weights=args.weights, on_cell=on_cell)
+    finally:
+        bar.close()
     table = Path(args.out) / "results.md"
     if table.is_file():
         print(table.read_text())
@@ -146,6 +148,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError, ConnectionError, ap.UsageError) as exc:
         print(f"wnll-art {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line saying what is kept, the shell's status for SIGINT
+        print(f"\nwnll-art {args.command}: interrupted; {_kept(args)}", file=sys.stderr)
+        return 130
+
+
+def _kept(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves behind, and how to go on."""
+    if args.command == "evaluate":
+        return f"finished cells are kept in {Path(args.out) / 'cells'}; re-run the same command to resume"
+    if args.command == "train":
+        return f"{Path(args.out) / 'last.pt'} holds the last finished epoch; re-run with --resume to continue"
+    return "nothing was written"
 
 
 if __name__ == "__main__":  # pragma: no cover
