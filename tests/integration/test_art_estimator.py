@@ -121,7 +121,7 @@ def test_fit_points_to_wnll_art_train(model: WNLLNet) -> None:
 
 @pytest.mark.parametrize("start", ["eval", "train"])
 def test_art_calls_restore_the_module_mode(model: WNLLNet, start: str) -> None:
-    """predict / loss_gradient / class_gradient leave every sub-module in the mode it was in."""
+    """predict / loss_gradient / class_gradient / compute_loss leave every sub-module in the mode it was in."""
     clf = WNLLClassifier(model)
     x = np.random.default_rng(4).random((8, 3, 32, 32), dtype=np.float32)
     y = np.eye(4, dtype=np.float32)[np.arange(8) % 4]
@@ -136,6 +136,8 @@ def test_art_calls_restore_the_module_mode(model: WNLLNet, start: str) -> None:
             assert [m.training for m in model.modules()] == modes, "loss_gradient"
             clf.class_gradient(x, label=0, training_mode=training_mode)
             assert [m.training for m in model.modules()] == modes, "class_gradient"
+        clf.compute_loss(x, y)
+        assert [m.training for m in model.modules()] == modes, "compute_loss"
     finally:
         model.eval()
         model.load_state_dict(state)

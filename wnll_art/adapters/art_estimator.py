@@ -138,8 +138,8 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     empty batch gives ``(0, nb_classes)``. Gradient calls compute input gradients only (parameters are frozen
     for the call and restored after), which saves about a third of each backward pass.
 
-    Modes: ``predict``, ``loss_gradient`` and ``class_gradient`` leave every sub-module in the train/eval
-    mode it was in (ART sets the mode of ``training_mode`` and would leave it set).
+    Modes: ``predict``, ``loss_gradient``, ``class_gradient``, ``compute_loss`` and ``get_activations`` leave
+    every sub-module in the train/eval mode it was in (ART sets the mode of ``training_mode`` and would leave it set).
 
     Training: ``fit`` and ``fit_generator`` (hence ART's ``AdversarialTrainer``) raise
     ``NotImplementedError``: cross-entropy on every parameter is not the paper's recipe; train with
@@ -218,6 +218,16 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
             self.observed_batches["predict", min(batch_size, len(x) - start)] += 1
         with _modes_kept(self._model):
             return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
+
+    def compute_loss(self, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """ART's ``compute_loss``; every sub-module's train/eval mode is left as it was."""
+        with _modes_kept(self._model):
+            return super().compute_loss(x, y, *args, **kwargs)
+
+    def get_activations(self, x: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """ART's ``get_activations``; every sub-module's train/eval mode is left as it was."""
+        with _modes_kept(self._model):
+            return super().get_activations(x, *args, **kwargs)
 
     def fit(self, x: np.ndarray, y: np.ndarray, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """Refused (``NotImplementedError``): train with ``wnll-art train`` (the paper's recipe) instead."""
