@@ -197,6 +197,25 @@ def _num_classes(classifier: nn.Module) -> int:
     return n
 
 
+def _check_load_arguments(
+    name: str, *, head: object, tvm: object, template_size: object, device: object, trained: bool
+) -> torch.device:
+    """The checks of :func:`load_defence`'s arguments (nothing loaded yet); returns the device."""
+    dev = check_device(device)
+    if head not in (None, "wnll", "softmax"):
+        raise ValueError(f"head must be 'wnll' or 'softmax', got {head!r}")
+    if not isinstance(tvm, (bool, TVMSettings)):
+        raise TypeError(f"tvm must be a bool or TVMSettings, got {type(tvm).__name__}")
+    if template_size is not None:
+        check_positive_int(template_size, "template_size")
+        if trained or head == "softmax":
+            where = (
+                f"the trained model {name!r} (it carries its own template)" if trained else "head='softmax'"
+            )
+            raise ValueError(f"template_size has no effect for {where}; leave it unset")
+    return dev
+
+
 def load_defence(
     name: str = "resnet56",
     *,
@@ -246,19 +265,10 @@ def load_defence(
     """
     from wnll_art.zoo_trained import load_trained, trained_models
 
-    dev = check_device(device)  # before any weights or data are read
-    if head not in (None, "wnll", "softmax"):
-        raise ValueError(f"head must be 'wnll' or 'softmax', got {head!r}")
-    if not isinstance(tvm, (bool, TVMSettings)):
-        raise TypeError(f"tvm must be a bool or TVMSettings, got {type(tvm).__name__}")
     trained = name in trained_models()
-    if template_size is not None:
-        check_positive_int(template_size, "template_size")
-        if trained or head == "softmax":
-            where = (
-                f"the trained model {name!r} (it carries its own template)" if trained else "head='softmax'"
-            )
-            raise ValueError(f"template_size has no effect for {where}; leave it unset")
+    # every argument is checked before any weights or data are read
+    dev = _check_load_arguments(name, head=head, tvm=tvm, template_size=template_size, device=device,
+                                trained=trained)  # fmt: skip
     if trained:
         classifier = load_trained(name, output=head, weights=weights, **wnll_options)
     elif head in (None, "wnll"):
