@@ -71,7 +71,9 @@ class Check:
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         return {**os.environ, "PYTHONPATH": path, "MPLBACKEND": "Agg", **extra}
 
-    def run(self, part: str, args: list[str], **env: str) -> tuple[subprocess.CompletedProcess[str] | None, str]:
+    def run(
+        self, part: str, args: list[str], **env: str
+    ) -> tuple[subprocess.CompletedProcess[str] | None, str]:
         """Runs ``python args`` in the repository root under the part's limit; ``(result, tail of output)``
         (``None`` when the limit was reached). The whole output goes to ``out/<part>.log``: a failing part's
         one line does not say which test failed."""
@@ -81,7 +83,9 @@ class Check:
             proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=self.env(**env), capture_output=True,
                                   text=True, timeout=limit)  # fmt: skip
         except subprocess.TimeoutExpired as exc:
-            out = "".join(t.decode() if isinstance(t, bytes) else t for t in (exc.stdout or "", exc.stderr or ""))
+            out = "".join(
+                t.decode() if isinstance(t, bytes) else t for t in (exc.stdout or "", exc.stderr or "")
+            )
             log.write_text(out)
             return None, f"timed out after {limit:.0f} s; last output: {_tail(out)} (log: {log})"
         out = proc.stdout + proc.stderr
@@ -128,8 +132,12 @@ def part_overhead(c: Check) -> Outcome:
         return Outcome("FAIL", tail)
     ratio = float(match.group(1))
     if c.quick:
-        return Outcome("PASS", f"ratio {ratio:.3f} at batch {n} + template {n} (target 1.10 checked on full runs)")
-    return Outcome("PASS" if ratio <= 1.10 else "FAIL", f"ratio {ratio:.3f} at batch 500 + template 500 (target <= 1.10)")
+        return Outcome(
+            "PASS", f"ratio {ratio:.3f} at batch {n} + template {n} (target 1.10 checked on full runs)"
+        )
+    return Outcome(
+        "PASS" if ratio <= 1.10 else "FAIL", f"ratio {ratio:.3f} at batch 500 + template 500 (target <= 1.10)"
+    )
 
 
 def part_tvm(c: Check) -> Outcome:
@@ -167,9 +175,9 @@ def part_train(c: Check) -> Outcome:
     why = _train_set_missing()
     if why:
         return Outcome("SKIP", f"training needs the training set: {why}")
-    out = c.out / "train"
+    out = c.out / "train"  # a re-run of the check replaces its run (--overwrite)
     args = ["-m", "wnll_art.cli", "train", "--mode", "full", "--epochs", "1", "--bf16", "--channels-last",
-            "--device", c.device, "--out", str(out), "--no-progress"]  # fmt: skip
+            "--device", c.device, "--out", str(out), "--overwrite", "--no-progress"]  # fmt: skip
     subset = 2000 if c.quick and c.train_subset is None else c.train_subset
     if subset is not None:
         args += ["--train-subset", str(subset)]
@@ -222,9 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
     p.add_argument("--device", default="cuda", help="cpu, cuda or cuda:N [cuda]")
-    p.add_argument("--quick", action="store_true", help="shrink every part (few images, one eps, tiny subsets)")
+    p.add_argument(
+        "--quick", action="store_true", help="shrink every part (few images, one eps, tiny subsets)"
+    )
     p.add_argument("--out", default=None, help="results folder [a new temporary folder]")
-    p.add_argument("--train-subset", type=int, default=None, help="train on the first N training images [all]")
+    p.add_argument(
+        "--train-subset", type=int, default=None, help="train on the first N training images [all]"
+    )
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--budget-s", type=float, default=None,
                    help="wall-time budget of all parts; a part gets at most what is left [480; --quick: 1800]")  # fmt: skip
@@ -251,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a broken part must not stop the others
             outcome = Outcome("FAIL", f"{type(exc).__name__}: {exc}")
         failed += outcome.status == "FAIL"
-        print(f"{outcome.status:4s} {name:9s} {time.monotonic() - start:7.1f} s  {outcome.detail}", flush=True)
+        print(
+            f"{outcome.status:4s} {name:9s} {time.monotonic() - start:7.1f} s  {outcome.detail}", flush=True
+        )
     print(f"gpu_check: {'FAILED' if failed else 'ok'} ({failed} part(s) failed)")
     return 1 if failed else 0
 

@@ -60,7 +60,7 @@ def device() -> torch.device:
 
 def _data_root() -> Path | None:
     env = os.environ.get("WNLL_ART_DATA")
-    candidates = [Path(env)] if env else []
+    candidates = [Path(env).expanduser().absolute()] if env else []  # tests may chdir later
     candidates.append(SHARED / "data")
     for c in candidates:
         if (c / "cifar-10-batches-py" / "test_batch").is_file():

@@ -25,7 +25,9 @@ def eps_list(text: str) -> tuple[float, ...]:
     """``"0.02,0.08"`` -> ``(0.02, 0.08)``: one or more L-inf radii in ``(0, 1]``; an ``argparse`` type."""
     values = float_list(text)
     if not values or not all(0.0 < v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected one or more radii in (0, 1], comma-separated, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected one or more radii in (0, 1], comma-separated, got {text!r}"
+        )
     return values
 
 
@@ -82,21 +84,11 @@ def unit_float(text: str) -> float:
 
 def device(text: str) -> str:
     """An ``argparse`` type: a torch device that exists here (``cpu``, ``cuda``, ``cuda:1``, ...)."""
-    import torch
+    from wnll_art._device import device_problem
 
-    try:
-        dev = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 ..)"
-            )
-    elif dev.type != "cpu":
-        raise argparse.ArgumentTypeError(f"{text!r}: only cpu and cuda devices are supported")
+    problem = device_problem(text, cpu_remedy="--device cpu")
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

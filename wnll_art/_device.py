@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["device_facts", "rank_device", "set_deterministic"]
+__all__ = ["check_device", "device_facts", "device_problem", "rank_device", "set_deterministic"]
 
 
 def set_deterministic(enabled: bool = True) -> None:
@@ -29,6 +29,46 @@ def set_deterministic(enabled: bool = True) -> None:
     if enabled:  # PyTorch's default for matmuls is already off; only deterministic mode forces it
         torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = not enabled
+
+
+def device_problem(device: str | torch.device, *, cpu_remedy: str) -> str | None:
+    """What is wrong with ``device`` on this machine, as text starting with ``repr(device)``; ``None``: usable.
+
+    Usable devices: ``cpu``, and ``cuda`` / ``cuda:N`` when CUDA is available and device ``N`` exists.
+
+    Args:
+        device: A device string or ``torch.device``.
+        cpu_remedy: How the caller asks for the CPU instead (``"--device cpu"``, ``"device='cpu'"``).
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"{device!r} is not a torch device (use cpu, cuda or cuda:N)"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"{device!r}: CUDA is not available on this machine; use {cpu_remedy}"
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            return f"{device!r}: this machine has {count} CUDA device(s) (cuda:0 .. cuda:{count - 1})"
+    elif dev.type != "cpu":
+        return f"{device!r}: only cpu and cuda devices are supported (cpu, cuda or cuda:N)"
+    return None
+
+
+def check_device(device: object, name: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` usable here (see :func:`device_problem`), checked before any work.
+
+    Raises:
+        TypeError: ``device`` is neither a ``str`` nor a ``torch.device``.
+        ValueError: Not a device name, CUDA absent, a CUDA index out of range, or another device type
+            (``meta``, ...); the message names ``name``.
+    """
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a str or torch.device, got {type(device).__name__} {device!r}")
+    problem = device_problem(device, cpu_remedy=f"{name}='cpu'")
+    if problem is not None:
+        raise ValueError(f"{name}={problem}")
+    return torch.device(device)
 
 
 def device_facts(device: torch.device | str) -> dict[str, Any]:

@@ -29,7 +29,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p = sub.add_parser("evaluate", help="robust accuracy grid (ART + Foolbox attacks), JSON + markdown + PNG",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     add_run_options(p, out="results/evaluate")
-    p.add_argument("--models", type=ap.name_list, default=("softmax", "wnll"), help="softmax and optionally wnll")
+    p.add_argument(
+        "--models", type=ap.name_list, default=("softmax", "wnll"), help="softmax and optionally wnll"
+    )
     p.add_argument("--attacks", type=ap.name_list, default=None,
                    help=f"subset of {','.join(MAIN_ATTACKS)} (unset: {','.join(MAIN_DEFAULT)}; cw_l2 is ART's "
                         "line-search C&W, several times slower than Foolbox's fb_cw_l2)")  # fmt: skip
@@ -53,8 +55,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{record.model}/{record.defence}/{record.attack}@{record.eps:g}: "  # type: ignore[attr-defined]
                             f"{100 * record.accuracy:.1f}%")  # type: ignore[attr-defined]  # fmt: skip
 
-    evaluate(cfg, out_dir=args.out, data_root=args.data_root, weights=args.weights, on_cell=on_cell)
-    bar.close()
+    try:
+        evaluate(cfg, out_dir=args.out, data_root=args.data_root, weights=args.weights, on_cell=on_cell)
+    finally:
+        bar.close()
     table = Path(args.out) / "results.md"
     if table.is_file():
         print(table.read_text())
@@ -101,7 +105,9 @@ def _run_info(args: argparse.Namespace) -> int:
                 "cuda": torch.cuda.is_available(), "versions": library_versions()}  # fmt: skip
         print(json.dumps(info, indent=1))
         return 0
-    print(f"wnll-art {wnll_art.__version__}; data root {default_data_root()}; CUDA {torch.cuda.is_available()}")
+    print(
+        f"wnll-art {wnll_art.__version__}; data root {default_data_root()}; CUDA {torch.cuda.is_available()}"
+    )
     print("accuracy on the 10,000 CIFAR-10 test images (TVM: Guo et al.'s settings, seed 0)\n")
     print("| model | kind | output | training data | clean | under TVM |")
     print("|---|---|---|---|---|---|")
@@ -112,7 +118,10 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    import wnll_art
+
     parser = _Parser(prog="wnll-art", description="WNLL + TVM defence (Wang et al. 2018) for ART/Foolbox")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {wnll_art.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(sub)
     info = sub.add_parser("info", help="the models with their measured accuracies, versions, data root")
@@ -139,6 +148,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError, ConnectionError, ap.UsageError) as exc:
         print(f"wnll-art {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line saying what is kept, the shell's status for SIGINT
+        print(f"\nwnll-art {args.command}: interrupted; {_kept(args)}", file=sys.stderr)
+        return 130
+
+
+def _kept(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves behind, and how to go on."""
+    if args.command == "evaluate":
+        return f"finished cells are kept in {Path(args.out) / 'cells'}; re-run the same command to resume"
+    if args.command == "train":
+        return f"{Path(args.out) / 'last.pt'} holds the last finished epoch; re-run with --resume to continue"
+    return "nothing was written"
 
 
 if __name__ == "__main__":  # pragma: no cover

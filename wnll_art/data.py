@@ -42,10 +42,14 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 
 
 def default_data_root() -> Path:
-    """The data root: ``$WNLL_ART_DATA`` if set, else ``$XDG_CACHE_HOME/wnll_art`` (``~/.cache/wnll_art``)."""
+    """The data root: ``$WNLL_ART_DATA`` if set, else ``$XDG_CACHE_HOME/wnll_art`` (``~/.cache/wnll_art``).
+
+    A relative ``$WNLL_ART_DATA`` is taken from the current directory now (the path returned is absolute), so a
+    later change of directory does not change which data is read.
+    """
     env = os.environ.get(ENV_DATA_ROOT)
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser().absolute()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "wnll_art"
 

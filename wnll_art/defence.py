@@ -22,6 +22,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from wnll_art._checks import check_positive_int
+from wnll_art._device import check_device
 from wnll_art.eot import eot_forward
 from wnll_art.tvm.module import TVMPurifier
 from wnll_art.tvm.settings import TVMSettings
@@ -29,6 +31,8 @@ from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.score import SCORES, Score
 
 __all__ = ["Defence", "load_defence"]
+
+DEFAULT_TEMPLATE_SIZE = 500  # template images of a post-hoc WNLL head (load_defence's template_size=None)
 
 Gradient = Literal["exact", "surrogate"]
 TVMView = Literal["bpda", "unrolled", "oblivious"]
@@ -95,7 +99,11 @@ class Defence(nn.Module):
     @property
     def randomised(self) -> bool:
         """Whether outputs depend on random purifier draws (EOT then applies)."""
-        return self.purifier is not None and not self.oblivious and bool(getattr(self.purifier, "randomised", False))
+        return (
+            self.purifier is not None
+            and not self.oblivious
+            and bool(getattr(self.purifier, "randomised", False))
+        )
 
     @property
     def wnll(self) -> WNLLNet | None:
@@ -189,12 +197,31 @@ def _num_classes(classifier: nn.Module) -> int:
     return n
 
 
+def _check_load_arguments(
+    name: str, *, head: object, tvm: object, template_size: object, device: object, trained: bool
+) -> torch.device:
+    """The checks of :func:`load_defence`'s arguments (nothing loaded yet); returns the device."""
+    dev = check_device(device)
+    if head not in (None, "wnll", "softmax"):
+        raise ValueError(f"head must be 'wnll' or 'softmax', got {head!r}")
+    if not isinstance(tvm, (bool, TVMSettings)):
+        raise TypeError(f"tvm must be a bool or TVMSettings, got {type(tvm).__name__}")
+    if template_size is not None:
+        check_positive_int(template_size, "template_size")
+        if trained or head == "softmax":
+            where = (
+                f"the trained model {name!r} (it carries its own template)" if trained else "head='softmax'"
+            )
+            raise ValueError(f"template_size has no effect for {where}; leave it unset")
+    return dev
+
+
 def load_defence(
     name: str = "resnet56",
     *,
     head: Literal["wnll", "softmax"] | None = None,
     tvm: bool | TVMSettings = False,
-    template_size: int = 500,
+    template_size: int | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     data_root: str | os.PathLike[str] | None = None,
@@ -214,9 +241,12 @@ def load_defence(
             for ``"resnet56"`` and the trained output for a trained model.
         tvm: ``True`` for TVM with Guo et al.'s settings (:class:`TVMSettings` defaults), a
             :class:`TVMSettings`, or ``False`` (no TVM).
-        template_size: Template images of a post-hoc WNLL head (a multiple of the class count).
+        template_size: Template images of a post-hoc WNLL head, a positive multiple of the class count;
+            ``None``: 500. Refused for ``head="softmax"`` and for trained models (which carry their own
+            template), where it would have no effect.
         seed: Seed of that template draw and of the TVM masks.
-        device: Where the model, its template and its purifier live (chosen once).
+        device: Where the model, its template and its purifier live (chosen once): ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``, checked before anything is loaded.
         data_root: CIFAR-10 root (default ``$WNLL_ART_DATA``, else ``~/.cache/wnll_art``).
         weights: The (base) ResNet-56 weights file (default: the torch hub cache), sha256-checked.
         **wnll_options: Further :class:`WNLLNet` settings (``coupling``, ``gradient``, ``kernel``, ...).
@@ -224,21 +254,27 @@ def load_defence(
     Returns:
         The :class:`Defence`.
 
+    Raises:
+        TypeError: ``device`` or ``template_size`` of the wrong type, ``tvm`` not a bool or settings.
+        ValueError: A device this machine lacks (or ``meta``), a ``template_size`` that is not positive or
+            has no effect, an unknown ``head``.
+
     Example:
         >>> defence = wnll_art.load_defence("resnet56", tvm=True)
         >>> scores = defence(x)                      # x: (N, 3, 32, 32) float in [0, 1]
     """
     from wnll_art.zoo_trained import load_trained, trained_models
 
-    if head not in (None, "wnll", "softmax"):
-        raise ValueError(f"head must be 'wnll' or 'softmax', got {head!r}")
-    if not isinstance(tvm, (bool, TVMSettings)):
-        raise TypeError(f"tvm must be a bool or TVMSettings, got {type(tvm).__name__}")
-    if name in trained_models():
+    trained = name in trained_models()
+    # every argument is checked before any weights or data are read
+    dev = _check_load_arguments(name, head=head, tvm=tvm, template_size=template_size, device=device,
+                                trained=trained)  # fmt: skip
+    if trained:
         classifier = load_trained(name, output=head, weights=weights, **wnll_options)
     elif head in (None, "wnll"):
+        size = DEFAULT_TEMPLATE_SIZE if template_size is None else template_size
         classifier = WNLLNet.from_pretrained(
-            name, template_size=template_size, seed=seed, data_root=data_root, weights=weights, **wnll_options
+            name, template_size=size, seed=seed, data_root=data_root, weights=weights, **wnll_options
         )
     else:
         if wnll_options:
@@ -247,4 +283,4 @@ def load_defence(
 
         classifier = load_pretrained(name, weights=weights)
     settings = TVMSettings() if tvm is True else (tvm or None)
-    return Defence(classifier, tvm=settings, seed=seed).to(torch.device(device)).eval()
+    return Defence(classifier, tvm=settings, seed=seed).to(dev).eval()

@@ -93,3 +93,78 @@ def test_input_shape_comes_from_the_model_and_bad_inputs_refused(model: WNLLNet)
     assert empty.shape == (0, 4) and empty.dtype == np.float32
     with pytest.raises(TypeError, match="uint8"):
         clf.predict(np.zeros((2, 3, 32, 32), dtype=np.uint8))
+
+
+def _plain_model() -> nn.Module:
+    """A model without input checks of its own (only the estimator can refuse 0-255 data)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4)).eval()
+
+
+def test_fit_points_to_wnll_art_train(model: WNLLNet) -> None:
+    """fit (and hence ART's AdversarialTrainer) is refused with the remedy, and trains nothing."""
+    from art.attacks.evasion import FastGradientMethod
+    from art.defences.trainer import AdversarialTrainer
+
+    clf = WNLLClassifier(model)
+    x = np.random.default_rng(3).random((8, 3, 32, 32), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[np.arange(8) % 4]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NotImplementedError, match="wnll-art train"):
+        clf.fit(x, y, nb_epochs=1)
+    trainer = AdversarialTrainer(clf, FastGradientMethod(clf, eps=0.01), ratio=0.5)
+    with pytest.raises(NotImplementedError, match="wnll-art train"):
+        trainer.fit(x, y, nb_epochs=1, batch_size=8)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not model.training
+
+
+@pytest.mark.parametrize("start", ["eval", "train"])
+def test_art_calls_restore_the_module_mode(model: WNLLNet, start: str) -> None:
+    """predict / loss_gradient / class_gradient / compute_loss leave every sub-module in the mode it was in."""
+    clf = WNLLClassifier(model)
+    x = np.random.default_rng(4).random((8, 3, 32, 32), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[np.arange(8) % 4]
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # training_mode=True moves BN statistics
+    model.train(start == "train")
+    try:
+        modes = [m.training for m in model.modules()]
+        for training_mode in (False, True):
+            clf.predict(x, training_mode=training_mode)
+            assert [m.training for m in model.modules()] == modes, f"predict(training_mode={training_mode})"
+            clf.loss_gradient(x, y, training_mode=training_mode)
+            assert [m.training for m in model.modules()] == modes, "loss_gradient"
+            clf.class_gradient(x, label=0, training_mode=training_mode)
+            assert [m.training for m in model.modules()] == modes, "class_gradient"
+        clf.compute_loss(x, y)
+        assert [m.training for m in model.modules()] == modes, "compute_loss"
+    finally:
+        model.eval()
+        model.load_state_dict(state)
+
+
+def test_nb_classes_must_match_the_model(model: WNLLNet) -> None:
+    with pytest.raises(ValueError, match="nb_classes=11.*4 classes"):
+        WNLLClassifier(model, nb_classes=11)
+    assert WNLLClassifier(model, nb_classes=4).nb_classes == 4
+
+
+def test_data_outside_the_clip_values_is_refused() -> None:
+    """0-255 images given to an estimator whose clip_values say [0, 1]: a ValueError naming the remedy."""
+    clf = WNLLClassifier(_plain_model(), nb_classes=4)
+    x = np.random.default_rng(5).random((4, 3, 32, 32), dtype=np.float32)
+    y = np.eye(4, dtype=np.float32)[np.arange(4)]
+    for call in (
+        lambda v: clf.predict(v),
+        lambda v: clf.loss_gradient(v, y),
+        lambda v: clf.class_gradient(v, label=0),
+    ):
+        with pytest.raises(ValueError, match=r"clip_values \[0.0, 1.0\].*255"):
+            call(255 * x)
+        with pytest.raises(ValueError, match="clip_values"):
+            call(torch.from_numpy(x - 0.5))
+    assert clf.predict(np.clip(x + 1e-6, 0, 1 + 1e-6)).shape == (4, 4)  # attack round-off is accepted
+    raw = WNLLClassifier(_plain_model(), nb_classes=4, clip_values=(0.0, 255.0))
+    assert raw.predict(255 * x).shape == (4, 4)
+    unclipped = WNLLClassifier(_plain_model(), nb_classes=4, clip_values=None)
+    assert unclipped.predict(torch.from_numpy(255 * x)).shape == (4, 4)

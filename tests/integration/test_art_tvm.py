@@ -82,9 +82,7 @@ def test_inside_pytorch_classifier(test_set: tuple[torch.Tensor, torch.Tensor], 
     images, labels = test_set
     x = (images[:8].float() / 255.0).numpy()
     y = np.eye(10, dtype=np.float32)[labels[:8].numpy()]  # one-hot: ART's tensor path argmaxes labels
-    tvm = TotalVarMinimization(
-        clip_values=(0.0, 1.0), seed=0, gradient=gradient, device_type="cpu"
-    )
+    tvm = TotalVarMinimization(clip_values=(0.0, 1.0), seed=0, gradient=gradient, device_type="cpu")
     clf = _tiny_classifier(tvm)
     assert clf.all_framework_preprocessing  # the all-PyTorch path: forward() with autograd
     preds = clf.predict(x)
@@ -119,3 +117,17 @@ def test_compiled_solver_matches_eager(test_set: tuple[torch.Tensor, torch.Tenso
     eager = total_variation_minimize(x, mask=mask, preset="art-default")
     compiled = total_variation_minimize(x, mask=mask, preset="art-default", compile=True)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_preprocessor_with_unit_clip_values_refuses_0_255_data() -> None:
+    """The README's TotalVarMinimization(clip_values=(0, 1), seed=0): 0-255 images raise a ValueError (a
+    regression guard: this already held when the README's defaults were corrected)."""
+    from wnll_art.adapters.art_tvm import TotalVarMinimization
+
+    tvm = TotalVarMinimization(clip_values=(0.0, 1.0), seed=0, max_iter=2)
+    x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    assert tvm(x)[0].shape == x.shape
+    with pytest.raises(ValueError, match=r"\[0.0, 1.0\].*255"):
+        tvm(255 * x)
+    with pytest.raises(ValueError, match=r"\[0.0, 1.0\].*255"):
+        tvm.forward(torch.from_numpy(255 * x))

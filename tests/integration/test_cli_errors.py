@@ -67,3 +67,35 @@ def test_out_not_writable(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is not writable; choose a writable --out" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "target", "expected"),
+    [
+        (
+            ["evaluate", "--no-progress"],
+            "wnll_art.evaluation.jobs.main.evaluate",
+            "finished cells are kept in",
+        ),
+        (["train", "--epochs", "1", "--no-progress"], "wnll_art.train.recipe.train", "--resume"),
+    ],
+)
+def test_ctrl_c_is_one_line_and_exit_130(
+    command: list[str], target: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    out = tmp_path / "run"
+    try:
+        code: int | str = main([command[0], "--out", str(out), *command[1:]])
+    except KeyboardInterrupt:  # today's behaviour: a traceback (caught here so pytest itself carries on)
+        code = "KeyboardInterrupt escaped"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130
+    assert (
+        len(err) == 1 and err[0].startswith(f"wnll-art {command[0]}: interrupted") and expected in err[0]
+    ), err
+    assert str(out) in err[0]

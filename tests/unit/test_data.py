@@ -61,6 +61,33 @@ def test_default_root_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert data.default_data_root() == tmp_path / "cache" / "wnll_art"
 
 
+def test_relative_env_root_is_resolved_where_it_is_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The README's own command uses WNLL_ART_DATA=../shared/data: a later chdir must not change its meaning."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WNLL_ART_DATA", "../shared/data")
+    root = data.default_data_root()
+    assert root.is_absolute() and root == Path.cwd() / "../shared/data"
+    monkeypatch.setenv("WNLL_ART_DATA", "~/cifar")
+    assert data.default_data_root() == Path.home() / "cifar"
+
+
+def test_test_fixtures_resolve_a_relative_env_root(monkeypatch: pytest.MonkeyPatch, cifar_root: Path) -> None:
+    """tests/conftest.py reads WNLL_ART_DATA once; tests that chdir later must still find the data."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_root_conftest", Path(__file__).parents[1] / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    real = cifar_root.resolve()
+    monkeypatch.chdir(real.parent)
+    monkeypatch.setenv("WNLL_ART_DATA", real.name)
+    found = conftest._data_root()
+    assert found is not None and found.is_absolute() and found.resolve() == real
+
+
 def test_failed_download_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(*args: object, **kwargs: object) -> None:
         raise OSError("network unreachable")

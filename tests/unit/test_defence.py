@@ -152,3 +152,65 @@ def test_defence_on_the_test_device_matches_cpu(device: torch.device) -> None:
         defence.view(eot_samples=2)(x)[:, 0].sum().backward()
         assert x.grad is not None and x.grad.device == dev and bool(x.grad.abs().sum() > 0)
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ load_defence on careless input
+@pytest.fixture
+def nothing_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading weights or data fails the test: load_defence must refuse its arguments before either."""
+    import wnll_art.data
+    import wnll_art.zoo
+    import wnll_art.zoo_trained
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("weights or data were loaded before the arguments were checked")
+
+    monkeypatch.setattr(wnll_art.data, "load_cifar10", refuse)
+    monkeypatch.setattr(wnll_art.zoo, "load_pretrained", refuse)
+    monkeypatch.setattr(wnll_art.zoo_trained, "load_trained", refuse)
+
+
+def _absent_cuda() -> str:
+    return f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda:7"
+
+
+@pytest.mark.parametrize(
+    ("device", "match"),
+    [
+        ("absent", "cuda"),
+        ("gpu", "device='gpu' is not a torch device"),
+        ("meta", "device='meta': only cpu and cuda"),
+        ("cuda:x", "not a torch device"),
+    ],
+)
+def test_load_defence_refuses_bad_devices_first(device: str, match: str, nothing_loaded: None) -> None:
+    from wnll_art.defence import load_defence
+
+    name = _absent_cuda() if device == "absent" else device
+    with pytest.raises(ValueError, match=match):
+        load_defence("resnet56", device=name)
+    with pytest.raises(TypeError, match="device must be"):
+        load_defence("resnet56", device=7)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"template_size": "500"}, TypeError, "template_size must be an int"),
+        ({"template_size": 0}, ValueError, "template_size must be positive"),
+        ({"template_size": -10}, ValueError, "template_size must be positive"),
+        ({"template_size": 500, "head": "softmax"}, ValueError, "template_size has no effect.*softmax"),
+        (
+            {"template_size": 100, "name": "resnet56-wnll"},
+            ValueError,
+            "template_size has no effect.*resnet56-wnll",
+        ),
+    ],
+)
+def test_load_defence_refuses_bad_template_sizes(
+    kwargs: dict[str, object], error: type[Exception], match: str, nothing_loaded: None
+) -> None:
+    from wnll_art.defence import load_defence
+
+    with pytest.raises(error, match=match):
+        load_defence(**kwargs)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from wnll_art.cli import main
 from wnll_art.train.cli import add_train_parser, run_train
 
 CUDA = torch.cuda.is_available()
+SMALL = ["--train-subset", "200", "--test-subset", "100", "--template-size", "50", "--epochs", "1"]
 
 BAD = {
     "cuda without CUDA": (["--device", "cuda"], "CUDA is not available"),
@@ -27,6 +28,13 @@ BAD = {
     "tvm prob above one": (["--tvm-prob", "1.5"], "--tvm-prob"),
     "negative tvm lamb": (["--tvm-lamb", "-1"], "--tvm-lamb"),
     "bf16 in head mode": (["--bf16"], "--mode full"),
+    "bf16 without CUDA": (["--mode", "full", "--bf16", *SMALL], "--bf16 needs a CUDA --device"),
+    "channels-last without CUDA": (
+        ["--mode", "full", "--channels-last", *SMALL],
+        "--channels-last needs a CUDA",
+    ),
+    "subset too small for the training template": ([*SMALL, "--train-subset", "300"], "train_subset=300"),
+    "resume and overwrite": (["--resume", "--overwrite"], "not both"),
     "missing weights": (["--weights", "nowhere.th"], "--weights"),
     "batch of one": (["--batch-size", "1"], "batch_size"),
     "negative seed": (["--seed", "-1"], "seed"),
@@ -116,3 +124,58 @@ def test_deterministic_is_set_before_training_and_restored(
         torch.use_deterministic_algorithms(False)
     assert seen == [True, False] and not torch.are_deterministic_algorithms_enabled()
     capsys.readouterr()
+
+
+TINY = [*SMALL, "--train-subset", "300", "--no-progress"]  # the last --train-subset wins
+
+
+def _run_files(out: Path) -> dict[str, bytes | None]:
+    """Every path under ``out`` (folders as ``None``) with its bytes."""
+    return {str(p.relative_to(out)): p.read_bytes() if p.is_file() else None for p in sorted(out.rglob("*"))}
+
+
+@pytest.mark.parametrize("kept", ["metrics.jsonl", "last.pt", "final.pt"])
+def test_existing_run_needs_resume_or_overwrite(
+    kept: str, tmp_path: Path, cifar_root: Path, hub_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A run folder is never replaced without --resume or --overwrite: one line, exit 2, files untouched."""
+    monkeypatch.setenv("TORCH_HOME", str(hub_dir))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / kept).write_bytes(b"an earlier run")
+    before = _run_files(out)
+    code = _exit_code(["train", "--out", str(out), "--data-root", str(cifar_root), *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert kept in err[0] and "--resume" in err[0] and "--overwrite" in err[0]
+    assert _run_files(out) == before
+    # --overwrite passes this check (the next one, the tiny subset's template, still refuses: nothing written)
+    code = _exit_code(["train", "--out", str(out), "--data-root", str(cifar_root), "--overwrite", *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "train_subset=300" in err[0], err
+    assert _run_files(out) == before
+
+
+def test_resume_with_another_config_is_refused_before_the_tvm_cache(
+    tmp_path: Path, cifar_root: Path, hub_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from wnll_art.train import cli as train_cli
+    from wnll_art.train.loop import CHECKPOINT_FORMAT
+
+    monkeypatch.setenv("TORCH_HOME", str(hub_dir))
+    out = tmp_path / "run"
+    out.mkdir()
+    options = ["--train-subset", "2000", "--test-subset", "100", "--epochs", "2", "--no-progress"]
+    parser = argparse.ArgumentParser(prog="wnll-art")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    config = train_cli._config(parser.parse_args(["train", "--out", str(out), *options]))
+    torch.save({"format": CHECKPOINT_FORMAT, "epoch": 1, "config": config.to_dict()}, out / "last.pt")
+    before = _run_files(out)
+    argv = ["train", "--out", str(out), "--data-root", str(cifar_root), "--resume", "--data", "tvm",
+            "--tvm-iterations", "1", *options]  # fmt: skip
+    code = _exit_code(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "'data'" in err[0] and "last.pt" in err[0], err
+    assert _run_files(out) == before  # no cache/ folder: the TVM copies were never computed

@@ -66,6 +66,40 @@ def _input_shape(model: nn.Module, given: tuple[int, ...] | None) -> tuple[int, 
 
 
 @contextmanager
+def _modes_kept(model: nn.Module) -> Iterator[None]:
+    """Every sub-module's train/eval mode as it was before (ART's calls set the mode and leave it set)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training  # per module, not m.train(): a mixed-mode model stays mixed
+
+
+_NO_FIT = (
+    "WNLLClassifier does not train: fitting every parameter by cross-entropy is not the paper's recipe "
+    "(alternating linear / WNLL steps through a buffer block, optionally on TVM-purified images). Train with "
+    "`wnll-art train` (or wnll_art.train.train), load the result with wnll_art.load_defence and wrap it in a "
+    "new WNLLClassifier; ART's AdversarialTrainer cannot train this estimator"
+)
+
+
+def _check_nb_classes(model: nn.Module, nb_classes: int | None) -> int:
+    """``nb_classes``, else the model's; refuses a count that disagrees with the model's ``num_classes``."""
+    if nb_classes is None:
+        return _num_classes(model)
+    if isinstance(nb_classes, bool) or not isinstance(nb_classes, int):
+        raise TypeError(f"nb_classes must be an int, got {type(nb_classes).__name__}")
+    own = _find(model, "num_classes")
+    if isinstance(own, int) and own != nb_classes:
+        raise ValueError(f"nb_classes={nb_classes} disagrees with the model's {own} classes (num_classes); "
+                         "leave nb_classes unset to use the model's")  # fmt: skip
+    if nb_classes < 2:
+        raise ValueError(f"nb_classes must be >= 2, got {nb_classes}")
+    return nb_classes
+
+
+@contextmanager
 def _input_gradients_only(model: nn.Module) -> Iterator[None]:
     """Parameters stop requiring grad for the duration (input gradients need none; saves ~1/3 of backward)."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -99,15 +133,24 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     Inputs: ``predict``, ``loss_gradient`` and ``class_gradient`` refuse inputs whose shape is not
     ``(N, *input_shape)`` (``ValueError``) or whose dtype is not floating (``TypeError``), and cast other
     floating dtypes (e.g. NumPy's float64 from ``uint8 / 255.0``) to the model's dtype, in a copy; outputs
-    and gradients then have the model's dtype. ``predict`` of an empty batch gives ``(0, nb_classes)``. Gradient calls compute input gradients only (parameters are frozen for the call and
-    restored after), which saves about a third of each backward pass.
+    and gradients then have the model's dtype. Values outside ``clip_values`` (by more than 0.1 % of the
+    range, e.g. 0-255 images given to a [0, 1] estimator) are refused (``ValueError``). ``predict`` of an
+    empty batch gives ``(0, nb_classes)``. Gradient calls compute input gradients only (parameters are frozen
+    for the call and restored after), which saves about a third of each backward pass.
+
+    Modes: ``predict``, ``loss_gradient``, ``class_gradient``, ``compute_loss`` and ``get_activations`` leave
+    every sub-module in the train/eval mode it was in (ART sets the mode of ``training_mode`` and would leave it set).
+
+    Training: ``fit`` and ``fit_generator`` (hence ART's ``AdversarialTrainer``) raise
+    ``NotImplementedError``: cross-entropy on every parameter is not the paper's recipe; train with
+    ``wnll-art train`` and wrap the loaded result.
 
     Args:
         model: The ``nn.Module`` (images ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` logits or log-scores).
         loss: Training/gradient loss; default ``nn.CrossEntropyLoss()``.
         input_shape: Shape of one input (default: the model's ``input_shape``, else ``(3, 32, 32)``); must
             agree with the model's when it has one.
-        nb_classes: Defaults to ``model.num_classes``.
+        nb_classes: Defaults to ``model.num_classes``; must equal it when the model has one.
         device_type: ``"auto"`` (where the model is), ``"gpu"`` or ``"cpu"``.
         **kwargs: Passed to ``PyTorchClassifier`` (``preprocessing_defences``, ``optimizer``, ...).
     """
@@ -139,7 +182,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
                 model=model,
                 loss=loss if loss is not None else nn.CrossEntropyLoss(),
                 input_shape=input_shape,
-                nb_classes=nb_classes if nb_classes is not None else _num_classes(model),
+                nb_classes=_check_nb_classes(model, nb_classes),
                 device_type=device_type,
                 **kwargs,
             )
@@ -173,7 +216,26 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         batch_size = batch_size or 128
         for start in range(0, len(x), batch_size):
             self.observed_batches["predict", min(batch_size, len(x) - start)] += 1
-        return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
+        with _modes_kept(self._model):
+            return super().predict(x, batch_size=batch_size, training_mode=training_mode, **kwargs)
+
+    def compute_loss(self, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """ART's ``compute_loss``; every sub-module's train/eval mode is left as it was."""
+        with _modes_kept(self._model):
+            return super().compute_loss(x, y, *args, **kwargs)
+
+    def get_activations(self, x: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """ART's ``get_activations``; every sub-module's train/eval mode is left as it was."""
+        with _modes_kept(self._model):
+            return super().get_activations(x, *args, **kwargs)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Refused (``NotImplementedError``): train with ``wnll-art train`` (the paper's recipe) instead."""
+        raise NotImplementedError(_NO_FIT)
+
+    def fit_generator(self, generator: Any, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Refused (``NotImplementedError``): train with ``wnll-art train`` (the paper's recipe) instead."""
+        raise NotImplementedError(_NO_FIT)
 
     def loss_gradient(  # type: ignore[override]
         self,
@@ -185,7 +247,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         """Gradient of the loss w.r.t. ``x`` (same shape), over the batch exactly as given."""
         x = self._checked(x)
         self.observed_batches["gradient", len(x)] += 1
-        with _input_gradients_only(self.model):
+        with _input_gradients_only(self.model), _modes_kept(self._model):
             return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
 
     def class_gradient(  # type: ignore[override]
@@ -194,7 +256,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         """Class gradients ``(N, 1 or C, ...)`` over the batch exactly as given."""
         x = self._checked(x)
         self.observed_batches["gradient", len(x)] += 1
-        with _input_gradients_only(self.model):
+        with _input_gradients_only(self.model), _modes_kept(self._model):
             return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
 
     @property
@@ -215,9 +277,27 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             raise ValueError(f"x must have shape (N, {', '.join(map(str, self.input_shape))}) (the estimator's "
                              f"input_shape), got {tuple(x.shape)}")  # fmt: skip
+        self._check_range(x)
         if isinstance(x, torch.Tensor):
             return x.to(_model_dtype(self.model))
         return x if x.dtype == self._np_dtype else x.astype(self._np_dtype)
+
+    def _check_range(self, x: np.ndarray | torch.Tensor) -> None:
+        """Refuses values outside ``clip_values`` by more than 0.1 % of the range (attack round-off passes;
+        0-255 images given to a [0, 1] estimator do not)."""
+        empty = x.size == 0 if isinstance(x, np.ndarray) else x.numel() == 0
+        if self.clip_values is None or empty:
+            return
+        low, high = float(np.min(self.clip_values[0])), float(np.max(self.clip_values[1]))
+        if isinstance(x, torch.Tensor):
+            x_min, x_max = torch.stack(torch.aminmax(x.detach())).tolist()
+        else:
+            x_min, x_max = float(x.min()), float(x.max())
+        slack = 1e-3 * (high - low)
+        if x_min < low - slack or x_max > high + slack:
+            hint = " (0-255 images? divide them by 255)" if high <= 1.0 < x_max else ""
+            raise ValueError(f"x must lie in the estimator's clip_values [{low}, {high}], got values in "
+                             f"[{x_min:.4g}, {x_max:.4g}]{hint}")  # fmt: skip
 
     def settings(self) -> dict[str, object]:
         """``settings()`` of every sub-module that has one, keyed by class name (``"WNLLNet"``,

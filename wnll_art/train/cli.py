@@ -71,6 +71,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="WNLL-step gradient [surrogate]")  # fmt: skip
     p.add_argument("--out", required=True, help="output directory (checkpoints, metrics.jsonl, final.pt)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a fresh run in an OUT that holds one (its last.pt, metrics.jsonl, final.* are "
+                        "replaced); without --resume or --overwrite such an OUT is refused")  # fmt: skip
     p.add_argument("--data-root", default=None, help="CIFAR-10 root [$WNLL_ART_DATA or ~/.cache/wnll_art]")
     p.add_argument("--weights", default=None,
                    help="ResNet-56 weights: head mode's frozen backbone, full mode's initialisation "
@@ -117,17 +120,32 @@ def _config(args: argparse.Namespace) -> Any:
     }  # fmt: skip
     options.update({k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("wnll_weight", args.wnll_weight))
                     if v is not None})  # fmt: skip
+    for flag, on in (("--bf16", args.bf16), ("--channels-last", args.channels_last)):
+        if on and args.mode != "full":
+            raise UsageError(f"{flag} applies to --mode full only")
+        if on and not args.device.startswith("cuda"):
+            raise UsageError(f"{flag} needs a CUDA --device (it would do nothing on {args.device}); drop {flag} "
+                             "or use --device cuda")  # fmt: skip
     if args.mode == "full":
         return TrainConfig(**options, bf16=args.bf16, channels_last=args.channels_last)
-    for flag, on in (("--bf16", args.bf16), ("--channels-last", args.channels_last)):
-        if on:
-            raise UsageError(f"{flag} applies to --mode full only")
     return HeadConfig(**options)
 
 
+RUN_FILES = ("last.pt", "metrics.jsonl", "final.pt", "final.json")
+
+
 def _check_paths(args: argparse.Namespace) -> None:
-    """Output folders writable, weights and data root present (nothing is created)."""
+    """Output folders writable and not holding a run unless resumed or overwritten, weights and data root
+    present (nothing is created)."""
     check_out_dir(args.out)
+    if args.resume and args.overwrite:
+        raise UsageError(
+            "give --resume (continue the run in --out) or --overwrite (start it again), not both"
+        )
+    found = [name for name in RUN_FILES if (Path(args.out) / name).exists()]
+    if found and not (args.resume or args.overwrite):
+        raise UsageError(f"--out {args.out} already holds a run ({', '.join(found)}); pass --resume to continue "
+                         "it or --overwrite to start again, or choose another --out")  # fmt: skip
     if args.cache_dir is not None:
         check_out_dir(args.cache_dir, "--cache-dir")
     if args.weights is not None and not Path(args.weights).is_file():

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from wnll_art.data import load_cifar10
+from wnll_art.data import CIFAR10_CLASSES, load_cifar10
 from wnll_art.train.caches import TVMFunction, tvm_images
 from wnll_art.train.config import LoopConfig
 
-__all__ = ["TrainingData", "load_splits", "training_data"]
+__all__ = ["TrainingData", "check_templates_fit", "load_splits", "training_data"]
 
 
 def load_splits(
@@ -44,6 +44,30 @@ def load_splits(
     if test_subset is not None:
         xt, yt = xt[:test_subset], yt[:test_subset]
     return x, y, xt, yt
+
+
+def check_templates_fit(config: LoopConfig, labels: torch.Tensor) -> None:
+    """Raises ``ValueError`` unless every class of the training ``labels`` can fill both templates.
+
+    Args:
+        config: The run's settings (``train_template_size``, ``eval_template_size``, ``train_subset``).
+        labels: ``(N,)`` int64 CIFAR-10 labels of the training images (originals, before TVM copies).
+    """
+    num_classes = len(CIFAR10_CLASSES)
+    counts = torch.bincount(labels.cpu(), minlength=num_classes)
+    fewest = int(counts.min())
+    cls = int(counts.argmin())
+    for name in ("train_template_size", "eval_template_size"):
+        size = getattr(config, name)
+        if fewest < size // num_classes:
+            images = (
+                "the training set" if config.train_subset is None else f"train_subset={config.train_subset}"
+            )
+            raise ValueError(
+                f"{name}={size} needs {size // num_classes} training images of every class, but {images} has "
+                f"only {fewest} of class {cls} ({CIFAR10_CLASSES[cls]}); use a larger train_subset "
+                "(--train-subset) or a smaller template"
+            )
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,7 @@ def training_data(
     images, labels, test_images, test_labels = load_splits(
         data_root, train_subset=config.train_subset, test_subset=config.test_subset
     )
+    check_templates_fit(config, labels)  # before the TVM cache (or anything else) is written
     source = torch.arange(images.shape[0])
     if config.data != "original":
         tvm = tvm_images(images, settings=config.tvm, seed=config.seed, cache_dir=cache_dir, tvm_fn=tvm_fn,

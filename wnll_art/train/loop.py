@@ -37,7 +37,7 @@ from wnll_art.train.evaluate import evaluate_heads
 from wnll_art.train.modes import Setup
 from wnll_art.train.steps import draw_template_indices, linear_step, take, wnll_step
 
-__all__ = ["CHECKPOINT_FORMAT", "evaluate", "fit"]
+__all__ = ["CHECKPOINT_FORMAT", "check_resumable", "evaluate", "fit"]
 
 CHECKPOINT_FORMAT = 2
 
@@ -76,7 +76,8 @@ def fit(
         config: The run's settings.
         out_dir: Directory of ``last.pt`` and ``metrics.jsonl`` (one JSON record per epoch: losses,
             accuracies as fractions, lr, ``epoch_time_s``, ``images_per_s``, ``device_facts``; epoch 0 =
-            before training, when ``config.eval_every``). A fresh run rewrites the log, a resumed one appends to it.
+            before training, when ``config.eval_every``). A fresh run rewrites the log (and removes an earlier
+            run's ``final.pt`` / ``final.json``), a resumed one appends to it.
         resume: Continue from ``out_dir/last.pt`` if it exists (its config must equal ``config``).
         stop: Last epoch to train (``<= config.epochs``).
         progress: Progress bars.
@@ -87,8 +88,9 @@ def fit(
     run = _make_run(setup, config)
     ckpt, metrics = out_dir / "last.pt", out_dir / "metrics.jsonl"
     start = _resume(setup, run, config, ckpt) if resume and ckpt.is_file() else 0
-    if start == 0:
-        metrics.unlink(missing_ok=True)
+    if start == 0:  # a fresh run: an earlier run's log and final model no longer describe this one
+        for stale in (metrics, out_dir / "final.pt", out_dir / "final.json"):
+            stale.unlink(missing_ok=True)
     log, records = MetricsLog(metrics), []
     facts = device_facts(setup.device)  # what decides the numbers (determinism, TF32, GPU): on every line
     if start == 0 and config.eval_every:
@@ -162,8 +164,12 @@ def _payload(setup: Setup, run: _Run, config: LoopConfig, epoch: int) -> dict[st
     }
 
 
-def _resume(setup: Setup, run: _Run, config: LoopConfig, path: Path) -> int:
-    """Loads ``path`` into model, optimiser, scheduler and generators; returns its epoch."""
+def check_resumable(path: Path, config: LoopConfig) -> dict[str, Any]:
+    """The checkpoint at ``path``, after checking that a run of ``config`` can continue from it.
+
+    Raises:
+        ValueError: Another checkpoint format, or a config that differs (the differing fields named).
+    """
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"cannot resume {path}: checkpoint format {ckpt.get('format')}, this version writes "
@@ -172,6 +178,12 @@ def _resume(setup: Setup, run: _Run, config: LoopConfig, path: Path) -> int:
     diff = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)
     if diff:
         raise ValueError(f"cannot resume {path}: the config differs in {diff}; use another out_dir")
+    return ckpt
+
+
+def _resume(setup: Setup, run: _Run, config: LoopConfig, path: Path) -> int:
+    """Loads ``path`` into model, optimiser, scheduler and generators; returns its epoch."""
+    ckpt = check_resumable(path, config)
     setup.net.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])

@@ -23,7 +23,7 @@ from wnll_art._device import device_facts
 from wnll_art.train.caches import TVMFunction
 from wnll_art.train.checkpoint import atomic_save, write_zoo_record
 from wnll_art.train.config import LoopConfig
-from wnll_art.train.loop import evaluate, fit
+from wnll_art.train.loop import check_resumable, evaluate, fit
 from wnll_art.train.modes import Setup, prepare
 from wnll_art.wnll.model import WNLLNet
 
@@ -92,8 +92,8 @@ def train(
             ResNet-56 (sha256-checked against the zoo; default the hub cache).
         device: Training device (and of the evaluations); CUDA enables the ``bf16`` /
             ``channels_last`` / ``data_on_device`` flags of :class:`TrainConfig`.
-        resume: Continue from ``out_dir/last.pt`` if it exists (the config must be equal; the device
-            may differ). On CPU, stopping after ``k`` epochs and resuming gives bit-identical weights.
+        resume: Continue from ``out_dir/last.pt`` if it exists (the config must be equal, checked before
+            anything is computed or written; the device may differ). On CPU, stopping after ``k`` epochs and resuming gives bit-identical weights.
         cache_dir: Directory of the TVM image and feature caches; default ``out_dir/cache``.
         stop_after_epoch: Return after this epoch (checkpointed) without finishing (interrupted runs).
         tvm_fn: TVM function (default :func:`wnll_art.tvm.algorithm.total_variation_minimize`).
@@ -108,6 +108,8 @@ def train(
     if stop_after_epoch is not None:
         check_positive_int(stop_after_epoch, "stop_after_epoch")
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    if resume and (out / "last.pt").is_file():  # a config that cannot resume is refused before any cache
+        check_resumable(out / "last.pt", config)
     setup = prepare(config, data_root=data_root, weights=weights, cache_dir=cache, device=dev, tvm_fn=tvm_fn,
                     progress=progress)  # fmt: skip
     stop = config.epochs if stop_after_epoch is None else min(stop_after_epoch, config.epochs)

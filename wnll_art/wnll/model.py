@@ -239,7 +239,12 @@ class WNLLNet(nn.Module):
         return scores.to(x.dtype)
 
     def interpolate(
-        self, feats: torch.Tensor, template: torch.Tensor, *, k: int | None = None, sigma_neighbor: int | None = None
+        self,
+        feats: torch.Tensor,
+        template: torch.Tensor,
+        *,
+        k: int | None = None,
+        sigma_neighbor: int | None = None,
     ) -> torch.Tensor:
         """WNLL label functions ``(N, C)`` of embedded inputs ``(N, D)`` against embedded template (``k`` and
         ``sigma_neighbor``: the graph's, by default the model's own).
@@ -317,6 +322,7 @@ class WNLLNet(nn.Module):
         from wnll_art.data import load_cifar10
         from wnll_art.zoo import load_pretrained
 
+        check_positive_int(template_size, "template_size")
         backbone = load_pretrained(name, weights=weights)
         num_classes = int(backbone.linear.out_features)  # type: ignore[union-attr, arg-type]
         if template_size % num_classes:
