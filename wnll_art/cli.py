@@ -139,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError, ConnectionError, ap.UsageError) as exc:
         print(f"wnll-art {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a dangling --out link: what is finished stays on disk
+        print(f"wnll-art {args.command}: error: {ap.os_error_line(exc, resume=args.command == 'evaluate')}",
+              file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -135,7 +135,8 @@ def parse_checkpoints(entries: Iterable[str]) -> dict[str, Path]:
 
 def run_script(body: Callable[[], object], prog: str, args: argparse.Namespace) -> int:
     """Runs a script body after the shared option checks (``--out`` writable, ``--deterministic`` applied),
-    turning user errors into a one-line message and exit status 2."""
+    turning user errors into a one-line message and exit status 2, I/O faults (a full disk) into one line and
+    exit status 1."""
     try:
         ap.check_out_dir(args.out)
         if args.deterministic:
@@ -146,4 +147,7 @@ def run_script(body: Callable[[], object], prog: str, args: argparse.Namespace) 
     except (ValueError, FileNotFoundError, KeyError, ap.UsageError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a dangling --out link
+        print(f"{prog}: error: {ap.os_error_line(exc, resume=True)}", file=sys.stderr)
+        return 1
     return 0
