@@ -85,7 +85,9 @@ def check_results_dir(path: str | os.PathLike[str], flag: str = "--out") -> None
     out = Path(path)
     if not out.is_dir() or any((out / name).exists() for name in _OURS):
         return
-    foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME and not p.name.endswith(".tmp"))
+    # a lock, and temporary files of an interrupted write (".<name>.<hex>.tmp"), are not the user's
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name != LOCK_NAME and not (p.name.startswith(".") and p.name.endswith(".tmp")))  # fmt: skip
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise UsageError(f"{flag} {out} holds files that are not a wnll-art run ({shown}); choose a new or empty "

@@ -49,14 +49,9 @@ DEVICE_FACTS = "device_facts"  # key of the device facts in run settings (run.js
 _log = logging.getLogger("wnll_art.evaluation")
 
 GAINED_SETTINGS: dict[str, Any] = {}
-"""Settings keys added after cells were stored, each with its legacy value: the value that computes exactly what
-the code did before the key existed (``{"attack.restarts": 1}``: any path ending in ``attack.restarts``).
-
-A stored ``run.json`` or cell whose settings lack such a key is reused when the run's value of the key is its
-legacy value, and recomputed otherwise (a run that sets the new key to anything else computes other numbers). A
-key added to a ``settings()`` without an entry here recomputes every stored cell: safe, only slower. So whoever
-adds a setting gives it a default equal to its legacy value and registers it here (see ``DEVELOPERS.md``).
-"""
+"""Settings keys added after cells were stored, each with the value that computes what the code did before the key
+existed (``{"attack.restarts": 1}``: any path ending in ``attack.restarts``). Stored settings lacking such a key
+match a run whose value is that one, and no other; an unregistered new key never matches (see ``DEVELOPERS.md``)."""
 
 
 class RecordError(ValueError):
