@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import logging
@@ -22,6 +23,7 @@ from wnll_art.evaluation import outdir, records
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import ThreatModelError, merge_threat, threat_model
 from wnll_art.evaluation.outdir import LOCK_NAME, LockHeldError, atomic_write, check_results_dir, results_lock
+from wnll_art.evaluation.parser import run_script
 from wnll_art.evaluation.records import cell_key
 
 
@@ -204,3 +206,29 @@ def test_a_gained_key_matches_only_when_registered_with_the_current_value(
     lost = records._differences({"spec": {"attack": {"steps": 3, "knob": 1}}}, {"spec": {"attack": {"steps": 3}}},
                                 stored="old")  # fmt: skip
     assert lost == ['spec.attack.knob: 1 -> "<absent>"']  # a key the run lost always counts
+
+
+def test_the_scripts_hold_the_lock_and_report_faults_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = argparse.Namespace(out=str(out), deterministic=False)
+    seen: list[bool] = []
+    assert run_script(lambda: seen.append((out / LOCK_NAME).is_file()), "prog", args) == 0
+    assert seen == [True] and not out.exists()  # held while the body ran, released and cleaned up after
+    with results_lock(out):
+        assert run_script(lambda: seen.append(False), "prog", args) == 2
+    err = capsys.readouterr().err
+    assert (
+        seen == [True] and err.count("\n") == 1 and f"is in use by another run (pid {os.getpid()} on " in err
+    )
+
+    def full() -> None:
+        atomic_write(out / "table.md", "x")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "cells" / "c.json"))
+
+    assert run_script(full, "prog", args) == 1
+    err = capsys.readouterr().err
+    assert err == (f"prog: error: No space left on device: {out / 'cells' / 'c.json'}; the results finished so far "
+                   "are kept, and the same command resumes\n")  # fmt: skip
+    assert (out / "table.md").read_text() == "x"

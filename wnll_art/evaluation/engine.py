@@ -300,8 +300,9 @@ def run_cells(
     rule's ``per_image_correct`` and, in ``extra``, the mean over draws (``per_image_draw_mean``,
     ``accuracy_draw_mean``), ``tvm_draws`` and ``threat_model``: the largest ``|x_adv - x|`` and the range of
     ``x_adv`` over the scored images, measured by the engine (:func:`threat_model`); a cell whose adversarials
-    leave the eps ball or [0, 1] raises :class:`ThreatModelError` and is not written. A stored record is reused only if it is valid and
-    every field but the measurements matches what this run would write (else it is set aside and recomputed).
+    leave the eps ball or [0, 1] raises :class:`ThreatModelError` and is not written. A stored record is reused
+    only if it is valid and every field but the measurements matches what this run would write (else it is set
+    aside and recomputed; keys the run gained are matched by :data:`~wnll_art.evaluation.records.GAINED_SETTINGS`).
     """
     records = []
     raw_cache: dict[Any, torch.Tensor] = {}

@@ -27,7 +27,7 @@ import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from wnll_art.evaluation.outdir import atomic_write
 
@@ -182,7 +182,9 @@ def _is_gained(path: str, value: Any) -> bool:
                for k, v in GAINED_SETTINGS.items())  # fmt: skip
 
 
-def _differences(old: Any, new: Any, prefix: str = "", *, stored: str | None = None) -> list[str]:
+def _differences(
+    old: Any, new: Any, prefix: str = "", *, stored: Literal["old", "new"] | None = None
+) -> list[str]:
     """``"path: old -> new"`` for every leaf where two JSON values differ (lists of objects item by item).
 
     ``stored`` (``"old"`` or ``"new"``) names the side read from disk: a key missing there is no difference
