@@ -9,7 +9,7 @@ from pathlib import Path
 
 __all__ = [
     "UsageError", "check_out_dir", "device", "eps_list", "float_list", "name_list", "non_negative_int",
-    "positive_float", "positive_int", "unit_float",
+    "os_error_line", "positive_float", "positive_int", "unit_float",
 ]  # fmt: skip
 
 
@@ -96,14 +96,33 @@ def check_out_dir(path: str | os.PathLike[str], flag: str = "--out") -> Path:
     """Checks, without writing anything, that ``path`` is (or can become) a writable folder.
 
     Raises:
-        UsageError: ``path`` is a file, or it (or its nearest existing parent) is not writable.
+        UsageError: ``path`` is empty text (which would mean the current directory), a file, or it (or its
+            nearest existing parent) is not writable.
+        NotADirectoryError: ``path`` (or a missing parent of it) is a symbolic link to nothing: an I/O fault
+            rather than a usage error (the command line exits 1 on it, as on a full disk).
     """
+    if isinstance(path, str) and not path.strip():
+        raise UsageError(f"{flag} is empty; name a results folder (e.g. {flag} results/run1)")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{flag} {out} is a file, not a folder; choose another {flag}")
     probe = out
     while not probe.exists():
+        if probe.is_symlink():
+            raise NotADirectoryError(f"{flag} {out}: {probe} is a symbolic link to {os.readlink(probe)}, which does "
+                                     f"not exist; create its target or choose another {flag}")  # fmt: skip
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {out}: {probe} is not writable; choose a writable {flag}")
     return out
+
+
+def os_error_line(exc: OSError, *, resume: bool) -> str:
+    """One line for an I/O fault (exit status 1); ``resume``: say that finished results are kept."""
+    text = exc.strerror if exc.errno is not None and exc.strerror else str(exc)
+    if exc.filename is not None and str(exc.filename) not in text:
+        text = f"{text}: {exc.filename}"
+    text = " ".join(text.split())
+    if resume and exc.errno is not None:  # a fault while writing, not one found before the run
+        text += "; the results finished so far are kept, and the same command resumes"
+    return text

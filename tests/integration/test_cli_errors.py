@@ -99,3 +99,18 @@ def test_ctrl_c_is_one_line_and_exit_130(
         len(err) == 1 and err[0].startswith(f"wnll-art {command[0]}: interrupted") and expected in err[0]
     ), err
     assert str(out) in err[0]
+
+
+def test_a_threat_model_violation_is_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wnll_art import cli
+    from wnll_art.evaluation.engine import ThreatModelError
+
+    def refuse(args: object) -> int:
+        raise ThreatModelError("softmax/none/fgsm at eps=0.02, batch 0: max |x_adv - x| = 0.04 exceeds eps = 0.02")
+
+    monkeypatch.setattr(cli, "_run_evaluate", refuse)
+    assert cli.main(["evaluate", "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exceeds eps" in err[0] and "not written" in err[0]

@@ -44,8 +44,14 @@ def test_sigkill_then_resume(tmp_path: Path, cifar_root: Path, hub_dir: Path) ->
     total = 2 * (1 + 2 * 3) + 2 * 3  # + a worst case per model and eps (written at the end)
     assert 3 <= len(before) < total
     assert not list((out / "cells").glob(".*.tmp"))  # nothing half-written
+    lock = json.loads((out / ".wnll-art.lock").read_text())  # the killed run could not release its lock
+    assert lock["pid"] == proc.pid
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert (
+        f"taking over the lock of a run that is gone (pid {proc.pid} on " in done.stderr
+    )  # stale: taken over
+    assert not (out / ".wnll-art.lock").exists()
     after = _cells(out)
     assert len(after) == total
     assert all(after[name] == cell for name, cell in before.items())  # read back, not recomputed

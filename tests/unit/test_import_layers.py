@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     # evaluation, in layers: configuration < victims/attacks/records < engine < report < jobs
     "wnll_art.evaluation": 5,
     "wnll_art.evaluation.config": 5,
+    "wnll_art.evaluation.outdir": 5,  # the results folder as files: atomic writes, ownership, lock
     "wnll_art.evaluation.victims": 6,
     "wnll_art.evaluation.attacks": 6,
     "wnll_art.evaluation.records": 6,

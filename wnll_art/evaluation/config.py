@@ -122,6 +122,8 @@ def _check_names(cfg: EvalConfig) -> None:
         isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 < e <= 1.0 for e in cfg.eps
     ):
         raise ValueError(f"eps must be one or more radii in (0, 1], got {cfg.eps}")
+    if len(set(cfg.eps)) != len(cfg.eps):
+        raise ValueError(f"eps must not repeat a radius (each is one cell), got {cfg.eps}")
     if not set(cfg.models) <= set(get_args(ModelName)) or "softmax" not in cfg.models:
         raise ValueError(f"models must include 'softmax' and be within ('softmax', 'wnll'), got {cfg.models}")
     if not cfg.defences or not set(cfg.defences) <= set(get_args(DefenceName)):

@@ -20,8 +20,8 @@ from wnll_art.evaluation.attacks import Attack, project_linf
 from wnll_art.evaluation.records import CellRecord, RunStore, cell_key
 from wnll_art.evaluation.victims import Victim, predict_labels
 
-__all__ = ["AttackSpec", "Batches", "Dist", "adversarial", "attack_batches", "cell_key", "derive_seed", "predict_correct",
-           "run_cells"]  # fmt: skip
+__all__ = ["AttackSpec", "Batches", "Dist", "ThreatModelError", "adversarial", "attack_batches", "cell_key", "derive_seed",
+           "merge_threat", "predict_correct", "run_cells", "threat_model"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,48 @@ def adversarial(
     return project_linf(raw_cache[key], x, eps)
 
 
+class ThreatModelError(RuntimeError):
+    """Adversarials outside the threat model: farther than eps from their images (L-inf) or outside [0, 1]."""
+
+
+def threat_model(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float, what: str) -> dict[str, float]:
+    """Measures adversarials against the threat model, independently of the attack (and projection) that made them.
+
+    Args:
+        x_adv: ``(N, 3, H, W)`` adversarial images.
+        x: ``(N, 3, H, W)`` float images in [0, 1] they were made from.
+        eps: L-inf radius in [0, 1].
+        what: The cell and batch, for the error message.
+
+    Returns:
+        ``linf_max`` (the largest ``|x_adv - x|``), ``x_adv_min``, ``x_adv_max`` and ``linf_tolerance`` (the
+        float slack allowed over ``eps``: 4 units of ``x``'s dtype's machine epsilon, as pixels are in [0, 1]).
+
+    Raises:
+        ThreatModelError: ``linf_max > eps + linf_tolerance``, or ``x_adv`` outside [0, 1], not finite or of
+            another shape.
+    """
+    if x_adv.shape != x.shape:
+        raise ThreatModelError(f"{what}: adversarials of shape {tuple(x_adv.shape)}, images {tuple(x.shape)}")
+    tol = 4 * torch.finfo(x.dtype).eps
+    measured = {"linf_max": float((x_adv - x).abs().amax()), "x_adv_min": float(x_adv.amin()),
+                "x_adv_max": float(x_adv.amax()), "linf_tolerance": tol}  # fmt: skip
+    # written as "not inside" so that NaN fails too
+    if not measured["linf_max"] <= eps + tol:
+        raise ThreatModelError(f"{what}: max |x_adv - x| = {measured['linf_max']:.8g} exceeds eps = {eps:g} "
+                               f"(+ {tol:.1g}); the cell is not recorded")  # fmt: skip
+    if not 0.0 <= measured["x_adv_min"] <= measured["x_adv_max"] <= 1.0:
+        raise ThreatModelError(f"{what}: adversarials in [{measured['x_adv_min']:.8g}, {measured['x_adv_max']:.8g}],"
+                               " outside [0, 1]; the cell is not recorded")  # fmt: skip
+    return measured
+
+
+def merge_threat(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per-batch :func:`threat_model` measurements combined over a cell's batches."""
+    return {"linf_max": max(p["linf_max"] for p in parts), "x_adv_min": min(p["x_adv_min"] for p in parts),
+            "x_adv_max": max(p["x_adv_max"] for p in parts), "linf_tolerance": max(p["linf_tolerance"] for p in parts)}  # fmt: skip
+
+
 def predict_correct(
     victim: Victim, x: torch.Tensor, y: torch.Tensor, *, draws: int, seed: int
 ) -> tuple[list[int], list[float]]:
@@ -198,7 +240,7 @@ def predict_correct(
     return stacked.amin(0).int().tolist(), stacked.mean(0).tolist()
 
 
-Correct = tuple[list[int], list[float]]
+Correct = tuple[list[int], list[float], dict[str, float]]
 
 
 def attack_batches(
@@ -208,8 +250,11 @@ def attack_batches(
     """Computes one cell on this rank's batches (no store involved).
 
     Returns:
-        ``{batch: (0/1 correct per image under the K-draw rule, mean correctness over the draws)}``; see
-        :func:`predict_correct` (``draws`` = K).
+        ``{batch: (0/1 correct per image under the K-draw rule, mean correctness over the draws, the
+        adversarials' :func:`threat_model` measurements)}``; see :func:`predict_correct` (``draws`` = K).
+
+    Raises:
+        ThreatModelError: A batch's adversarials leave the eps ball or [0, 1] (checked before they are scored).
     """
     out = {}
     for b in batches.mine():
@@ -217,15 +262,21 @@ def attack_batches(
         # the attack seed ignores eps so eps-independent attacks are run once per batch
         attack_seed = derive_seed(seed, victim.model, victim.defence, spec.name, b)
         x_adv = adversarial(spec, victim, softmax, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
-        out[b] = predict_correct(victim, x_adv, y, draws=draws, seed=derive_seed(seed, "predict", b, spec.name, eps))
+        measured = threat_model(x_adv, x, eps=eps, what=f"{victim.model}/{victim.defence}/{spec.name} at eps={eps:g}, "
+                                f"batch {b}")  # fmt: skip
+        predict_seed = derive_seed(seed, "predict", b, spec.name, eps)
+        out[b] = (*predict_correct(victim, x_adv, y, draws=draws, seed=predict_seed), measured)
     return out
 
 
-def draw_extra(victim: Victim, draws: int, mean: Sequence[float]) -> dict[str, Any]:
-    """The ``extra`` of a record under the K-draw rule: K and the mean correctness over the draws."""
+def draw_extra(
+    victim: Victim, draws: int, mean: Sequence[float], threat: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """The ``extra`` of a record under the K-draw rule: K and the mean correctness over the draws, and (when
+    given) the adversarials' measurements (:func:`threat_model`, merged over the batches) as ``threat_model``."""
     k = draws if victim.module.randomised else 1
     return {"tvm_draws": k, "per_image_draw_mean": [round(m, 6) for m in mean],
-            "accuracy_draw_mean": sum(mean) / len(mean)}  # fmt: skip
+            "accuracy_draw_mean": sum(mean) / len(mean), **({"threat_model": threat} if threat else {})}  # fmt: skip
 
 
 def run_cells(
@@ -247,8 +298,11 @@ def run_cells(
     Clean specs (``attack=None``) run once with ``eps = 0``. A randomised victim's image counts as correct only
     if ``tvm_draws`` independent draws classify it correctly (:func:`predict_correct`); the records keep that
     rule's ``per_image_correct`` and, in ``extra``, the mean over draws (``per_image_draw_mean``,
-    ``accuracy_draw_mean``) and ``tvm_draws``. A stored record is reused only if it is valid and
-    every field but the measurements matches what this run would write (else it is set aside and recomputed).
+    ``accuracy_draw_mean``), ``tvm_draws`` and ``threat_model``: the largest ``|x_adv - x|`` and the range of
+    ``x_adv`` over the scored images, measured by the engine (:func:`threat_model`); a cell whose adversarials
+    leave the eps ball or [0, 1] raises :class:`ThreatModelError` and is not written. A stored record is reused
+    only if it is valid and every field but the measurements matches what this run would write (else it is set
+    aside and recomputed; keys the run gained are matched by :data:`~wnll_art.evaluation.records.GAINED_SETTINGS`).
     """
     records = []
     raw_cache: dict[Any, torch.Tensor] = {}
@@ -269,8 +323,9 @@ def run_cells(
                     merged = {b: c for part in parts for b, c in part.items()}
                     correct = [c for b in sorted(merged) for c in merged[b][0]]
                     mean = [m for b in sorted(merged) for m in merged[b][1]]
+                    threat = merge_threat([merged[b][2] for b in sorted(merged)])
                     record = CellRecord(**expected, accuracy=sum(correct) / len(correct), per_image_correct=correct,
-                                        time_s=time.perf_counter() - start, extra=draw_extra(victim, tvm_draws, mean))  # fmt: skip
+                                        time_s=time.perf_counter() - start, extra=draw_extra(victim, tvm_draws, mean, threat))  # fmt: skip
                     if batches.dist.rank == 0:
                         store.put(record)
                     batches.dist.barrier()

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -14,6 +16,7 @@ from typing import Any
 
 from wnll_art import _argparse as ap
 from wnll_art.evaluation.config import EvalConfig
+from wnll_art.evaluation.outdir import results_lock
 from wnll_art.tvm.settings import PRESETS, TVMSettings
 
 __all__ = [
@@ -135,15 +138,22 @@ def parse_checkpoints(entries: Iterable[str]) -> dict[str, Path]:
 
 def run_script(body: Callable[[], object], prog: str, args: argparse.Namespace) -> int:
     """Runs a script body after the shared option checks (``--out`` writable, ``--deterministic`` applied),
-    turning user errors into a one-line message and exit status 2."""
+    holding ``--out``'s lock (:func:`~wnll_art.evaluation.outdir.results_lock`; under ``torchrun`` rank 0 holds
+    it), turning user errors (a lock held by another run among them) into a one-line message and exit status 2,
+    I/O faults (a full disk) into one line and exit status 1."""
     try:
         ap.check_out_dir(args.out)
         if args.deterministic:
             from wnll_art._device import set_deterministic
 
             set_deterministic(True)
-        body()
+        rank0 = os.environ.get("RANK", "0") == "0"
+        with results_lock(args.out) if rank0 else contextlib.nullcontext():
+            body()
     except (ValueError, FileNotFoundError, KeyError, ap.UsageError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a dangling --out link
+        print(f"{prog}: error: {ap.os_error_line(exc, resume=True)}", file=sys.stderr)
+        return 1
     return 0

@@ -24,11 +24,12 @@ import json
 import logging
 import os
 import platform
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from wnll_art.evaluation.outdir import atomic_write
 
 __all__ = [
     "DEVICE_FACTS",
@@ -46,6 +47,11 @@ __all__ = [
 SCHEMA = "wnll-art/cell/v2"
 DEVICE_FACTS = "device_facts"  # key of the device facts in run settings (run.json and every record's settings)
 _log = logging.getLogger("wnll_art.evaluation")
+
+GAINED_SETTINGS: dict[str, Any] = {}
+"""Settings keys added after cells were stored, each with the value that computes what the code did before the key
+existed (``{"attack.restarts": 1}``: any path ending in ``attack.restarts``). Stored settings lacking such a key
+match a run whose value is that one, and no other; an unregistered new key never matches (see ``DEVELOPERS.md``)."""
 
 
 class RecordError(ValueError):
@@ -70,8 +76,15 @@ def library_versions() -> dict[str, str]:
 
 
 def cell_key(protocol: str, model: str, defence: str, attack: str, eps: float) -> str:
-    """File-name-safe identifier of a cell (its file is ``cells/<key>.json``)."""
-    return f"{protocol}__{model}__{defence}__{attack}__eps{eps:.4f}"
+    """File-name-safe identifier of a cell (its file is ``cells/<key>.json``).
+
+    Distinct eps get distinct keys: eps is written with 4 decimals when they give back its exact value (the
+    names of earlier folders, which stay readable: ``eps0.0200``), else as its shortest exact ``repr``
+    (``eps0.02004``, ``eps1e-05``), which never has exactly 4 decimals, so the two forms cannot meet.
+    """
+    short = f"{eps:.4f}"
+    exact = short if float(short) == eps else repr(float(eps))
+    return f"{protocol}__{model}__{defence}__{attack}__eps{exact}"
 
 
 @dataclass
@@ -163,25 +176,30 @@ def _check_consistent(r: CellRecord) -> None:
         raise RecordError("settings and versions must be JSON objects")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Writes ``text`` to a temporary file beside ``path`` (mode 0666 less the umask), then renames it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _is_gained(path: str, value: Any) -> bool:
+    """Whether ``value`` at ``path`` is a registered gained key's legacy value (:data:`GAINED_SETTINGS`)."""
+    return any((path == k or path.endswith(f".{k}")) and json.loads(json.dumps(v)) == value
+               for k, v in GAINED_SETTINGS.items())  # fmt: skip
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """``"path: old -> new"`` for every leaf where two JSON values differ."""
+def _differences(
+    old: Any, new: Any, prefix: str = "", *, stored: Literal["old", "new"] | None = None
+) -> list[str]:
+    """``"path: old -> new"`` for every leaf where two JSON values differ (lists of objects item by item).
+
+    ``stored`` (``"old"`` or ``"new"``) names the side read from disk: a key missing there is no difference
+    when it is a gained key holding its legacy value on the other side (:data:`GAINED_SETTINGS`).
+    """
     if isinstance(old, dict) and isinstance(new, dict):
+        disk, now = (old, new) if stored == "old" else (new, old)
         return [d for k in sorted(set(old) | set(new), key=str)
-                for d in _differences(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{prefix}{k}.")]  # fmt: skip
+                if not (stored and k not in disk and k in now and _is_gained(f"{prefix}{k}", now[k]))
+                for d in _differences(old.get(k, "<absent>"), new.get(k, "<absent>"), f"{prefix}{k}.",
+                                      stored=stored)]  # fmt: skip
+    both = (*old, *new) if isinstance(old, list) and isinstance(new, list) and len(old) == len(new) else ()
+    if both and all(isinstance(v, dict) for v in both):
+        return [d for i, (o, n) in enumerate(zip(old, new, strict=True))
+                for d in _differences(o, n, f"{prefix}{i}.", stored=stored)]  # fmt: skip
     return [] if old == new else [f"{prefix.rstrip('.')}: {json.dumps(old)} -> {json.dumps(new)}"]
 
 
@@ -204,8 +222,8 @@ def load_record(path: Path, run: Mapping[str, Any] | None = None) -> CellRecord:
 
 def _check_run(record: CellRecord, run: Mapping[str, Any]) -> None:
     """Raises :class:`RecordError` unless the record belongs to a run with settings ``run``."""
-    if "run" in run and record.settings.get("run") != run["run"]:
-        diff = _differences(run["run"], record.settings.get("run"), "run.")
+    diff = _differences(run["run"], record.settings.get("run"), "run.", stored="new") if "run" in run else []
+    if diff:
         raise RecordError(f"settings of another run ({'; '.join(diff[:4])})")
     cfg = run.get("run", {})
     n, start = cfg.get("n"), cfg.get("start")
@@ -221,8 +239,9 @@ def _check_run(record: CellRecord, run: Mapping[str, Any]) -> None:
             f"computed with other library versions ({'; '.join(_differences(versions, record.versions))})"
         )
     facts = run.get(DEVICE_FACTS)
-    if facts is not None and record.settings.get(DEVICE_FACTS) != facts:
-        diff = _differences(facts, record.settings.get(DEVICE_FACTS, "<absent>"))
+    found = record.settings.get(DEVICE_FACTS, "<absent>")
+    diff = [] if facts is None else _differences(facts, found, stored="new")
+    if diff:
         raise RecordError(f"computed under other device facts ({'; '.join(diff[:4])})")
 
 
@@ -266,7 +285,7 @@ class RunStore:
                     f"{meta} is not readable JSON ({exc}); move it away or use another --out"
                 ) from None
             # device facts, like library versions, are checked per cell (cells made under others are recomputed)
-            diff = _differences(_without_facts(previous), _without_facts(self.settings))
+            diff = _differences(_without_facts(previous), _without_facts(self.settings), stored="old")
             self._stale_meta = previous != self.settings
             if diff:
                 raise ValueError(
@@ -290,7 +309,8 @@ class RunStore:
         try:
             record = load_record(p, self.settings)
             wanted = json.loads(json.dumps(dict(expected or {}), sort_keys=True))
-            diff = _differences(wanted, {k: json.loads(json.dumps(getattr(record, k))) for k in wanted})
+            found = {k: json.loads(json.dumps(getattr(record, k))) for k in wanted}
+            diff = _differences(wanted, found, stored="new")
             if diff:
                 raise RecordError(f"{p}: does not fit this run (expected -> found: {'; '.join(diff[:4])})")
         except RecordError as exc:
@@ -302,9 +322,9 @@ class RunStore:
         """Writes ``record`` (and ``run.json`` with the first one, or with this run's device facts)."""
         meta = self.root / "run.json"
         if self._stale_meta or not meta.is_file():
-            _atomic_write(meta, json.dumps(self.settings, indent=1, sort_keys=True))
+            atomic_write(meta, json.dumps(self.settings, indent=1, sort_keys=True))
             self._stale_meta = False
-        _atomic_write(self.path(record.key), record.to_json())
+        atomic_write(self.path(record.key), record.to_json())
 
     def records(self) -> list[CellRecord]:
         """All valid records of this run, sorted by key (invalid ones are set aside and left out)."""

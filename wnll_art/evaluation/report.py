@@ -8,16 +8,19 @@ it computes no robustness number.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wnll_art.evaluation.outdir import atomic_write
 from wnll_art.evaluation.records import CellRecord, RunStore
 
 if TYPE_CHECKING:
     import torch
+    from matplotlib.figure import Figure
 
 __all__ = [
     "attach_flags",
@@ -105,10 +108,19 @@ def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
 
 
 def write_text(path: str | os.PathLike[str], lines: Sequence[str]) -> str:
-    """Writes ``lines`` (joined by newlines) to ``path``; returns the text."""
+    """Writes ``lines`` (joined by newlines) to ``path`` atomically (:func:`~wnll_art.evaluation.outdir.atomic_write`);
+    returns the text."""
     text = "\n".join(lines)
-    Path(path).write_text(text)
+    atomic_write(path, text)
     return text
+
+
+def _save_png(figure: Figure, path: Path) -> Path:
+    """Saves a matplotlib figure as a PNG at ``path``, atomically; returns ``path``."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write(path, buffer.getvalue())
+    return path
 
 
 def _grouped_flag_lines(records: Sequence[CellRecord]) -> list[str]:
@@ -192,15 +204,15 @@ def attach_flags(
 
 
 def write_plots(records: Iterable[CellRecord], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Accuracy vs eps, one PNG per (protocol, attack) with a line per (model, defence) (paper Fig. 5)."""
+    """Accuracy vs eps, one PNG per (protocol, attack) with a line per (model, defence) (paper Fig. 5), each
+    written atomically."""
     from wnll_art.plots import accuracy_vs_eps
 
     records = list(records)
     paths = []
     for protocol, attack in sorted({(r.protocol, r.attack) for r in records if r.attack != "clean"}):
         path = Path(out_dir) / f"accuracy_vs_eps__{protocol}__{attack}.png"
-        accuracy_vs_eps(records, attack=attack, protocol=protocol).savefig(path)
-        paths.append(path)
+        paths.append(_save_png(accuracy_vs_eps(records, attack=attack, protocol=protocol), path))
     return paths
 
 
@@ -215,5 +227,4 @@ def write_feature_planes(
     """Saves :func:`wnll_art.plots.feature_planes` (the paper's Fig. 4) to ``path``; returns it."""
     from wnll_art.plots import feature_planes
 
-    feature_planes(projections, summary, labels, gradient=gradient).savefig(path)
-    return Path(path)
+    return _save_png(feature_planes(projections, summary, labels, gradient=gradient), Path(path))

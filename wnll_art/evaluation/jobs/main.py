@@ -5,6 +5,7 @@ ART and Foolbox attacks; a results directory of JSON records, a markdown table a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 
@@ -12,6 +13,7 @@ from wnll_art import _argparse
 from wnll_art.evaluation.checks import eps_monotonicity_flags, transfer_flags
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import Dist, run_cells
+from wnll_art.evaluation.outdir import check_results_dir, results_lock
 from wnll_art.evaluation.protocols import main_specs
 from wnll_art.evaluation.records import CellRecord, RunStore, per_image_minimum
 from wnll_art.evaluation.report import attach_flags, merge_flags, write_markdown, write_plots
@@ -44,16 +46,30 @@ def evaluate(
     """Runs the main evaluation grid; see the module docstring. Returns the (finalised) records.
 
     Everything is checked before anything is written: the settings (when ``cfg`` was built), ``out_dir``
-    (a writable folder, and no run with other settings in it), the data, the weights and the defences;
-    ``run.json`` comes with the first cell.
+    (a writable folder, empty or one of our runs, and no run with other settings in it), the data, the
+    weights and the defences; ``run.json`` comes with the first cell. The run holds ``out_dir``'s lock
+    throughout (rank 0 for all ranks; :func:`~wnll_art.evaluation.outdir.results_lock`).
 
     Raises:
         ValueError: ``out_dir`` holding another run.
-        UsageError: ``out_dir`` is a file or not writable.
+        UsageError: ``out_dir`` is empty text, a file, not writable, holds files not of a run, or is in use
+            by another run (:class:`~wnll_art.evaluation.outdir.LockHeldError`, naming its pid, host and start).
         FileNotFoundError: Missing data or weights.
+        OSError: A write failed (e.g. a full disk; finished cells are kept), or ``out_dir`` is a dangling link.
+        ThreatModelError: An attack's adversarials left the eps ball or [0, 1] (that cell is not written).
     """
     _argparse.check_out_dir(out_dir)
+    check_results_dir(out_dir)
     dist = Dist.from_env(cfg.device)
+    with results_lock(out_dir) if dist.rank == 0 else contextlib.nullcontext():
+        return _evaluate(cfg, out_dir, data_root, weights, on_cell, dist)
+
+
+def _evaluate(
+    cfg: EvalConfig, out_dir: str | os.PathLike[str], data_root: str | os.PathLike[str] | None,
+    weights: str | os.PathLike[str] | None, on_cell: Callable[[CellRecord], None] | None, dist: Dist,
+) -> list[CellRecord]:  # fmt: skip
+    """The body of :func:`evaluate`, run while rank 0 holds ``out_dir``'s lock."""
     specs = main_specs(eot_samples=cfg.tvm.eot_samples, cw_steps=cfg.cw_steps, attacks=cfg.attacks)
     if "wnll" not in cfg.models:
         specs = [s for s in specs if s.source != "softmax"]

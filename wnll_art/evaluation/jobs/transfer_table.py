@@ -25,8 +25,10 @@ from wnll_art.evaluation.engine import (
     cell_key,
     derive_seed,
     draw_extra,
+    merge_threat,
     predict_correct,
     run_cells,
+    threat_model,
 )
 from wnll_art.evaluation.protocols import CLEAN, paper_specs, select_specs
 from wnll_art.evaluation.records import CellRecord, RunStore
@@ -140,26 +142,28 @@ def _transfer_cells(
     if all(r is not None for r in stored):
         return [r for r in stored if r is not None]
     start = time.perf_counter()
-    mine: dict[int, list[tuple[list[int], list[float]]]] = {}
+    mine: dict[int, list[tuple[list[int], list[float], dict[str, float]]]] = {}
     for b in batches.mine():
         x, y = batches.get(b)
         attack_seed = derive_seed(seed, "transfer", source.model, spec.name, b)
         x_adv = adversarial(spec, source, softmax, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
-        mine[b] = [predict_correct(t, x_adv, y, draws=draws, seed=derive_seed(seed, "predict", b, name, eps))
-                   for t in targets]  # fmt: skip
+        measured = threat_model(x_adv, x, eps=eps, what=f"{name} at eps={eps:g}, batch {b}")
+        mine[b] = [(*predict_correct(t, x_adv, y, draws=draws, seed=derive_seed(seed, "predict", b, name, eps)),
+                    measured) for t in targets]  # fmt: skip
     merged = {b: c for part in batches.dist.gather(mine) for b, c in part.items()}
     elapsed = time.perf_counter() - start
     out = []
     for i, t in enumerate(targets):
         correct = [c for b in sorted(merged) for c in merged[b][i][0]]
         mean = [m for b in sorted(merged) for m in merged[b][i][1]]
+        threat = merge_threat([merged[b][i][2] for b in sorted(merged)])
         rec = CellRecord(
             model=t.model, defence=t.defence, attack=name, eps=eps, protocol="transfer",
             accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
             image_indices=batches.indices, time_s=elapsed,
             settings={**settings, "victim": t.settings(), "source": source.settings(), "spec": spec.settings()},
             extra={"source": source.model, "white_box": t.model == source.model and t.defence == "none",
-                   **draw_extra(t, draws, mean)},
+                   **draw_extra(t, draws, mean, threat)},
         )  # fmt: skip
         if batches.dist.rank == 0:
             store.put(rec)
