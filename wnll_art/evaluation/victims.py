@@ -123,7 +123,18 @@ def build_victims(
     return victims
 
 
+UNDECIDED = -1  # the label of an image whose scores are all equal: never a class, so always an error
+
+
 @torch.no_grad()
 def predict_labels(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Arg-max labels ``(N,)`` of ``module`` on ``x`` (one call: one WNLL batch)."""
-    return module(x).argmax(1)
+    """Arg-max labels ``(N,)`` of ``module`` on ``x`` (one call: one WNLL batch).
+
+    An image whose scores are all equal gets :data:`UNDECIDED` (-1), not the arg-max's class 0: the WNLL gives
+    the uniform ``1/C`` to images with no graph path to the template (e.g. an all-zero batch far from every
+    template image), and counting that as "airplane" would score it correct for every airplane.
+    """
+    scores = module(x)
+    labels = scores.argmax(1)
+    tied = scores.amax(1) == scores.amin(1)
+    return torch.where(tied, torch.full_like(labels, UNDECIDED), labels)
