@@ -43,7 +43,7 @@ def test_adversarially_trained_baseline_resists_pgd(test_set: tuple[torch.Tensor
     baseline keeps about a third of them (36 % on the device's 500), the softmax network of the same schedule
     none; the device's record is at least the issue's 35 %."""
     sys.path.insert(0, str(ROOT / "evaluations"))
-    from gpu_train_zoo import pgd
+    from gpu_zoo_measure import pgd
 
     x, y = test_set[0][:100].float() / 255, test_set[1][:100]
     results = {}
