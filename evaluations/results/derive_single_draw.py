@@ -176,6 +176,9 @@ def paper_lines(cells: Mapping[Key, Mapping[str, Any]], eps_values: Sequence[flo
         "Ranges over the three rows and the three attacks (K = 3 / single draw; single minus K = 3):",
         "",
     ]
+    clean = [cells[row, "paper", m, "tvm", "clean", 0.0] for row in ROWS for m in ("softmax", "wnll")]
+    lines.append(f"- clean, every TVM victim: {_span([r['accuracy'] for r in clean])} / "
+                 f"{_span([single_draw_accuracy(r) for r in clean])}")  # fmt: skip
     for e in eps_values:
         for who in ("tvm", "softmax+tvm", "wnll+tvm"):
             ks, ones = spans[who, e]
@@ -207,6 +210,15 @@ def adaptive_lines(cells: Mapping[Key, Mapping[str, Any]], eps_values: Sequence[
                     s = cells[row, protocol, model, defence, attack, e]
                     lines.append(f"| {row} | {model} + {defence} | {e:g} | {_pct(m['accuracy'])} | {n_cells} | "
                                  f"{n_draws} | {attack} | {_pct(s['accuracy'])} | {_pct(single_draw_accuracy(s))} |")  # fmt: skip
+    lines += ["", "Over the three rows (headline K = 3; strongest attack K = 3 / single draw):", ""]
+    for model in ("softmax", "wnll"):
+        for e in eps_values:
+            ms = [cells[row, "adaptive", model, "tvm", "all", e] for row in ROWS]
+            picks = [strongest(m) for m in ms]  # (protocol, attack) per row
+            ss = [cells[row, p, model, "tvm", a, e] for row, (p, a) in zip(ROWS, picks, strict=True)]
+            names = ", ".join(sorted({s["attack"] for s in ss}))
+            lines.append(f"- {model} + tvm, eps {e:g}: headline {_span([m['accuracy'] for m in ms])}; {names} "
+                         f"{_span([s['accuracy'] for s in ss])} / {_span([single_draw_accuracy(s) for s in ss])}")  # fmt: skip
     family: dict[str, set[tuple[int, int]]] = {}
     for key, m in cells.items():
         if key[1] == "adaptive" and key[4] in FAMILIES:

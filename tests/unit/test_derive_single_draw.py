@@ -116,6 +116,8 @@ def test_the_committed_records_give_the_numbers_the_documents_quote(
     assert "- eps 0.02, every TVM victim: 16.6-62.0 / 28.7-75.1" in out
     assert "- eps 0.02: the single draw is 8.5-13.9 points above the K = 3 rule" in out
     assert "| tvm | wnll + tvm | 0.02 | 0.8 | 12 | 36 | pgd_surrogate_eot | 1.0 | 3.6 |" in out
+    assert "- clean, every TVM victim: 78.0-81.8 / 86.6-88.6" in out
+    assert "- wnll + tvm, eps 0.02: headline 0.6-0.8; pgd_surrogate_eot 1.0-1.4 / 2.9-3.6" in out
 
 
 @pytest.mark.skipif(not dsd.ARCHIVE.exists(), reason="the committed records archive is absent")
