@@ -75,9 +75,14 @@ def single_draw_accuracy(record: Mapping[str, Any]) -> float:
 
 def components(minimum: Mapping[str, Any]) -> list[tuple[str, str, float]]:
     """The ``(protocol, attack, eps)`` cells a per-image minimum (attack ``all`` or a family) was taken over,
-    from its ``extra.component_accuracy`` keys (``"paper:clean"`` is the clean cell, eps 0)."""
+    from its ``extra.component_accuracy`` keys (``"paper:clean"`` is the clean cell, eps 0), which must be the
+    ``settings.components`` it lists where it lists them."""
+    keys = list(minimum["extra"]["component_accuracy"])
+    listed = (minimum.get("settings") or {}).get("components")
+    if listed is not None and sorted(listed) != sorted(keys):
+        raise ValueError(f"{_name(minimum)}: settings.components {listed} != component_accuracy keys {keys}")
     out = []
-    for key in minimum["extra"]["component_accuracy"]:
+    for key in keys:
         protocol, attack = key.split(":", 1)
         out.append((protocol, attack, 0.0 if attack == "clean" else float(minimum["eps"])))
     return out

@@ -124,3 +124,16 @@ def test_the_committed_records_give_the_numbers_the_documents_quote(
 def test_the_committed_output_is_what_the_script_prints(capsys: pytest.CaptureFixture[str]) -> None:
     assert dsd.main([]) == 0
     assert capsys.readouterr().out == (dsd.ARCHIVE.parent.parent / "single_draw_derived.txt").read_text()
+
+
+def test_components_must_agree_with_the_listed_settings() -> None:
+    m, _ = _minimum()
+    m["settings"] = {"components": ["adaptive:pgd_surrogate_eot", "paper:clean", "paper:fgsm"]}
+    assert dsd.components(m) == [
+        ("paper", "clean", 0.0),
+        ("paper", "fgsm", 0.02),
+        ("adaptive", "pgd_surrogate_eot", 0.02),
+    ]
+    m["settings"]["components"].pop()
+    with pytest.raises(ValueError, match="settings.components"):
+        dsd.components(m)
