@@ -35,7 +35,9 @@ def test_notebooks_are_stored_executed() -> None:
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert all(c.get("execution_count") for c in code), f"{path.name}: not executed (run notebooks/_build.py)"
+        assert all(c.get("execution_count") for c in code), (
+            f"{path.name}: not executed (run notebooks/_build.py)"
+        )
         pngs, text = _figures_and_text(nb)
         assert pngs >= 1, f"{path.name} stores no figure"
         assert _shows_an_accuracy(text), f"{path.name} stores no printed accuracy:\n{text[:500]}"
