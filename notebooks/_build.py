@@ -1,18 +1,30 @@
-"""Writes the notebooks from the cell sources below (stored without outputs).
+"""Writes the notebooks from the cell sources below, then executes them in place (stored with their outputs).
 
-    python notebooks/_build.py
+    python notebooks/_build.py                  # all notebooks, executed (minutes on 2 CPU cores)
+    python notebooks/_build.py 02_foolbox.ipynb # one notebook
+    python notebooks/_build.py --no-execute     # sources only (outputs empty)
 
-Edit the sources here, not the .ipynb files, so notebooks stay reviewable as code.
+Edit the sources here, not the .ipynb files, so notebooks stay reviewable as code. Execution uses the ``python3``
+kernel of the running environment, in a temporary working directory (the figures' folders the notebooks write do not
+land in ``notebooks/``), with ``WNLL_ART_DATA`` and ``TORCH_HOME`` set as the notebook tests set them: taken from the
+environment when they hold the data / the ResNet-56 checkpoint, else from ``../shared`` beside the checkout. Stored
+outputs keep stdout, figures and results; stderr (warnings, progress) and timing metadata are dropped, so a re-run
+changes only what the numbers change.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import tempfile
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).parent
+SHARED = HERE.resolve().parents[1] / "shared"
+CHECKPOINT_NAME = "resnet56-4bfd9763.th"
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
 
 # shown under the ART and Foolbox results: white-box WNLL numbers on the pretrained model are masked gradients
@@ -71,7 +83,7 @@ table = {}
 for name, clf in classifiers.items():
     table[name] = {"clean": accuracy(clf, x)}
     table[name].update({a: accuracy(clf, make(clf).generate(x, y=y)) for a, make in attacks.items()})
-    print(f"{name:>11}: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in table[name].items()))""",
+    print(f"{name:>11} accuracy: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in table[name].items()))""",
     ),
     ("code", """accuracy_bars(table, title=f"ART attacks, eps={EPS:.3f} (n={N})")"""),
     MASKED_GRADIENTS_NOTE,
@@ -92,9 +104,12 @@ defence is deployed. `N` sets the size.""",
         "code",
         """%matplotlib inline
 import foolbox as fb
+import torch
 import wnll_art
 from wnll_art.adapters.foolbox_model import foolbox_accuracy
-from wnll_art.plots import accuracy_bars""",
+from wnll_art.plots import accuracy_bars
+
+_ = torch.manual_seed(0)  # Foolbox's PGD starts from a random point drawn from torch's global generator""",
     ),
     (
         "code",
@@ -121,7 +136,7 @@ for name, model in models.items():
     for attack_name, (attack, eps) in attacks.items():
         _, adversarial, _ = attack(fmodel, x, y, epsilons=eps)
         table[name][attack_name] = foolbox_accuracy(fmodel, adversarial, y)
-    print(f"{name:>11}: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in table[name].items()))""",
+    print(f"{name:>11} accuracy: " + "  ".join(f"{k} {100 * v:5.1f}%" for k, v in table[name].items()))""",
     ),
     ("code", """accuracy_bars(table, title=f"Foolbox attacks (EOT {EOT_SAMPLES} through TVM), n={N}")"""),
     MASKED_GRADIENTS_NOTE,
@@ -181,7 +196,7 @@ display(Image("fig4/feature_geometry.png"))""",
         "code",
         """evaluate(EvalConfig(n=N, eps=(0.02, 0.04, 0.08), attacks=("fgsm", "bim"), defences=("none",)), out_dir="fig5")
 records = read_records("fig5")
-print(f"{len(records)} records; e.g. {records[0].key}: {100 * records[0].accuracy:.1f}%")
+print(f"{len(records)} records; e.g. {records[0].key}: accuracy {100 * records[0].accuracy:.1f}%")
 accuracy_vs_eps(records, attack="bim")""",
     ),
     (
@@ -203,7 +218,7 @@ adaptive one; the gap between the two bars is what a weak evaluation would have 
 table = read_records("table2/original")
 for r in sorted(table, key=lambda r: r.key):
     if r.attack in ("fgsm", "ifgsm", "cw_l2"):
-        print(f"{r.protocol:>8} {r.model:>7} {r.defence:>4} {r.attack:>6}: {100 * r.accuracy:5.1f}%")
+        print(f"{r.protocol:>8} {r.model:>7} {r.defence:>4} {r.attack:>6}: accuracy {100 * r.accuracy:5.1f}%")
 protocol_comparison(table, eps=EPS, attacks=["fgsm", "ifgsm", "cw_l2"])""",
     ),
 ]
@@ -236,13 +251,66 @@ for r in records:
     if r.attack == "worst_case":
         worst.setdefault(f"{r.model} eps={r.eps:g}", {})[r.defence] = r.accuracy
 for row, cells in sorted(worst.items()):
-    print(f"{row:>18}: " + "  ".join(f"{d} {100 * a:5.1f}%" for d, a in cells.items()))""",
+    print(f"{row:>18} worst-case accuracy: " + "  ".join(f"{d} {100 * a:5.1f}%" for d, a in cells.items()))""",
     ),
     ("code", """accuracy_bars(worst, title=f"Worst case over attacks, per defence (n={N})")"""),
 ]
 
 
-def build(names: list[str] | None = None) -> None:
+def _environment(tmp: Path) -> dict[str, str]:
+    """``WNLL_ART_DATA``, ``TORCH_HOME`` and the inline matplotlib backend, as the notebook tests set them."""
+    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    data = os.environ.get("WNLL_ART_DATA")
+    if not data or not (Path(data) / "cifar-10-batches-py" / "test_batch").is_file():
+        data = str(SHARED / "data")
+    env["WNLL_ART_DATA"] = str(Path(data).expanduser().absolute())
+    home = os.environ.get("TORCH_HOME")
+    if not home or not (Path(home) / "hub" / "checkpoints" / CHECKPOINT_NAME).is_file():
+        home = str(tmp / "torch_home")
+        (tmp / "torch_home" / "hub" / "checkpoints").mkdir(parents=True)
+        (tmp / "torch_home" / "hub" / "checkpoints" / CHECKPOINT_NAME).symlink_to(
+            SHARED / "weights" / CHECKPOINT_NAME
+        )
+    env["TORCH_HOME"] = str(Path(home).expanduser().absolute())
+    return env
+
+
+def clean_outputs(nb: nbformat.NotebookNode) -> None:
+    """Drops what changes from run to run without the results changing: stderr streams (warnings with
+    temporary paths, progress bars), execution timing metadata and the kernel's ``language_info``."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.metadata.pop("execution", None)
+        cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+    nb.metadata.pop("language_info", None)
+
+
+def execute(nb: nbformat.NotebookNode, *, timeout: int = 1800) -> None:
+    """Runs ``nb`` top to bottom in place (``python3`` kernel, a temporary working directory), then cleans it."""
+    from nbclient import NotebookClient
+
+    with tempfile.TemporaryDirectory(prefix="wnll-art-nb-") as tmp:
+        saved = {k: os.environ.get(k) for k in ("WNLL_ART_DATA", "TORCH_HOME", "MPLBACKEND")}
+        os.environ.update(_environment(Path(tmp)))  # the kernel inherits this process's environment
+        try:
+            NotebookClient(
+                nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": tmp}}
+            ).execute()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    clean_outputs(nb)
+
+
+def build(names: list[str] | None = None, *, run: bool = True) -> None:
+    """Writes the notebooks ``names`` (all when empty) and, when ``run``, executes them in place."""
+    unknown = sorted(set(names or ()) - set(NOTEBOOKS))
+    if unknown:
+        raise SystemExit(f"unknown notebook(s) {unknown}; expected some of {sorted(NOTEBOOKS)}")
     for name, cells in NOTEBOOKS.items():
         if names and name not in names:
             continue
@@ -252,9 +320,16 @@ def build(names: list[str] | None = None) -> None:
         for i, cell in enumerate(nb.cells):
             cell.id = f"cell-{i:02d}"  # stable ids: rebuilding an unchanged notebook changes nothing
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        if run:
+            print("executing", HERE / name, flush=True)
+            execute(nb)
         nbformat.write(nb, HERE / name)
-        print("wrote", HERE / name)
+        print("wrote", HERE / name, flush=True)
 
 
 if __name__ == "__main__":
-    build()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="notebook file names (default: all)")
+    parser.add_argument("--no-execute", action="store_true", help="write the sources only, without outputs")
+    args = parser.parse_args()
+    build(args.names, run=not args.no_execute)

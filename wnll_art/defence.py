@@ -30,7 +30,7 @@ from wnll_art.tvm.settings import TVMSettings
 from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.score import SCORES, Score
 
-__all__ = ["Defence", "load_defence"]
+__all__ = ["Defence", "load_defence", "score_view"]
 
 DEFAULT_TEMPLATE_SIZE = 500  # template images of a post-hoc WNLL head (load_defence's template_size=None)
 
@@ -177,6 +177,48 @@ class Defence(nn.Module):
             "eot_samples": self.eot_samples if self.randomised else None,
             "oblivious": self.oblivious,
         }
+
+
+def score_view(model: nn.Module, score: Score | None) -> nn.Module:
+    """``model`` scoring with ``score``: the view the ART / Foolbox adapters wrap (``score=`` of
+    :class:`~wnll_art.WNLLClassifier` and :func:`~wnll_art.to_foolbox`).
+
+    Args:
+        model: A :class:`Defence`, a :class:`~wnll_art.wnll.model.WNLLNet` or any other ``nn.Module``.
+        score: ``None`` (the model as it is: the deployed ``"log"`` unless it was built otherwise), ``"log"``,
+            ``"log64"`` (float64 solve, does not saturate at ``log(1e-6)``) or ``"smooth"`` (deployed value,
+            gradient of a wider graph); see :mod:`wnll_art.wnll.score`.
+
+    Returns:
+        ``model`` itself when its score already is ``score`` (or ``score`` is ``None``), else a view sharing every
+        parameter, buffer and mask generator (:meth:`Defence.view`, or a shallow copy of a ``WNLLNet`` with
+        ``score`` set), in ``model``'s train/eval mode.
+
+    Raises:
+        ValueError: ``score`` is not one of ``None``, ``"log"``, ``"log64"``, ``"smooth"``; or it is ``"log64"`` /
+            ``"smooth"`` for a model that is neither a ``Defence`` nor a ``WNLLNet`` (a softmax model has no WNLL
+            score; for a WNLL model inside another container build the view first: ``Defence(...).view(score=...)``).
+    """
+    if score is not None and score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES} (or None: the model's own), got {score!r}")
+    wnll = model.wnll if isinstance(model, Defence) else model
+    if score is None or (isinstance(wnll, WNLLNet) and wnll.score == score):
+        return model
+    if isinstance(model, Defence):
+        return model.view(score=score) if model.wnll is not None else _no_wnll_score(model, score)
+    if isinstance(model, WNLLNet):
+        view = copy.copy(model)  # shallow: shares modules, parameters, buffers and settings
+        view.score = score
+        return view
+    return _no_wnll_score(model, score)
+
+
+def _no_wnll_score(model: nn.Module, score: str) -> nn.Module:
+    """``model`` for ``score="log"`` (what a model without a WNLL score computes); refuses the others."""
+    if score == "log":
+        return model
+    raise ValueError(f"score={score!r} needs a WNLLNet or a Defence with a WNLL head; got {type(model).__name__} "
+                     "(a softmax model has no WNLL score; wrap a WNLLNet inside a Defence to get its views)")  # fmt: skip
 
 
 def _purifier_settings(purifier: nn.Module | None) -> dict[str, Any] | None:

@@ -19,17 +19,14 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from wnll_art.adapters._batches import SmallBatchWarner, find_setting
+from wnll_art.defence import score_view
+from wnll_art.wnll.score import Score
+
 __all__ = ["WNLLClassifier"]
 
 
-def _find(model: nn.Module, name: str) -> Any:
-    """The first value of attribute ``name`` on ``model`` or its sub-modules (wrappers such as
-    ``nn.Sequential(purifier, wnll)`` are searched), else ``None``."""
-    for module in model.modules():
-        value = getattr(module, name, None)
-        if value is not None and not isinstance(value, (nn.Module, torch.Tensor)):
-            return value
-    return None
+_find = find_setting
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -128,7 +125,10 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     attack passes), so predictions are the model's declared setting. Gradients are computed on the batch
     an attack passes: give attacks ``batch_size=model.wnll_batch_size`` (the evaluation harness does).
     Every call's batch size is counted in :attr:`observed_batches` so results can record the coupling
-    actually used.
+    actually used. The first call that gives a transductive model fewer images than its ``wnll_batch_size``
+    (a single-image HopSkipJump query, AutoAttack's subsets, ``loss_gradient`` of a small batch; not the last
+    partial chunk of a larger ``predict``) raises a ``UserWarning`` naming the setting, once per estimator
+    (``warn_small_batches=False`` silences it).
 
     Inputs: ``predict``, ``loss_gradient`` and ``class_gradient`` refuse inputs whose shape is not
     ``(N, *input_shape)`` (``ValueError``) or whose dtype is not floating (``TypeError``), and cast other
@@ -141,6 +141,13 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     Modes: ``predict``, ``loss_gradient``, ``class_gradient``, ``compute_loss`` and ``get_activations`` leave
     every sub-module in the train/eval mode it was in (ART sets the mode of ``training_mode`` and would leave it set).
 
+    Scores: ``score=`` picks the WNLL score the estimator sees (predictions and gradients): ``None`` keeps the
+    model's own (the deployed ``"log"``, ``log(u + 1e-6)``, which saturates: every entry below 1e-6 is lost under
+    the floor, so margin losses are flat there), ``"log64"`` (float64 solve, ``log(u + 1e-30)``: no saturation at
+    ``log(1e-6)``, same arg-max) or ``"smooth"`` (deployed values, gradients of a wider graph). The view is
+    built by :func:`wnll_art.defence.score_view` and shares every parameter with ``model``; ``estimator.model``
+    is that view, so ART attacks that rebuild a classifier from it attack the same scores.
+
     Training: ``fit`` and ``fit_generator`` (hence ART's ``AdversarialTrainer``) raise
     ``NotImplementedError``: cross-entropy on every parameter is not the paper's recipe; train with
     ``wnll-art train`` and wrap the loaded result.
@@ -152,6 +159,10 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
             agree with the model's when it has one.
         nb_classes: Defaults to ``model.num_classes``; must equal it when the model has one.
         device_type: ``"auto"`` (where the model is), ``"gpu"`` or ``"cpu"``.
+        score: WNLL score, ``None`` (the model's own), ``"log"``, ``"log64"`` or ``"smooth"`` (see above);
+            ``"log64"`` / ``"smooth"`` need a ``WNLLNet`` or a ``Defence`` with a WNLL head (``ValueError``).
+        warn_small_batches: Warn (once) when a call gives a transductive model fewer images than its
+            ``wnll_batch_size``; ``False`` for callers whose small batches are deliberate and recorded.
         **kwargs: Passed to ``PyTorchClassifier`` (``preprocessing_defences``, ``optimizer``, ...).
     """
 
@@ -163,10 +174,14 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         input_shape: tuple[int, ...] | None = None,
         nb_classes: int | None = None,
         device_type: str = "auto",
+        score: Score | None = None,
+        warn_small_batches: bool = True,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        model = score_view(model, score)
+        small_batches = SmallBatchWarner(model, enabled=warn_small_batches, adapter="WNLLClassifier")
         home = _model_device(model)
         if device_type == "auto":
             device_type = "gpu" if home.type == "cuda" else "cpu"
@@ -187,6 +202,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
                 **kwargs,
             )
         self.observed_batches: Counter[tuple[str, int]] = Counter()
+        self._small_batches = small_batches
 
     @property
     def wnll_batch_size(self) -> int | None:
@@ -214,6 +230,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         if len(x) == 0:
             return np.zeros((0, self.nb_classes), dtype=self._np_dtype)
         batch_size = batch_size or 128
+        self._small_batches.check(len(x), call="predict")
         for start in range(0, len(x), batch_size):
             self.observed_batches["predict", min(batch_size, len(x) - start)] += 1
         with _modes_kept(self._model):
@@ -247,6 +264,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         """Gradient of the loss w.r.t. ``x`` (same shape), over the batch exactly as given."""
         x = self._checked(x)
         self.observed_batches["gradient", len(x)] += 1
+        self._small_batches.check(len(x), call="loss_gradient")
         with _input_gradients_only(self.model), _modes_kept(self._model):
             return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
 
@@ -256,6 +274,7 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
         """Class gradients ``(N, 1 or C, ...)`` over the batch exactly as given."""
         x = self._checked(x)
         self.observed_batches["gradient", len(x)] += 1
+        self._small_batches.check(len(x), call="class_gradient")
         with _input_gradients_only(self.model), _modes_kept(self._model):
             return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
 

@@ -15,9 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from wnll_art.defence import Defence
+from wnll_art.adapters._batches import WarnSmallBatches
+from wnll_art.defence import Defence, score_view
 from wnll_art.eot import EOT
 from wnll_art.tvm.settings import TVMSettings
+from wnll_art.wnll.score import Score
 
 __all__ = ["foolbox_accuracy", "to_foolbox"]
 
@@ -30,7 +32,12 @@ def _needs_eot(model: nn.Module) -> bool:
 
 
 def to_foolbox(
-    model: nn.Module, *, device: str | torch.device | None = None, eot_samples: int | None = None
+    model: nn.Module,
+    *,
+    device: str | torch.device | None = None,
+    eot_samples: int | None = None,
+    score: Score | None = None,
+    warn_small_batches: bool = True,
 ) -> Any:
     """Wraps ``model`` (images ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` scores) for Foolbox 3.
 
@@ -47,6 +54,13 @@ def to_foolbox(
         device: Device for the inputs; default: the model's parameter device (CPU if none).
         eot_samples: EOT draws for a randomised module without its own EOT; ``None``: the default TVM
             settings' ``eot_samples``.
+        score: WNLL score the attack sees: ``None`` (the model's own, the deployed ``"log"`` by default, which
+            saturates at ``log(1e-6)``: Foolbox's C&W finds nothing on it), ``"log"``, ``"log64"`` (float64
+            solve, no saturation, same arg-max) or ``"smooth"``; a view sharing every parameter
+            (:func:`wnll_art.defence.score_view`; ``ValueError`` for a bad value or a model without WNLL).
+        warn_small_batches: Warn (``UserWarning``, once per returned model) when a call gives a transductive WNLL
+            model fewer images than its ``wnll_batch_size`` (its scores are then another batch's); ``False`` for
+            callers whose small batches are deliberate and recorded (the evaluation harness).
 
     Returns:
         A ``foolbox.PyTorchModel`` with ``bounds=(0, 1)``.
@@ -62,9 +76,12 @@ def to_foolbox(
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     model.eval().requires_grad_(False)
+    model = score_view(model, score)
     if _needs_eot(model):
         model = EOT(model, samples=eot_samples or TVMSettings().eot_samples).eval()
-    return fb.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
+    return fb.PyTorchModel(
+        WarnSmallBatches(model, enabled=warn_small_batches), bounds=(0.0, 1.0), device=device
+    )
 
 
 def foolbox_accuracy(

@@ -97,7 +97,10 @@ class Attack(ABC):
 def _art(model: nn.Module) -> Any:
     from wnll_art.adapters.art_estimator import WNLLClassifier
 
-    return WNLLClassifier(model, device_type="gpu" if next(model.parameters()).is_cuda else "cpu")
+    # the harness's batches are its recorded setting (the last one of a run may be short): no warning
+    return WNLLClassifier(
+        model, device_type="gpu" if next(model.parameters()).is_cuda else "cpu", warn_small_batches=False
+    )
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -279,7 +282,8 @@ class ArtSquare(Attack):
 def _foolbox(model: nn.Module) -> Any:
     from wnll_art.adapters.foolbox_model import to_foolbox
 
-    return to_foolbox(model, eot_samples=1)  # EOT, when wanted, is inside the attacker's view
+    # EOT, when wanted, is inside the attacker's view; batches are the harness's recorded setting: no warning
+    return to_foolbox(model, eot_samples=1, warn_small_batches=False)
 
 
 @dataclass(frozen=True)
