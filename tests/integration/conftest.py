@@ -23,6 +23,19 @@ def clean_slice(test_set: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tens
     return x[:N_IMAGES].float() / 255, y[:N_IMAGES]
 
 
+@pytest.fixture(scope="module")
+def tiny_wnll() -> WNLLNet:
+    """A random 4-class WNLLNet over a one-block CIFAR ResNet: template 40, transductive batches of 8 (one per
+    test module: tests may change its mode)."""
+    from wnll_art.models.resnet import CifarResNet
+
+    torch.manual_seed(0)
+    images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return WNLLNet(
+        CifarResNet(1, 4), images, torch.arange(40) % 4, k=6, sigma_neighbor=3, wnll_batch_size=8
+    ).eval()
+
+
 @pytest.fixture(scope="session")
 def wnll_model(pretrained_resnet56: torch.nn.Module, cifar_root: Path) -> WNLLNet:
     """Pretrained ResNet-56 + WNLL, template 100 (10 per class, seed 0), transductive batches of 16."""

@@ -15,12 +15,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def model() -> WNLLNet:
-    torch.manual_seed(0)
-    images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    return WNLLNet(
-        CifarResNet(1, 4), images, torch.arange(40) % 4, k=6, sigma_neighbor=3, wnll_batch_size=8
-    ).eval()
+def model(tiny_wnll: WNLLNet) -> WNLLNet:
+    return tiny_wnll
 
 
 def test_defaults(model: WNLLNet) -> None:
