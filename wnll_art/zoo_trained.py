@@ -185,15 +185,22 @@ def full_blob(net: WNLLNet) -> dict[str, Any]:
 
     if not isinstance(net.backbone, CifarResNet):
         raise TypeError(f"net.backbone must be a CifarResNet, got {type(net.backbone).__name__}")
-    images = net.template_images.detach().float().cpu()
-    uint8 = (images * 255).round().clamp(0, 255).to(torch.uint8)
-    if not torch.equal(uint8.float() / 255, images):
-        raise ValueError("the template is not 8-bit images; it cannot be shipped losslessly as uint8")
+    uint8 = _template_uint8(net.template_images)
     settings = net.settings()
     state = {k: _compact(v) for k, v in net.state_dict().items() if not k.startswith("template_")}
     return {"format": FULL_FORMAT, "arch": {"num_blocks": len(net.backbone.layer1), "num_classes": net.num_classes},
             "state": state, "wnll": {k: settings[k] for k in BUILD_KEYS},
             "template_images": uint8, "template_labels": net.template_labels.detach().cpu().long()}  # fmt: skip
+
+
+def _template_uint8(images: torch.Tensor) -> torch.Tensor:
+    """A template in [0, 1] as uint8 CPU images; ``ValueError`` if it is not on the 8-bit grid (it could not be
+    shipped losslessly)."""
+    images = images.detach().float().cpu()
+    uint8 = (images * 255).round().clamp(0, 255).to(torch.uint8)
+    if not torch.equal(uint8.float() / 255, images):
+        raise ValueError("the template is not 8-bit images; it cannot be shipped losslessly as uint8")
+    return uint8
 
 
 def _compact(value: torch.Tensor) -> torch.Tensor:
@@ -262,15 +269,12 @@ def write_trained(
     Returns:
         The new entry.
     """
-    images = state["template_images"]
-    uint8 = (images * 255).round().clamp(0, 255).to(torch.uint8)
-    if not torch.equal(uint8.float() / 255, images.float()):
-        raise ValueError("the template is not 8-bit images; it cannot be shipped losslessly as uint8")
+    uint8 = _template_uint8(state["template_images"])
     head = {
         k: v.detach().cpu().clone() for k, v in state.items() if not k.startswith(("backbone.", "template_"))
     }
     blob = {"format": FORMAT, "base": base, "head": head, "wnll": dict(wnll),
-            "template_images": uint8.cpu(), "template_labels": state["template_labels"].cpu().long()}  # fmt: skip
+            "template_images": uint8, "template_labels": state["template_labels"].cpu().long()}  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.pt"
     torch.save(blob, path)

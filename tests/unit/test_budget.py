@@ -141,16 +141,16 @@ def test_budget_config_refuses_bad_settings() -> None:
 def test_wnll_step_embeds_the_template_with_grad_only_for_the_exact_gradient(
     gradient: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import wnll_art.train.budget as budget_module
+    import wnll_art.train.steps as steps_module
 
     seen: list[bool] = []
-    real = budget_module.wnll_loss
+    real = steps_module.wnll_loss
 
     def spy(feats: torch.Tensor, t_feats: torch.Tensor, *args: object, **kwargs: object) -> object:
         seen.append(t_feats.requires_grad)
         return real(feats, t_feats, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(budget_module, "wnll_loss", spy)
+    monkeypatch.setattr(steps_module, "wnll_loss", spy)
     x, y = _colour_data(64)
     torch.manual_seed(0)
     net = with_placeholder_template(CifarResNet(1, 10, check_inputs=False), template_size=20, buffer_dim=16,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from wnll_art.train.augment import random_crop_flip
 from wnll_art.train.config import TrainConfig
-from wnll_art.train.steps import wnll_loss
+from wnll_art.train.steps import linear_step_tensors, wnll_step_tensors
 from wnll_art.wnll.model import WNLLNet
 
 __all__ = ["BudgetConfig", "BudgetTrainer", "draw_template_on_device", "fgsm_rs", "plan_epochs"]
@@ -279,14 +279,10 @@ class BudgetTrainer:
         if self.config.adversarial == "fgsm-rs":
             x = fgsm_rs(net, x, y, eps=self.config.adv_eps, alpha=self.config.adv_alpha,
                         generator=self.generator, autocast=self._autocast())  # fmt: skip
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            logits = net.linear_head(net.embed(x)).float()
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        self.optimizer.step()
-        self._sums[0] += loss.detach()
-        self._sums[1] += (logits.detach().argmax(1) == y).sum()
+        loss, correct = linear_step_tensors(net=net, embed=net.embed, optimizer=self.optimizer, inputs=x, labels=y,
+                                            autocast=self._autocast)  # fmt: skip
+        self._sums[0] += loss
+        self._sums[1] += correct
         if cfg.wnll_weight > 0 and (self.step_count + 1) % cfg.wnll_every == 0:
             self._wnll_step(rows, x, y)
         self.step_count += 1
@@ -295,20 +291,11 @@ class BudgetTrainer:
         net = self.net
         t_rows = draw_template_on_device(self.labels, self.source, rows, self.class_start, self.per_class,
                                          generator=self.generator)  # fmt: skip
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():  # as wnll_art.train.steps.wnll_step: the exact gradient reaches the template too
-            if net.gradient == "surrogate":
-                with torch.no_grad():
-                    t_feats = net.embed(self._batch(t_rows))
-                feats = net.embed(x)
-            else:
-                both = net.embed(torch.cat([x, self._batch(t_rows)]))
-                feats, t_feats = both[: x.shape[0]], both[x.shape[0] :]
-        loss, u = wnll_loss(feats, t_feats, self.labels[t_rows], y, net=net)
-        (self.config.train.wnll_weight * loss).backward()
-        self.optimizer.step()
-        self._sums[2] += loss.detach()
-        self._sums[3] += (u.argmax(1) == y).sum()
+        loss, correct = wnll_step_tensors(net=net, embed=net.embed, optimizer=self.optimizer, inputs=x, labels=y,
+                                          template_inputs=self._batch(t_rows), template_labels=self.labels[t_rows],
+                                          weight=self.config.train.wnll_weight, autocast=self._autocast)  # fmt: skip
+        self._sums[2] += loss
+        self._sums[3] += correct
 
     def _close_epoch(self) -> None:
         """Reads the epoch's statistics (the one host read of an epoch) into :attr:`epoch_records`."""

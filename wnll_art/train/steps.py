@@ -35,7 +35,8 @@ from wnll_art.wnll.score import wnll_scores
 from wnll_art.wnll.solver import wnll_interpolate_checked
 from wnll_art.wnll.template import balanced_template
 
-__all__ = ["draw_template_indices", "linear_step", "take", "wnll_loss", "wnll_step"]
+__all__ = ["draw_template_indices", "linear_step", "linear_step_tensors", "take", "wnll_loss", "wnll_step",
+           "wnll_step_tensors"]
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
 Autocast = Callable[[], AbstractContextManager[Any]]
@@ -89,7 +90,22 @@ def linear_step(
     labels: torch.Tensor,
     autocast: Autocast = nullcontext,
 ) -> tuple[float, int]:
-    """One SGD step on the softmax cross-entropy of ``net.linear_head``.
+    """:func:`linear_step_tensors` with its results read on the host: ``(loss, correct)`` as Python numbers."""
+    loss, correct = linear_step_tensors(net=net, embed=embed, optimizer=optimizer, inputs=inputs, labels=labels,
+                                        autocast=autocast)  # fmt: skip
+    return float(loss), int(correct)
+
+
+def linear_step_tensors(
+    *,
+    net: WNLLNet,
+    embed: Embed,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    autocast: Autocast = nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on the softmax cross-entropy of ``net.linear_head`` (no host synchronisation).
 
     Args:
         net: The model (its linear head is used).
@@ -100,7 +116,8 @@ def linear_step(
         autocast: Factory of the mixed-precision context of the forward pass.
 
     Returns:
-        ``(loss, correct)``: the batch-mean loss and the number of correct linear predictions.
+        ``(loss, correct)``: detached 0-d tensors on the training device, the batch-mean loss and the number
+        of correct linear predictions.
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast():
@@ -108,7 +125,7 @@ def linear_step(
     loss = F.cross_entropy(logits, labels)
     loss.backward()
     optimizer.step()
-    return float(loss.detach()), int((logits.detach().argmax(1) == labels).sum())
+    return loss.detach(), (logits.detach().argmax(1) == labels).sum()
 
 
 def wnll_loss(
@@ -168,7 +185,27 @@ def wnll_step(
     weight: float = 1.0,
     autocast: Autocast = nullcontext,
 ) -> tuple[float, int]:
-    """One SGD step on the WNLL loss of a batch solved with a template (see :func:`wnll_loss`).
+    """:func:`wnll_step_tensors` with its results read on the host: ``(loss, correct)`` as Python numbers."""
+    loss, correct = wnll_step_tensors(net=net, embed=embed, optimizer=optimizer, inputs=inputs, labels=labels,
+                                      template_inputs=template_inputs, template_labels=template_labels,
+                                      weight=weight, autocast=autocast)  # fmt: skip
+    return float(loss), int(correct)
+
+
+def wnll_step_tensors(
+    *,
+    net: WNLLNet,
+    embed: Embed,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    template_inputs: torch.Tensor,
+    template_labels: torch.Tensor,
+    weight: float = 1.0,
+    autocast: Autocast = nullcontext,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on the WNLL loss of a batch solved with a template (see :func:`wnll_loss`); no host
+    read of its own (the solver's checks may synchronise).
 
     With ``net.gradient == "surrogate"`` the template is embedded without grad (its features carry no
     gradient); with ``"exact"`` batch and template are embedded in one pass with grad.
@@ -185,7 +222,8 @@ def wnll_step(
         autocast: Factory of the mixed-precision context of the forward pass (the solve runs in float32).
 
     Returns:
-        ``(loss, correct)``: the NLL of the WNLL output and the number of correct WNLL predictions.
+        ``(loss, correct)``: detached 0-d tensors on the training device, the NLL of the WNLL output and the
+        number of correct WNLL predictions.
     """
     optimizer.zero_grad(set_to_none=True)
     n = inputs.shape[0]
@@ -200,4 +238,4 @@ def wnll_step(
     loss, u = wnll_loss(feats, template_feats, template_labels, labels, net=net)
     (weight * loss).backward()
     optimizer.step()
-    return float(loss.detach()), int((u.argmax(1) == labels).sum())
+    return loss.detach(), (u.argmax(1) == labels).sum()
