@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from wnll_art.train.augment import random_crop_flip
 from wnll_art.train.config import TrainConfig
-from wnll_art.train.steps import linear_step_tensors, wnll_step_tensors
+from wnll_art.train.steps import linear_step, wnll_step
 from wnll_art.wnll.model import WNLLNet
 
 __all__ = ["BudgetConfig", "BudgetTrainer", "draw_template_on_device", "fgsm_rs", "plan_epochs"]
@@ -279,8 +279,8 @@ class BudgetTrainer:
         if self.config.adversarial == "fgsm-rs":
             x = fgsm_rs(net, x, y, eps=self.config.adv_eps, alpha=self.config.adv_alpha,
                         generator=self.generator, autocast=self._autocast())  # fmt: skip
-        loss, correct = linear_step_tensors(net=net, embed=net.embed, optimizer=self.optimizer, inputs=x, labels=y,
-                                            autocast=self._autocast)  # fmt: skip
+        loss, correct = linear_step(net=net, embed=net.embed, optimizer=self.optimizer, inputs=x, labels=y,
+                                    autocast=self._autocast)  # fmt: skip
         self._sums[0] += loss
         self._sums[1] += correct
         if cfg.wnll_weight > 0 and (self.step_count + 1) % cfg.wnll_every == 0:
@@ -291,9 +291,9 @@ class BudgetTrainer:
         net = self.net
         t_rows = draw_template_on_device(self.labels, self.source, rows, self.class_start, self.per_class,
                                          generator=self.generator)  # fmt: skip
-        loss, correct = wnll_step_tensors(net=net, embed=net.embed, optimizer=self.optimizer, inputs=x, labels=y,
-                                          template_inputs=self._batch(t_rows), template_labels=self.labels[t_rows],
-                                          weight=self.config.train.wnll_weight, autocast=self._autocast)  # fmt: skip
+        loss, correct = wnll_step(net=net, embed=net.embed, optimizer=self.optimizer, inputs=x, labels=y,
+                                  template_inputs=self._batch(t_rows), template_labels=self.labels[t_rows],
+                                  weight=self.config.train.wnll_weight, autocast=self._autocast)  # fmt: skip
         self._sums[2] += loss
         self._sums[3] += correct
 

@@ -132,8 +132,8 @@ def _epoch(setup: Setup, run: _Run, config: LoopConfig, progress: bool, desc: st
         x = pool.batch(idx, device=dev, generator=run.generators["augment"])
         y = take(pool.labels, idx).to(dev)
         loss, correct = linear_step(inputs=x, labels=y, **common)
-        sums["loss_linear"] += loss * bs
-        sums["correct_linear"] += correct
+        sums["loss_linear"] += float(loss) * bs
+        sums["correct_linear"] += int(correct)
         if (b + 1) % config.wnll_every == 0:
             exclude = torch.nonzero(torch.isin(pool.source, take(pool.source, idx))).flatten()
             t_idx = draw_template_indices(pool.labels, per_class, generator=run.generators["shuffle"],
@@ -142,8 +142,8 @@ def _epoch(setup: Setup, run: _Run, config: LoopConfig, progress: bool, desc: st
             loss, correct = wnll_step(inputs=x, labels=y, template_inputs=tx,
                                       template_labels=take(pool.labels, t_idx).to(dev),
                                       weight=config.wnll_weight, **common)  # fmt: skip
-            sums["loss_wnll"] += loss * bs
-            sums["correct_wnll"] += correct
+            sums["loss_wnll"] += float(loss) * bs
+            sums["correct_wnll"] += int(correct)
             sums["wnll_images"] += bs
         bar.set_postfix(loss=f"{sums['loss_linear'] / ((b + 1) * bs):.3f}")
     seen, w = max(steps * bs, 1), max(sums["wnll_images"], 1)

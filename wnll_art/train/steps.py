@@ -35,8 +35,7 @@ from wnll_art.wnll.score import wnll_scores
 from wnll_art.wnll.solver import wnll_interpolate_checked
 from wnll_art.wnll.template import balanced_template
 
-__all__ = ["draw_template_indices", "linear_step", "linear_step_tensors", "take", "wnll_loss", "wnll_step",
-           "wnll_step_tensors"]
+__all__ = ["draw_template_indices", "linear_step", "take", "wnll_loss", "wnll_step"]
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
 Autocast = Callable[[], AbstractContextManager[Any]]
@@ -82,21 +81,6 @@ def take(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def linear_step(
-    *,
-    net: WNLLNet,
-    embed: Embed,
-    optimizer: torch.optim.Optimizer,
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    autocast: Autocast = nullcontext,
-) -> tuple[float, int]:
-    """:func:`linear_step_tensors` with its results read on the host: ``(loss, correct)`` as Python numbers."""
-    loss, correct = linear_step_tensors(net=net, embed=embed, optimizer=optimizer, inputs=inputs, labels=labels,
-                                        autocast=autocast)  # fmt: skip
-    return float(loss), int(correct)
-
-
-def linear_step_tensors(
     *,
     net: WNLLNet,
     embed: Embed,
@@ -174,25 +158,6 @@ def wnll_loss(
 
 
 def wnll_step(
-    *,
-    net: WNLLNet,
-    embed: Embed,
-    optimizer: torch.optim.Optimizer,
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    template_inputs: torch.Tensor,
-    template_labels: torch.Tensor,
-    weight: float = 1.0,
-    autocast: Autocast = nullcontext,
-) -> tuple[float, int]:
-    """:func:`wnll_step_tensors` with its results read on the host: ``(loss, correct)`` as Python numbers."""
-    loss, correct = wnll_step_tensors(net=net, embed=embed, optimizer=optimizer, inputs=inputs, labels=labels,
-                                      template_inputs=template_inputs, template_labels=template_labels,
-                                      weight=weight, autocast=autocast)  # fmt: skip
-    return float(loss), int(correct)
-
-
-def wnll_step_tensors(
     *,
     net: WNLLNet,
     embed: Embed,
