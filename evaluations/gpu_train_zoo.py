@@ -121,17 +121,6 @@ def prepare(args: argparse.Namespace) -> None:
           f"{time.perf_counter() - t0:.1f} s", flush=True)  # fmt: skip
 
 
-def _pool(data: dict[str, Any], kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(uint8 images, labels, source)`` of a training-data mode, as :func:`wnll_art.train.data.training_data`."""
-    x, x_tvm, y = data["train"], data["train_tvm"], data["labels"]
-    source = torch.arange(len(y))
-    if kind == "original":
-        return x, y, source
-    if kind == "tvm":
-        return x_tvm, y, source
-    return torch.cat([x, x_tvm]), y.repeat(2), source.repeat(2)
-
-
 # ------------------------------------------------------------------------------------------------ worker
 def _build(spec: Spec, cfg: Any, images: torch.Tensor, labels: torch.Tensor) -> Any:
     """The seeded network, its template drawn from the pool with ``SEED`` (as ``wnll-art train`` does)."""
@@ -192,7 +181,9 @@ def worker(args: argparse.Namespace) -> None:
     spec, dev = SPECS[args.name], torch.device(args.device)
     torch.backends.cudnn.benchmark = True
     data = torch.load(args.work / "data.pt", weights_only=True)
-    images, labels, source = _pool(data, spec.data)
+    from wnll_art.train.data import training_pool
+
+    images, labels, source = training_pool(spec.data, data["train"], data["train_tvm"], data["labels"])
     cfg = budget_config(spec, num_blocks=args.num_blocks, budget=args.budget, device=dev, gradient=args.wnll_gradient)
     net = _build(spec, cfg, images, labels).to(dev)
     if cfg.train.channels_last and dev.type == "cuda":

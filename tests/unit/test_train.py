@@ -514,3 +514,17 @@ def test_feature_cache_keyed_by_weights(tmp_path: Path) -> None:
     torch.testing.assert_close(f1, images.float().mean(dim=(2, 3)) / 255)
     cached_features(net, images, weights_sha256="b" * 64, **kw)  # type: ignore[arg-type]
     assert net.calls == 6
+
+
+def test_training_pool_modes() -> None:
+    from wnll_art.train.data import training_pool
+
+    x, t, y = torch.zeros(3, 1, dtype=torch.uint8), torch.ones(3, 1, dtype=torch.uint8), torch.tensor([2, 0, 1])
+    images, labels, source = training_pool("original+tvm", x, t, y)
+    assert images[:, 0].tolist() == [0, 0, 0, 1, 1, 1] and labels.tolist() == [2, 0, 1, 2, 0, 1]
+    assert source.tolist() == [0, 1, 2, 0, 1, 2]  # a TVM copy shares its original's index
+    assert training_pool("tvm", x, t, y)[0] is t and training_pool("original", x, None, y)[0] is x
+    with pytest.raises(ValueError, match="need tvm"):
+        training_pool("tvm", x, None, y)
+    with pytest.raises(ValueError, match="got 'both'"):
+        training_pool("both", x, t, y)

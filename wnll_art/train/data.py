@@ -13,7 +13,7 @@ from wnll_art.data import CIFAR10_CLASSES, load_cifar10
 from wnll_art.train.caches import TVMFunction, tvm_images
 from wnll_art.train.config import LoopConfig
 
-__all__ = ["TrainingData", "check_templates_fit", "load_splits", "training_data"]
+__all__ = ["TrainingData", "check_templates_fit", "load_splits", "training_data", "training_pool"]
 
 
 def load_splits(
@@ -104,12 +104,34 @@ def training_data(
         data_root, train_subset=config.train_subset, test_subset=config.test_subset
     )
     check_templates_fit(config, labels)  # before the TVM cache (or anything else) is written
-    source = torch.arange(images.shape[0])
+    tvm = None
     if config.data != "original":
         tvm = tvm_images(images, settings=config.tvm, seed=config.seed, cache_dir=cache_dir, tvm_fn=tvm_fn,
                          device=device, progress=progress)  # fmt: skip
-        if config.data == "tvm":
-            images = tvm
-        else:
-            images, labels, source = torch.cat([images, tvm]), labels.repeat(2), source.repeat(2)
+    images, labels, source = training_pool(config.data, images, tvm, labels)
     return TrainingData(images, labels, source, test_images, test_labels)
+
+
+def training_pool(
+    data: str, images: torch.Tensor, tvm: torch.Tensor | None, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images, labels, source)`` of a training-data mode: the originals, their TVM copies, or both (originals
+    first); ``source`` is the index of each row's original image (a TVM copy shares it).
+
+    Args:
+        data: ``"original"``, ``"tvm"`` or ``"original+tvm"``.
+        images: ``(N, ...)`` original images.
+        tvm: ``(N, ...)`` their TVM copies (unused, may be ``None``, for ``"original"``).
+        labels: ``(N,)`` labels.
+
+    Raises:
+        ValueError: An unknown mode, or a TVM mode without ``tvm``.
+    """
+    source = torch.arange(images.shape[0])
+    if data == "original":
+        return images, labels, source
+    if data not in ("tvm", "original+tvm") or tvm is None:
+        raise ValueError(f"data must be 'original', 'tvm' or 'original+tvm' (the TVM modes need tvm), got {data!r}")
+    if data == "tvm":
+        return tvm, labels, source
+    return torch.cat([images, tvm]), labels.repeat(2), source.repeat(2)
