@@ -38,15 +38,12 @@ def victim_list(text: str) -> tuple[tuple[str, str], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.defense_table.defense_table`; returns the exit status."""
     from wnll_art._argparse import positive_int
-    from wnll_art.evaluation.parser import config_from_args, parse_checkpoints, run_script, script_parser
+    from wnll_art.evaluation.parser import config_from_args, plan_from_args, run_script, script_parser
 
     p = script_parser(PROG, __doc__ or "", out="results/defense_table")
-    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
-                   help="a ResNet-56 state dict trained on other data (e.g. tvm=...); repeatable")  # fmt: skip
     p.add_argument("--steps", type=positive_int, default=20, help="iterations of the adaptive iterative attacks")
-    p.add_argument("--paper-cw-steps", type=positive_int, default=10, help="C&W steps in the paper protocol")
     p.add_argument("--adaptive-attacks", default=None,
-                   help="comma-separated adaptive attacks (default: pgd, apgd_ce, apgd_dlr on the exact and surrogate "
+                   help="comma-separated adaptive attacks (default: pgd, apgd_ce, apgd_dlr on the smooth and surrogate "
                         "views, transfer_pgd, square; also: fgsm_exact_eot,pgd_fb_exact_eot,ifgsm_exact_eot,"
                         "ifgsm_surrogate_eot,cw_l2_exact_eot,transfer_ifgsm,autoattack)")  # fmt: skip
     p.add_argument("--restarts", type=positive_int, default=1, help="random starts of PGD and APGD")
@@ -69,10 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wnll_art.evaluation.jobs.defense_table import Convergence, defense_table
 
         conv = Convergence(steps=args.convergence_steps, eot=args.convergence_eot, images=args.convergence_images)
+        options = plan_from_args(args, steps=args.steps, restarts=args.restarts, square_queries=args.square_queries)
         defense_table(config_from_args(args), out_dir=args.out, data_root=args.data_root, weights=args.weights,
-                      checkpoints=parse_checkpoints(args.checkpoint), steps=args.steps,
-                      paper_cw_steps=args.paper_cw_steps, adaptive_attacks=attacks, restarts=args.restarts,
-                      square_queries=args.square_queries, convergence=conv, victims=args.victims,
+                      options=options, adaptive_attacks=attacks, convergence=conv, victims=args.victims,
                       trained=args.trained == "all" or [r for r in (args.trained or "").split(",") if r])  # fmt: skip
         if os.environ.get("RANK", "0") == "0":
             print((Path(args.out) / "defense_table.md").read_text())

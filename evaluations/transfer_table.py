@@ -15,14 +15,12 @@ PROG = "transfer_table"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.transfer_table.transfer_table`; returns the exit status."""
-    from wnll_art._argparse import positive_int
     from wnll_art.evaluation.parser import config_from_args, run_script, script_parser
 
     p = script_parser(PROG, __doc__ or "", defences=("none",), out="results/transfer_table")
     p.add_argument("--attacks", default="fgsm,ifgsm,cw_l2", help="comma-separated subset of fgsm,ifgsm,cw_l2")
     p.add_argument("--gradient", choices=("surrogate", "exact"), default="surrogate",
                    help="WNLL gradient when crafting on WNLL (surrogate: the paper's straight-through one)")  # fmt: skip
-    p.add_argument("--paper-cw-steps", type=positive_int, default=10, help="C&W steps (the authors' code: 10)")
     p.add_argument("--trained", action="store_true",
                    help="one table per training-data row of our shipped models (original, TVM, original + TVM images) "
                         "instead of the public ResNet-56 with a post-hoc WNLL head")  # fmt: skip
@@ -33,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         transfer_table(config_from_args(args), out_dir=args.out, data_root=args.data_root, weights=args.weights,
                        gradient=args.gradient, attacks=[a for a in args.attacks.split(",") if a],
-                       paper_cw_steps=args.paper_cw_steps, trained=args.trained)  # fmt: skip
+                       trained=args.trained)  # fmt: skip
         if os.environ.get("RANK", "0") == "0":
             print((Path(args.out) / "transfer_table.md").read_text())
 

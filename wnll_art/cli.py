@@ -23,18 +23,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from wnll_art.evaluation.config import MAIN_ATTACKS, MAIN_DEFAULT
     from wnll_art.evaluation.parser import add_run_options
+    from wnll_art.evaluation.protocols import PROTOCOLS, SPECS
+    from wnll_art.evaluation.victims import MODELS, PURIFIERS
 
     p = sub.add_parser("evaluate", help="robust accuracy grid (ART + Foolbox attacks), JSON + markdown + PNG",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    add_run_options(p, out="results/evaluate")
-    p.add_argument(
-        "--models", type=ap.name_list, default=("softmax", "wnll"), help="softmax and optionally wnll"
-    )
+    add_run_options(p, out="results/evaluate", defences_help=f"test-time defences among {','.join(PURIFIERS)}")
+    p.add_argument("--protocol", choices=PROTOCOLS.names(), default="main",
+                   help="; ".join(f"{n}: {PROTOCOLS[n]}" for n in PROTOCOLS))  # fmt: skip
+    p.add_argument("--models", type=ap.name_list, default=("softmax", "wnll"),
+                   help=f"any of {','.join(MODELS)} or trained models (wnll-art info)")  # fmt: skip
+    by_protocol = {n: [k.split(":", 1)[1] for k in SPECS if SPECS[k].protocol == n] for n in PROTOCOLS}
     p.add_argument("--attacks", type=ap.name_list, default=None,
-                   help=f"subset of {','.join(MAIN_ATTACKS)} (unset: {','.join(MAIN_DEFAULT)}; cw_l2 is ART's "
-                        "line-search C&W, several times slower than Foolbox's fb_cw_l2)")  # fmt: skip
+                   help="the protocol's attacks (unset: its default plan); " +
+                        "; ".join(f"{n}: {','.join(a)}" for n, a in by_protocol.items()))  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -43,11 +46,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     from wnll_art._device import set_deterministic
     from wnll_art.evaluation.jobs.main import evaluate
-    from wnll_art.evaluation.parser import config_from_args
+    from wnll_art.evaluation.parser import config_from_args, plan_from_args
 
     if args.deterministic:  # before anything is built (the device facts of every record say so)
         set_deterministic(True)
-    cfg = config_from_args(args, models=args.models, attacks=args.attacks)
+    cfg = config_from_args(args, models=args.models)
     bar = tqdm(desc="cells", unit="cell", disable=args.no_progress)
 
     def on_cell(record: object) -> None:
@@ -56,7 +59,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                             f"{100 * record.accuracy:.1f}%")  # type: ignore[attr-defined]  # fmt: skip
 
     try:
-        evaluate(cfg, out_dir=args.out, data_root=args.data_root, weights=args.weights, on_cell=on_cell)
+        evaluate(cfg, out_dir=args.out, protocol=args.protocol, attacks=args.attacks, options=plan_from_args(args),
+                 data_root=args.data_root, weights=args.weights, on_cell=on_cell)  # fmt: skip
     finally:
         bar.close()
     table = Path(args.out) / "results.md"

@@ -30,7 +30,7 @@ from wnll_art.tvm.settings import TVMSettings
 from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.score import SCORES, Score
 
-__all__ = ["Defence", "load_defence", "score_view"]
+__all__ = ["Defence", "load_classifier", "load_defence", "score_view"]
 
 DEFAULT_TEMPLATE_SIZE = 500  # template images of a post-hoc WNLL head (load_defence's template_size=None)
 
@@ -305,24 +305,47 @@ def load_defence(
         >>> defence = wnll_art.load_defence("resnet56", tvm=True)
         >>> scores = defence(x)                      # x: (N, 3, 32, 32) float in [0, 1]
     """
-    from wnll_art.zoo_trained import load_trained, trained_models
+    from wnll_art.zoo_trained import trained_models
 
     trained = name in trained_models()
     # every argument is checked before any weights or data are read
     dev = _check_load_arguments(name, head=head, tvm=tvm, template_size=template_size, device=device,
                                 trained=trained)  # fmt: skip
-    if trained:
-        classifier = load_trained(name, output=head, weights=weights, **wnll_options)
-    elif head in (None, "wnll"):
-        size = DEFAULT_TEMPLATE_SIZE if template_size is None else template_size
-        classifier = WNLLNet.from_pretrained(
-            name, template_size=size, seed=seed, data_root=data_root, weights=weights, **wnll_options
-        )
-    else:
-        if wnll_options:
-            raise ValueError(f"WNLL options {sorted(wnll_options)} need head='wnll'")
-        from wnll_art.zoo import load_pretrained
-
-        classifier = load_pretrained(name, weights=weights)
+    classifier = load_classifier(name, head=head, template_size=template_size, seed=seed, data_root=data_root,
+                                 weights=weights, **wnll_options)  # fmt: skip
     settings = TVMSettings() if tvm is True else (tvm or None)
     return Defence(classifier, tvm=settings, seed=seed).to(dev).eval()
+
+
+def load_classifier(
+    name: str = "resnet56",
+    *,
+    head: Literal["wnll", "softmax"] | None = None,
+    template_size: int | None = None,
+    seed: int = 0,
+    data_root: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    **wnll_options: Any,
+) -> nn.Module:
+    """The classifier of :func:`load_defence` (no purifier), in eval mode on the CPU: the one place a zoo name
+    becomes a network, and the post-hoc WNLL template is drawn (:meth:`WNLLNet.from_pretrained`).
+
+    Args: as :func:`load_defence` (``template_size=None``: 500 for a post-hoc WNLL head).
+
+    Raises:
+        ValueError: ``wnll_options`` for a softmax head; what :func:`load_trained` and the zoo raise.
+    """
+    from wnll_art.zoo_trained import load_trained, trained_models
+
+    if name in trained_models():
+        return load_trained(name, output=head, weights=weights, **wnll_options)
+    if head in (None, "wnll"):
+        size = DEFAULT_TEMPLATE_SIZE if template_size is None else template_size
+        return WNLLNet.from_pretrained(
+            name, template_size=size, seed=seed, data_root=data_root, weights=weights, **wnll_options
+        )
+    if wnll_options:
+        raise ValueError(f"WNLL options {sorted(wnll_options)} need head='wnll'")
+    from wnll_art.zoo import load_pretrained
+
+    return load_pretrained(name, weights=weights).eval()

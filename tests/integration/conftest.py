@@ -48,11 +48,11 @@ def wnll_model(pretrained_resnet56: torch.nn.Module, cifar_root: Path) -> WNLLNe
 def computed_cells(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """``"model/attack"`` of every cell the engine computes (not reads back) during the test."""
     calls: list[str] = []
-    original: Callable[..., object] = engine.attack_batches
+    original: Callable[..., object] = engine._cell
 
     def counting(spec, victim, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(f"{victim.model}/{spec.name}")
         return original(spec, victim, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "attack_batches", counting)
+    monkeypatch.setattr(engine, "_cell", counting)
     return calls

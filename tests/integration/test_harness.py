@@ -8,17 +8,20 @@ from pathlib import Path
 import pytest
 
 from wnll_art.cli import main
-from wnll_art.evaluation.config import MAIN_ATTACKS, MAIN_DEFAULT, EvalConfig
+from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.jobs.main import evaluate
-from wnll_art.evaluation.protocols import main_specs
+from wnll_art.evaluation.protocols import SPECS, PlanOptions, plan
 from wnll_art.evaluation.records import SCHEMA
 
 pytestmark = pytest.mark.integration
 
 
+ATTACKS = ("fgsm", "bim", "transfer_bim")
+OPTIONS = PlanOptions(cw_steps=3)
+
+
 def _cfg(**kw: object) -> EvalConfig:
-    base = dict(n=8, eps=(0.02, 0.08), attacks=("fgsm", "bim", "transfer_bim"), wnll_batch_size=4,
-                template_size=100, defences=("none",), cw_steps=3)  # fmt: skip
+    base = dict(n=8, eps=(0.02, 0.08), wnll_batch_size=4, template_size=100, defences=("none",))
     return EvalConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -28,7 +31,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, cifar_root: Path, hub_dir:
     mp = pytest.MonkeyPatch()
     mp.setenv("TORCH_HOME", str(hub_dir))
     try:
-        evaluate(_cfg(), out_dir=out, data_root=cifar_root)
+        evaluate(_cfg(), out_dir=out, data_root=cifar_root, attacks=ATTACKS, options=OPTIONS)
     finally:
         mp.undo()
     return out
@@ -90,7 +93,7 @@ def test_resume_reads_back_and_recomputes_only_missing(run_dir: Path, cifar_root
     lost = run_dir / "cells" / "main__wnll__none__fgsm__eps0.0800.json"
     before = json.loads(lost.read_text())
     lost.unlink()  # a run killed while this cell was in flight
-    evaluate(_cfg(), out_dir=run_dir, data_root=cifar_root)
+    evaluate(_cfg(), out_dir=run_dir, data_root=cifar_root, attacks=ATTACKS, options=OPTIONS)
     assert computed_cells == ["wnll/fgsm"]
     after = json.loads(lost.read_text())
     assert after["per_image_correct"] == before["per_image_correct"]  # seeded: same numbers
@@ -98,7 +101,7 @@ def test_resume_reads_back_and_recomputes_only_missing(run_dir: Path, cifar_root
 
 def test_different_settings_refused(run_dir: Path, cifar_root: Path) -> None:
     with pytest.raises(ValueError, match="different settings"):
-        evaluate(_cfg(n=12), out_dir=run_dir, data_root=cifar_root)
+        evaluate(_cfg(n=12), out_dir=run_dir, data_root=cifar_root, attacks=ATTACKS, options=OPTIONS)
 
 
 def test_cli_reports_errors_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,16 +109,20 @@ def test_cli_reports_errors_cleanly(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "start + n <= 10000" in capsys.readouterr().err
 
 
-def test_main_plan_is_the_configs_attack_list() -> None:
-    specs = main_specs(eot_samples=3, cw_steps=2)
-    assert [s.name for s in specs] == ["clean", *MAIN_DEFAULT] and "cw_l2" not in MAIN_DEFAULT
-    every = main_specs(eot_samples=3, cw_steps=2, attacks=MAIN_ATTACKS)
-    assert [s.name for s in every] == ["clean", *MAIN_ATTACKS]
+def test_main_plan_is_the_registered_one() -> None:
+    options = PlanOptions(eot_samples=3, cw_steps=2)
+    specs = plan("main", options)
+    assert [s.name for s in specs] == ["clean", "fgsm", "linf_pgd", "fb_cw_l2", "transfer_bim"]
+    registered = [k.split(":", 1)[1] for k in SPECS if SPECS[k].protocol == "main"]
+    every = plan("main", options, registered)
+    assert [s.name for s in every] == ["clean", "fgsm", "bim", "cw_l2", "linf_pgd", "fb_cw_l2", "transfer_bim"]
     cw = next(s for s in every if s.name == "cw_l2").settings()["attack"]
-    assert (cw["library"], cw["max_halving"], cw["max_doubling"]) == ("art", 1, 1)
+    assert (cw["library"], cw["max_halving"], cw["max_doubling"], cw["steps"]) == ("art", 1, 1, 2)
     assert all(s.eot_samples == 3 for s in specs if s.attack is not None and s.source == "self")
-    with pytest.raises(ValueError, match="unknown attacks"):
-        EvalConfig(attacks=("fgsm", "nope"))
+    with pytest.raises(ValueError, match="unknown \\['nope'\\]"):
+        plan("main", options, ["fgsm", "nope"])
+    with pytest.raises(ValueError, match="unknown protocol 'nope'"):
+        plan("nope", options)
 
 
 def test_deterministic_is_set_before_anything_is_built(

@@ -9,6 +9,7 @@ Each check returns human-readable flags; the jobs store them with the records an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wnll_art.evaluation.engine import AttackSpec, Batches, run_cells
+from wnll_art.evaluation.engine import Batches, run_cells
+from wnll_art.evaluation.protocols import AttackSpec
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.victims import Victim
 
-__all__ = ["VANISHING", "Convergence", "convergence_flags", "convergence_specs", "run_convergence", "eps_monotonicity_flags", "model_flags",
-           "stronger_flags", "transfer_flags", "unbounded_flags"]  # fmt: skip
+__all__ = ["VANISHING", "Convergence", "convergence_flags", "convergence_specs", "run_convergence",
+           "eps_monotonicity_flags", "model_flags", "unbounded_flags"]  # fmt: skip
 
 # A loss gradient whose largest entry is below this is useless to sign- and step-based attacks in float32
 # (the softmax ResNet-56's median on CIFAR-10 is ~1e-3; saturated WNLL outputs reach ~1e-13).
@@ -34,29 +36,26 @@ def _outputs_are_probabilities(scores: torch.Tensor) -> bool:
     return in_range and bool(torch.allclose(scores.sum(1), torch.ones_like(scores[:, 0]), atol=1e-4))
 
 
-def model_flags(
-    predict: nn.Module, attack_view: nn.Module, x: torch.Tensor, y: torch.Tensor, *, reseed: object = None
-) -> list[str]:
+def model_flags(predict: nn.Module, attack_view: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[str]:
     """Flags of one victim on clean inputs: softmax outputs, zero gradients, randomness.
 
     Args:
-        predict: The deployed model.
+        predict: The deployed model (a :class:`~wnll_art.defence.Defence`: two draws, seeded 1 and 2, through
+            its ``drawing``; any other module is called twice).
         attack_view: The module attacks differentiate.
         x: ``(N, 3, H, W)`` clean images in [0, 1] (one WNLL batch).
         y: ``(N,)`` labels.
-        reseed: Optional callable ``seed -> None`` restarting the defence's randomness.
 
     Returns:
         Flags (empty when nothing is suspicious).
     """
     flags = []
+    drawing = getattr(predict, "drawing", lambda seed: contextlib.nullcontext())
     with torch.no_grad():
-        if callable(reseed):
-            reseed(1)
-        first = predict(x)
-        if callable(reseed):
-            reseed(2)
-        second = predict(x)
+        with drawing(1):
+            first = predict(x)
+        with drawing(2):
+            second = predict(x)
     if _outputs_are_probabilities(first):
         flags.append("softmax_outputs: the model returns probabilities; CE/DLR attacks need logits")
     changed = float((first.argmax(1) != second.argmax(1)).float().mean())
@@ -97,44 +96,6 @@ def eps_monotonicity_flags(records: Sequence[CellRecord], *, slack: int = 1) -> 
                     f"to {100 * large.accuracy:.1f}% at eps={large.eps:g}"
                 )
     return flags
-
-
-def stronger_flags(
-    records: Sequence[CellRecord], *, reference: str, challenger: str, flag: str, why: str
-) -> dict[str, list[str]]:
-    """Flags ``reference`` cells that a (supposedly weaker) ``challenger`` attack beats at the same eps.
-
-    E.g. reference = the exact-gradient IFGSM, challenger = the surrogate-gradient IFGSM or a transfer
-    attack: if the challenger wins, the reference's gradient is probably masked.
-
-    Args:
-        records: Records of one run (cells are matched on protocol, model, defence and eps).
-        reference: Attack name of the cells to flag.
-        challenger: Attack name of the cells that should not be stronger.
-        flag: Flag name (first word of the message).
-        why: What a win of the challenger means, in words.
-
-    Returns:
-        ``{reference cell key: flags}``.
-    """
-    index = {(r.protocol, r.model, r.defence, r.attack, r.eps): r for r in records}
-    flags: dict[str, list[str]] = {}
-    for (protocol, model, defence, attack, eps), rec in index.items():
-        ref = index.get((protocol, model, defence, reference, eps)) if attack == challenger else None
-        if ref is not None and rec.accuracy < ref.accuracy:
-            flags.setdefault(ref.key, []).append(
-                f"{flag}: {challenger} gives {100 * rec.accuracy:.1f}% < {reference} {100 * ref.accuracy:.1f}% at "
-                f"eps={eps:g} ({why})"
-            )
-    return flags
-
-
-def transfer_flags(
-    records: Sequence[CellRecord], *, white_box: str = "bim", transfer: str = "transfer_bim"
-) -> dict[str, list[str]]:
-    """A black-box (transfer) attack stronger than the white-box one signals masked gradients."""
-    return stronger_flags(records, reference=white_box, challenger=transfer, flag="black_box_stronger",
-                          why="transfer from softmax beats white box")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ convergence
@@ -188,7 +149,7 @@ def unbounded_flags(accuracy: float, *, eps: float, what: str) -> list[str]:
 
 
 def run_convergence(
-    victim: Victim, softmax: Victim, spec: AttackSpec, *, batches: Batches, store: RunStore, seed: int,
+    victim: Victim, sources: Mapping[str, Victim], spec: AttackSpec, *, batches: Batches, store: RunStore, seed: int,
     run_settings: dict[str, Any], eps: float, steps: Sequence[int], eot: Sequence[int], unbounded_eps: float = 0.3,
     tvm_draws: int = 1,
 ) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
@@ -197,7 +158,7 @@ def run_convergence(
 
     Args:
         victim: The victim.
-        softmax: The softmax victim (source of transfer attacks).
+        sources: The transfer sources (``{model label: undefended victim}``).
         spec: The strongest attack (its ``steps`` and EOT samples are varied).
         batches: The sub-sample.
         store: Where the ladder's cells go.
@@ -215,12 +176,12 @@ def run_convergence(
         counts as robust at budget k only if the attack failed at every budget <= k), on which the flags are
         computed; ``single`` holds each rung's own accuracy.
     """
-    common: dict[str, Any] = dict(victims=[victim], softmax=softmax, batches=batches, store=store,
+    common: dict[str, Any] = dict(victims=[victim], sources=sources, batches=batches, store=store,
                                   protocol="convergence", seed=seed, run_settings=run_settings, tvm_draws=tvm_draws)  # fmt: skip
     raw: dict[str, dict[int, float]] = {"steps": {}, "eot": {}}
     curves: dict[str, dict[int, float]] = {"steps": {}, "eot": {}}
     robust: dict[str, list[int] | None] = {"steps": None, "eot": None}
-    eot = eot if victim.module.randomised else ()  # EOT only matters against a randomised defence
+    eot = eot if victim.randomised else ()  # EOT only matters against a randomised defence
     for ladder, budget, s in convergence_specs(spec, steps=steps, eot=eot):
         (rec,) = run_cells(specs=[s], eps_values=[eps], **common)
         raw[ladder][budget] = rec.accuracy

@@ -1,8 +1,8 @@
-"""The run configuration of every evaluation job: one frozen :class:`EvalConfig`, checked when built.
+"""The run configuration every evaluation job shares: one frozen :class:`EvalConfig`, checked when built.
 
-This is the lowest layer of :mod:`wnll_art.evaluation`: it imports nothing of it. The names of the main
-job's attacks live here (:data:`MAIN_ATTACKS`) so a configuration can be checked before any attack exists;
-:func:`wnll_art.evaluation.protocols.main_specs` builds exactly these.
+This is the lowest layer of :mod:`wnll_art.evaluation`: it imports nothing of it. What a job adds is its own
+(the attack plan's sizes are :class:`~wnll_art.evaluation.protocols.PlanOptions`); model and defence names are
+checked against their registries when the victims are built (:mod:`wnll_art.evaluation.victims`).
 """
 
 from __future__ import annotations
@@ -14,20 +14,10 @@ from typing import Any, Literal, get_args
 from wnll_art import _argparse
 from wnll_art.tvm.settings import TVMSettings
 
-__all__ = ["MAIN_ATTACKS", "MAIN_DEFAULT", "Coupling", "DefenceName", "EvalConfig", "Kernel", "ModelName", "check_device"]
+__all__ = ["Coupling", "EvalConfig", "Kernel", "check_device"]
 
-ModelName = Literal["softmax", "wnll"]
-DefenceName = Literal["none", "tvm"]
 Coupling = Literal["transductive", "inductive"]
 Kernel = Literal["gaussian", "quartic"]
-
-# the main job's attacks, in plan order (clean accuracy is always measured)
-MAIN_ATTACKS = ("fgsm", "bim", "cw_l2", "linf_pgd", "fb_cw_l2", "transfer_bim")
-# run when none are named (the README's quick demo, <= 5 minutes on 2 CPU cores): the iterative white-box attack
-# is Foolbox's PGD (random start, 10 steps of 2.5 eps / 10), which subsumes ART's BIM; the paper's C&W is
-# Foolbox's (whole-batch Adam steps, as the authors' code), ART's line-search C&W ("cw_l2") costing several times
-# its forward passes; "bim" and "cw_l2" stay available by name
-MAIN_DEFAULT = ("fgsm", "linf_pgd", "fb_cw_l2", "transfer_bim")
 
 
 def check_device(device: str) -> str:
@@ -50,14 +40,13 @@ class EvalConfig:
         n: Test images (the first ``n`` from ``start``).
         start: Index of the first test image.
         eps: L-inf radii in (0, 1] pixel units.
-        models: Subset of ``("softmax", "wnll")`` holding ``"softmax"``.
-        defences: Subset of ``("none", "tvm")``.
-        attacks: Names among :data:`MAIN_ATTACKS` (``None``: :data:`MAIN_DEFAULT`); used by the main job only.
+        models: Model labels (``"softmax"``, ``"wnll"`` or trained zoo names; see
+            :data:`~wnll_art.evaluation.victims.MODELS`).
+        defences: Purifier names (``"none"``, ``"tvm"``, ART's; see :data:`~wnll_art.evaluation.victims.PURIFIERS`).
         wnll_batch_size: Transductive WNLL batch = attack batch = sharding unit.
         template_size: Class-balanced template drawn from the training set (a multiple of 10).
         coupling: ``"transductive"`` or ``"inductive"``.
         kernel: ``"gaussian"`` or ``"quartic"``.
-        cw_steps: Optimisation steps of the C&W attacks (the authors' code: 10).
         tvm: The TVM settings (default: Guo et al.'s); ``tvm.eot_samples`` is the one EOT draw count of
             the run, used whenever an attack differentiates a randomised defence.
         tvm_draws: K: a randomised (TVM) victim's image counts as correct only if K independent TVM draws
@@ -69,21 +58,19 @@ class EvalConfig:
     n: int = 50
     start: int = 0
     eps: tuple[float, ...] = (0.02, 0.04, 0.08)
-    models: tuple[ModelName, ...] = ("softmax", "wnll")
-    defences: tuple[DefenceName, ...] = ("none", "tvm")
-    attacks: tuple[str, ...] | None = None
+    models: tuple[str, ...] = ("softmax", "wnll")
+    defences: tuple[str, ...] = ("none", "tvm")
     wnll_batch_size: int = 500
     template_size: int = 500
     coupling: Coupling = "transductive"
     kernel: Kernel = "gaussian"
-    cw_steps: int = 10
     tvm: TVMSettings = field(default_factory=TVMSettings)
     tvm_draws: int = 3
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("eps", "models", "defences", "attacks"):  # lists from JSON or callers become tuples
+        for name in ("eps", "models", "defences"):  # lists from JSON or callers become tuples
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -107,7 +94,7 @@ def _check_ints(cfg: EvalConfig) -> None:
         raise TypeError(f"n and start must be ints, got n={cfg.n!r}, start={cfg.start!r}")
     if cfg.n < 1 or cfg.start < 0 or cfg.start + cfg.n > 10000:
         raise ValueError(f"need 1 <= n and start + n <= 10000, got start={cfg.start}, n={cfg.n}")
-    for name, low in (("wnll_batch_size", 1), ("cw_steps", 1), ("tvm_draws", 1), ("seed", 0)):
+    for name, low in (("wnll_batch_size", 1), ("tvm_draws", 1), ("seed", 0)):
         value = getattr(cfg, name)
         if not _is_int(value) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -124,17 +111,11 @@ def _check_names(cfg: EvalConfig) -> None:
         raise ValueError(f"eps must be one or more radii in (0, 1], got {cfg.eps}")
     if len(set(cfg.eps)) != len(cfg.eps):
         raise ValueError(f"eps must not repeat a radius (each is one cell), got {cfg.eps}")
-    if not set(cfg.models) <= set(get_args(ModelName)) or "softmax" not in cfg.models:
-        raise ValueError(f"models must include 'softmax' and be within ('softmax', 'wnll'), got {cfg.models}")
-    if not cfg.defences or not set(cfg.defences) <= set(get_args(DefenceName)):
-        raise ValueError(f"defences must be one or more of ('none', 'tvm'), got {cfg.defences}")
+    for name in ("models", "defences"):
+        value = getattr(cfg, name)
+        if not value or not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+            raise ValueError(f"{name} must be one or more distinct names, got {value}")
     if cfg.coupling not in get_args(Coupling) or cfg.kernel not in get_args(Kernel):
         raise ValueError(
             f"coupling/kernel must be transductive|inductive / gaussian|quartic, got {cfg.coupling!r} / {cfg.kernel!r}"
         )
-    if cfg.attacks is not None:
-        if not cfg.attacks:
-            raise ValueError("attacks: give at least one attack (or None for the default plan)")
-        unknown = set(cfg.attacks) - set(MAIN_ATTACKS)
-        if unknown:
-            raise ValueError(f"unknown attacks {sorted(unknown)}; choose from {list(MAIN_ATTACKS)}")

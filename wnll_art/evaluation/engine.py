@@ -9,48 +9,20 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from wnll_art.evaluation.attacks import Attack, project_linf
+from wnll_art._random import derive_seed
+from wnll_art.attacks import project_linf
+from wnll_art.evaluation.protocols import AttackSpec, skipped
 from wnll_art.evaluation.records import CellRecord, RunStore, cell_key
 from wnll_art.evaluation.victims import Victim, predict_labels
 
-__all__ = ["AttackSpec", "Batches", "Dist", "ThreatModelError", "adversarial", "attack_batches", "cell_key", "derive_seed",
-           "merge_threat", "predict_correct", "run_cells", "threat_model"]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """One attack as run in a protocol.
-
-    Attributes:
-        name: Name in the records (e.g. ``"bim"``, ``"bim_surrogate"``, ``"transfer_bim"``).
-        attack: The attack, or ``None`` for clean accuracy.
-        gradient: WNLL gradient the attacker uses.
-        score: WNLL score the attacker differentiates: ``"log"`` (the deployed one) or ``"log64"`` (float64
-            solve, does not saturate; see :mod:`wnll_art.wnll.score`). Ignored for softmax models.
-        tvm: How the attacker sees TVM: ``"bpda"``, ``"unrolled"`` or ``"oblivious"``.
-        eot_samples: EOT draws (only used against a randomised defence).
-        source: ``"self"`` (white box) or ``"softmax"`` (crafted on the undefended softmax model).
-    """
-
-    name: str
-    attack: Attack | None
-    gradient: Literal["exact", "surrogate"] = "exact"
-    tvm: Literal["bpda", "unrolled", "oblivious"] = "bpda"
-    score: Literal["log", "log64", "smooth"] = "log"
-    eot_samples: int = 1
-    source: Literal["self", "softmax"] = "self"
-
-    def settings(self) -> dict[str, Any]:
-        return {"name": self.name, "attack": None if self.attack is None else self.attack.settings(),
-                "gradient": self.gradient, "score": self.score, "tvm": self.tvm, "eot_samples": self.eot_samples,
-                "source": self.source}  # fmt: skip
+__all__ = ["Batches", "Dist", "ThreatModelError", "adversarial", "cell_key", "derive_seed", "merge_threat",
+           "predict_correct", "run_cells", "threat_model"]  # fmt: skip
 
 
 @dataclass
@@ -127,49 +99,6 @@ class Batches:
         return self.x[sl], self.y[sl]
 
 
-def derive_seed(*parts: object) -> int:
-    """A reproducible 31-bit seed from any printable parts (same on every rank and run)."""
-    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
-
-
-def adversarial(
-    spec: AttackSpec, victim: Victim, softmax: Victim, x: torch.Tensor, y: torch.Tensor, *, eps: float,
-    seed: int, raw_cache: dict[Any, torch.Tensor],
-) -> torch.Tensor:  # fmt: skip
-    """The adversarials of one batch under ``spec`` (``x`` itself for the clean spec).
-
-    Args:
-        spec: The attack as run in the protocol.
-        victim: The attacked victim (its own view when ``spec.source == "self"``).
-        softmax: The undefended softmax victim (the source of transfer attacks).
-        x: ``(N, 3, H, W)`` float images in [0, 1] (one WNLL batch).
-        y: ``(N,)`` int64 labels.
-        eps: L-inf radius in [0, 1].
-        seed: Seed of the attack's random starts and of the purifier's draws during the attack.
-        raw_cache: Unconstrained results of eps-independent attacks (C&W), keyed per spec, source and seed,
-            so they run once per batch and are projected onto each eps; filled in place.
-
-    Returns:
-        ``(N, 3, H, W)`` images in the eps ball around ``x`` and in [0, 1], on ``x``'s device.
-    """
-    if spec.attack is None:
-        return x
-    source = victim if spec.source == "self" else softmax
-    # EOT only over a randomised purifier (a deterministic one, e.g. JPEG, gives the same draw each time)
-    eot = spec.eot_samples if source.module.randomised else 1
-    # Attack.__call__ restores the mode it found; a view is built in its victim's (eval) mode, so the shared
-    # backbone's BatchNorm never switches to train mode (which once corrupted every later cell of both models).
-    view = source.attack_view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot, score=spec.score)
-    if not spec.attack.eps_independent:
-        source.reseed(seed)  # the purifier's draws during the attack depend on the batch only, not the rank
-        return spec.attack(view, x, y, eps=eps, seed=seed)
-    key = (spec.name, source.model, source.defence, seed)
-    if key not in raw_cache:
-        source.reseed(seed)
-        raw_cache[key] = spec.attack(view, x, y, eps=1.0, seed=seed)  # unconstrained, projected below
-    return project_linf(raw_cache[key], x, eps)
-
-
 class ThreatModelError(RuntimeError):
     """Adversarials outside the threat model: farther than eps from their images (L-inf) or outside [0, 1]."""
 
@@ -212,30 +141,58 @@ def merge_threat(parts: Sequence[dict[str, float]]) -> dict[str, float]:
             "x_adv_max": max(p["x_adv_max"] for p in parts), "linf_tolerance": max(p["linf_tolerance"] for p in parts)}  # fmt: skip
 
 
+def adversarial(
+    spec: AttackSpec, source: Victim, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int,
+    raw_cache: dict[Any, torch.Tensor],
+) -> torch.Tensor:  # fmt: skip
+    """The adversarials of one batch under ``spec``, crafted on ``source`` (``x`` itself for the clean spec).
+
+    Args:
+        spec: The attack as run in the protocol.
+        source: The victim the attacker differentiates (the attacked one, or a transfer source).
+        x: ``(N, 3, H, W)`` float images in [0, 1] (one WNLL batch).
+        y: ``(N,)`` int64 labels.
+        eps: L-inf radius in [0, 1].
+        seed: Seed of the attack's random starts and of the purifier's draws during the attack.
+        raw_cache: Unconstrained results of eps-independent attacks (C&W), keyed per spec, source and seed,
+            so they run once per batch and are projected onto each eps; filled in place.
+
+    Returns:
+        ``(N, 3, H, W)`` images (in the eps ball around ``x`` and in [0, 1] unless the attack is broken: the
+        engine checks, :func:`threat_model`), on ``x``'s device.
+    """
+    if spec.attack is None:
+        return x
+    # EOT only over a randomised purifier (a deterministic one, e.g. JPEG, gives the same draw each time); a view
+    # is built in its victim's (eval) mode, and Attack.__call__ restores the mode it found
+    eot = spec.eot_samples if source.randomised else 1
+    view = source.view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot, score=spec.score)
+    if not spec.attack.eps_independent:
+        with view.drawing(seed):  # the purifier's draws during the attack depend on the batch only, not the rank
+            return spec.attack(view, x, y, eps=eps, seed=seed)
+    key = (spec.name, source.model, source.defence, seed)
+    if key not in raw_cache:
+        with view.drawing(seed):
+            raw_cache[key] = spec.attack(view, x, y, eps=1.0, seed=seed)  # unconstrained, projected below
+    return project_linf(raw_cache[key], x, eps)
+
+
 def predict_correct(
     victim: Victim, x: torch.Tensor, y: torch.Tensor, *, draws: int, seed: int
 ) -> tuple[list[int], list[float]]:
     """Correctness of ``victim`` on ``x`` under the K-draw rule of a randomised victim.
 
-    A randomised victim (TVM) classifies ``x`` with ``draws`` independent purifier draws (the first seeded
-    by ``seed``, the others by seeds derived from it); an image counts as correct only if every draw is
-    correct, so an attacker need only win one draw. A deterministic victim is asked once.
-
-    Args:
-        victim: The victim.
-        x: ``(N, 3, H, W)`` float images in [0, 1] (one WNLL batch).
-        y: ``(N,)`` int64 labels.
-        draws: K, the draws of a randomised victim (>= 1).
-        seed: Seed of the first draw.
+    A randomised victim (TVM) classifies ``x`` with ``draws`` independent purifier draws (the first from
+    ``seed``, the others from seeds derived from it); an image counts as correct only if every draw is correct,
+    so an attacker need only win one draw. A deterministic victim is asked once.
 
     Returns:
         ``(correct under the rule (0/1 per image), fraction of draws correct per image)``.
     """
-    k = draws if victim.module.randomised else 1
     hits = []
-    for i in range(k):
-        victim.reseed(seed if i == 0 else derive_seed(seed, "draw", i))
-        hits.append((predict_labels(victim.predict_module, x) == y).float())
+    for i in range(draws if victim.randomised else 1):
+        with victim.module.drawing(seed if i == 0 else derive_seed(seed, "draw", i)):
+            hits.append((predict_labels(victim.module, x) == y).float())
     stacked = torch.stack(hits)
     return stacked.amin(0).int().tolist(), stacked.mean(0).tolist()
 
@@ -243,15 +200,14 @@ def predict_correct(
 Correct = tuple[list[int], list[float], dict[str, float]]
 
 
-def attack_batches(
-    spec: AttackSpec, victim: Victim, softmax: Victim, *, eps: float, batches: Batches, seed: int,
-    raw_cache: dict[Any, torch.Tensor], draws: int = 1,
+def _cell(
+    spec: AttackSpec, victim: Victim, source: Victim, *, eps: float, batches: Batches, seed: int, draws: int,
+    raw_cache: dict[Any, torch.Tensor], transfers: dict[Any, torch.Tensor],
 ) -> dict[int, Correct]:  # fmt: skip
-    """Computes one cell on this rank's batches (no store involved).
+    """One cell on this rank's batches: ``{batch: (0/1 correct per image under the K-draw rule, mean correctness
+    over the draws, the adversarials' :func:`threat_model` measurements)}``.
 
-    Returns:
-        ``{batch: (0/1 correct per image under the K-draw rule, mean correctness over the draws, the
-        adversarials' :func:`threat_model` measurements)}``; see :func:`predict_correct` (``draws`` = K).
+    A transfer spec's adversarials depend on the source only, so they are kept in ``transfers`` for the next victim.
 
     Raises:
         ThreatModelError: A batch's adversarials leave the eps ball or [0, 1] (checked before they are scored).
@@ -260,8 +216,13 @@ def attack_batches(
     for b in batches.mine():
         x, y = batches.get(b)
         # the attack seed ignores eps so eps-independent attacks are run once per batch
-        attack_seed = derive_seed(seed, victim.model, victim.defence, spec.name, b)
-        x_adv = adversarial(spec, victim, softmax, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
+        attack_seed = derive_seed(seed, source.model, source.defence, spec.name, b)
+        key = (spec.name, source.model, b, eps)
+        x_adv = transfers.get(key) if spec.source != "self" else None
+        if x_adv is None:
+            x_adv = adversarial(spec, source, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
+            if spec.source != "self":
+                transfers[key] = x_adv
         measured = threat_model(x_adv, x, eps=eps, what=f"{victim.model}/{victim.defence}/{spec.name} at eps={eps:g}, "
                                 f"batch {b}")  # fmt: skip
         predict_seed = derive_seed(seed, "predict", b, spec.name, eps)
@@ -274,15 +235,13 @@ def draw_extra(
 ) -> dict[str, Any]:
     """The ``extra`` of a record under the K-draw rule: K and the mean correctness over the draws, and (when
     given) the adversarials' measurements (:func:`threat_model`, merged over the batches) as ``threat_model``."""
-    k = draws if victim.module.randomised else 1
-    return {"tvm_draws": k, "per_image_draw_mean": [round(m, 6) for m in mean],
+    return {"tvm_draws": draws if victim.randomised else 1, "per_image_draw_mean": [round(m, 6) for m in mean],
             "accuracy_draw_mean": sum(mean) / len(mean), **({"threat_model": threat} if threat else {})}  # fmt: skip
 
 
 def run_cells(
     *,
     victims: Sequence[Victim],
-    softmax: Victim,
     specs: Sequence[AttackSpec],
     eps_values: Sequence[float],
     batches: Batches,
@@ -290,36 +249,44 @@ def run_cells(
     protocol: str,
     seed: int,
     run_settings: dict[str, Any],
+    sources: Mapping[str, Victim] | None = None,
     on_cell: Callable[[CellRecord], None] | None = None,
     tvm_draws: int = 1,
 ) -> list[CellRecord]:
     """Runs every (victim, spec, eps) cell not already in ``store``; returns all records (rank 0 writes).
 
-    Clean specs (``attack=None``) run once with ``eps = 0``. A randomised victim's image counts as correct only
-    if ``tvm_draws`` independent draws classify it correctly (:func:`predict_correct`); the records keep that
-    rule's ``per_image_correct`` and, in ``extra``, the mean over draws (``per_image_draw_mean``,
-    ``accuracy_draw_mean``), ``tvm_draws`` and ``threat_model``: the largest ``|x_adv - x|`` and the range of
-    ``x_adv`` over the scored images, measured by the engine (:func:`threat_model`); a cell whose adversarials
-    leave the eps ball or [0, 1] raises :class:`ThreatModelError` and is not written. A stored record is reused
-    only if it is valid and every field but the measurements matches what this run would write (else it is set
-    aside and recomputed; keys the run gained are matched by :data:`~wnll_art.evaluation.records.GAINED_SETTINGS`).
+    Clean specs (``attack=None``) run once with ``eps = 0``; a spec the protocol's registry says would only repeat
+    a cell on a victim is skipped (:func:`~wnll_art.evaluation.protocols.skipped`). A transfer spec
+    (``spec.source`` a model label) is crafted on ``sources[spec.source]`` once per batch and eps and scored on
+    every victim. A randomised victim's image counts as correct only if ``tvm_draws`` independent draws classify
+    it correctly (:func:`predict_correct`); records keep that rule's ``per_image_correct`` and, in ``extra``, the
+    mean over draws, ``tvm_draws`` and ``threat_model`` (the largest ``|x_adv - x|`` and the range of ``x_adv``,
+    measured by the engine; a cell past eps or [0, 1] raises :class:`ThreatModelError` and is not written). A
+    stored record is reused only if it is valid and every field but the measurements matches what this run would
+    write (else it is set aside and recomputed; keys the run gained are matched by
+    :data:`~wnll_art.evaluation.records.GAINED_SETTINGS`).
+
+    Raises:
+        ValueError: A transfer spec whose source is not in ``sources``.
     """
     records = []
     raw_cache: dict[Any, torch.Tensor] = {}
+    transfers: dict[Any, torch.Tensor] = {}  # kept across victims: the same adversarials for each
+    for spec in specs:
+        if spec.source != "self" and spec.source not in (sources or {}):
+            raise ValueError(f"{spec.name}: transfer source {spec.source!r} not among {sorted(sources or {})}")
     for victim in victims:
-        for spec in specs:
+        for spec in (s for s in specs if not skipped(protocol, s, victim)):
             for eps in [0.0] if spec.attack is None else eps_values:
-                key = cell_key(protocol, victim.model, victim.defence, spec.name, eps)
+                source = victim if spec.source == "self" else (sources or {})[spec.source]
                 expected: dict[str, Any] = dict(model=victim.model, defence=victim.defence, attack=spec.name, eps=eps,
                                 protocol=protocol, n=len(batches.indices), image_indices=batches.indices,
                                 settings={**run_settings, "victim": victim.settings(), "spec": spec.settings()})  # fmt: skip
-                record = store.get(key, expected=expected)
+                record = store.get(cell_key(protocol, victim.model, victim.defence, spec.name, eps), expected=expected)
                 if record is None:
                     start = time.perf_counter()
-                    parts = batches.dist.gather(attack_batches(
-                        spec, victim, softmax, eps=eps, batches=batches, seed=seed, raw_cache=raw_cache,
-                        draws=tvm_draws,
-                    ))  # fmt: skip
+                    parts = batches.dist.gather(_cell(spec, victim, source, eps=eps, batches=batches, seed=seed,
+                                                      draws=tvm_draws, raw_cache=raw_cache, transfers=transfers))  # fmt: skip
                     merged = {b: c for part in parts for b, c in part.items()}
                     correct = [c for b in sorted(merged) for c in merged[b][0]]
                     mean = [m for b in sorted(merged) for m in merged[b][1]]

@@ -8,28 +8,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from wnll_art import _argparse as ap
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.outdir import results_lock
+from wnll_art.evaluation.protocols import PlanOptions
 from wnll_art.tvm.settings import PRESETS, TVMSettings
 
-__all__ = [
-    "add_run_options",
-    "config_from_args",
-    "parse_checkpoints",
-    "run_script",
-    "script_parser",
-    "template_size",
-]
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
+__all__ = ["add_run_options", "config_from_args", "plan_from_args", "run_script", "script_parser", "template_size"]
 
 def template_size(text: str) -> int:
     """An ``argparse`` type: a positive multiple of 10 (the template is class-balanced)."""
@@ -97,8 +86,7 @@ def config_from_args(args: argparse.Namespace, **fields: Any) -> EvalConfig:
         tvm = tvm.replace(iterations=args.tvm_iterations)
     options: dict[str, Any] = dict(
         n=args.n, start=args.start, eps=args.eps, defences=args.defences, wnll_batch_size=args.wnll_batch_size,
-        template_size=args.template_size, coupling=args.coupling, kernel=args.kernel, cw_steps=args.cw_steps,
-        seed=args.seed, device=args.device, tvm=tvm, tvm_draws=args.tvm_draws,
+        template_size=args.template_size, coupling=args.coupling, kernel=args.kernel, seed=args.seed, device=args.device, tvm=tvm, tvm_draws=args.tvm_draws,
     )  # fmt: skip
     return EvalConfig(**{**options, **fields})
 
@@ -112,28 +100,10 @@ def script_parser(prog: str, description: str, **defaults: Any) -> argparse.Argu
                                  "cw_steps": 30, **defaults})  # fmt: skip
 
 
-def parse_checkpoints(entries: Iterable[str]) -> dict[str, Path]:
-    """Parses ``NAME=PATH`` options (ResNet-56 state dicts trained on other data) into ``{name: path}``.
-
-    Raises:
-        ValueError: On a malformed entry, a name that is not file-name safe, ``"original"`` (the zoo
-            model's name) or a repeated name.
-        FileNotFoundError: If a path does not exist.
-    """
-    out: dict[str, Path] = {}
-    for entry in entries:
-        name, sep, path = entry.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--checkpoint expects NAME=PATH, got {entry!r}")
-        if not _NAME.match(name) or name == "original" or name in out:
-            raise ValueError(
-                f"checkpoint name {name!r} must be unique, file-name safe and not 'original' (the zoo model)"
-            )
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise FileNotFoundError(f"checkpoint {name!r}: no file at {p}")
-        out[name] = p
-    return out
+def plan_from_args(args: argparse.Namespace, **fields: Any) -> PlanOptions:
+    """The :class:`PlanOptions` of the options added by :func:`add_run_options` (EOT samples, C&W steps) and
+    ``fields`` (a script's own: ``steps``, ``restarts``, ``square_queries``)."""
+    return PlanOptions(eot_samples=args.eot_samples, cw_steps=args.cw_steps, **fields)
 
 
 def run_script(body: Callable[[], object], prog: str, args: argparse.Namespace) -> int:

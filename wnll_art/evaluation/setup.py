@@ -1,18 +1,13 @@
-"""What every job does before and around its cells: load the images and victims, name the run's settings,
-open its results store on every rank, and measure the victims' flags.
-
-The jobs (:mod:`wnll_art.evaluation.jobs`) never import each other; what they share is here.
+"""What every job does before and around its cells: its rows of models, their victims (the one factory,
+:func:`~wnll_art.evaluation.victims.build_victims`), the evaluated images, the run's settings, its store on every
+rank, and the victims' flags. The jobs (:mod:`wnll_art.evaluation.jobs`) never import each other.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-
-import torch
-from torch import nn
 
 from wnll_art._device import device_facts
 from wnll_art.data import load_cifar10
@@ -20,69 +15,21 @@ from wnll_art.evaluation.checks import model_flags
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import Batches, Dist
 from wnll_art.evaluation.records import DEVICE_FACTS, RunStore
-from wnll_art.evaluation.victims import Victim, build_victims
-from wnll_art.wnll.model import WNLLNet
-from wnll_art.wnll.template import balanced_template
-from wnll_art.zoo import load_pretrained
+from wnll_art.evaluation.victims import MODELS, ModelRef, Row, Victim, build_victims, resolve_model
 
-__all__ = [
-    "Loader",
-    "check_tvm",
-    "load_batches",
-    "load_victims",
-    "load_zoo_victims",
-    "open_run",
-    "open_store",
-    "run_settings",
-    "tvm_available",
-    "victim_flags",
-    "zoo_rows",
-]
-
-Loader = Callable[[], tuple[list[Victim], Victim]]
-"""Builds a row's victims and its undefended softmax victim (the transfer source)."""
+__all__ = ["load_batches", "open_run", "open_store", "rows", "run_settings", "victim_flags", "victims_of"]
 
 
-def tvm_available() -> bool:
-    """Whether the TVM purifier (:mod:`wnll_art.tvm.module` and its solver) can be imported."""
-    try:
-        import wnll_art.tvm.module  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def check_tvm(defences: Iterable[str], *, needing: Iterable[str] = ("tvm",)) -> None:
-    """Raises ``ValueError`` naming them if ``defences`` holds any of ``needing`` (defences built on
-    :mod:`wnll_art.tvm`) and the TVM purifier cannot be imported here."""
-    wanted = sorted(set(defences) & set(needing))
-    if wanted and not tvm_available():
-        raise ValueError(f"{', '.join(wanted)} need the TVM purifier (wnll_art.tvm), which is not importable; "
-                         f"leave {', '.join(wanted)} out of the defences")  # fmt: skip
-
-
-def run_settings(
-    cfg: EvalConfig, dist: Dist, *, protocol: str, run: dict[str, Any] | None = None, **extra: Any
-) -> dict[str, Any]:
-    """The settings a job's ``run.json`` and every record carry.
-
-    Args:
-        cfg: The run configuration (stored under ``run``, unless ``run`` is given).
-        dist: The processes; every rank gets rank 0's device facts, so all ranks expect the same records.
-        protocol: The job's name (``"main"``, ``"defense_table"``, ...).
-        run: Replaces ``cfg.to_dict()`` (a job that reinterprets a field, e.g. its own defence list).
-        **extra: Further job settings (attack plans, step counts, ...).
-
-    Returns:
-        ``{"run": ..., "protocol": ..., **extra, "device_facts": device_facts(cfg.device)}``; when a rank
-        computes on another device than ``cfg.device`` (``torchrun`` maps ``"cuda"`` to ``cuda:{LOCAL_RANK}``),
-        the facts also list ``rank_devices`` (each rank's device, by rank).
-    """
+def run_settings(cfg: EvalConfig, dist: Dist, *, protocol: str, **extra: Any) -> dict[str, Any]:
+    """The settings a job's ``run.json`` and every record carry: ``{"run": cfg, "protocol": ..., **extra,
+    "device_facts": ...}``. Every rank gets rank 0's device facts (so all ranks expect the same records); when a
+    rank computes on another device than ``cfg.device`` (``torchrun`` maps ``"cuda"`` to ``cuda:{LOCAL_RANK}``),
+    the facts also list ``rank_devices``."""
     parts = dist.gather((device_facts(cfg.device), dist.device or cfg.device))
     facts = dict(parts[0][0])
     if any(dev != cfg.device for _, dev in parts):
         facts["rank_devices"] = [dev for _, dev in parts]
-    return {"run": cfg.to_dict() if run is None else run, "protocol": protocol, **extra, DEVICE_FACTS: facts}
+    return {"run": cfg.to_dict(), "protocol": protocol, **extra, DEVICE_FACTS: facts}
 
 
 def open_store(out_dir: str | os.PathLike[str], settings: dict[str, Any], dist: Dist) -> RunStore:
@@ -93,20 +40,12 @@ def open_store(out_dir: str | os.PathLike[str], settings: dict[str, Any], dist: 
 
 
 def open_run(
-    cfg: EvalConfig,
-    out_dir: str | os.PathLike[str],
-    data_root: str | os.PathLike[str] | None,
-    *,
-    dist: Dist,
-    protocol: str,
-    run: dict[str, Any] | None = None,
-    **extra: Any,
-) -> tuple[dict[str, Any], RunStore, Batches]:
-    """A job's start: its settings (:func:`run_settings`), its store opened on every rank (:func:`open_store`;
-    nothing written yet) and the evaluated images (:func:`load_batches`), in that order."""
-    settings = run_settings(cfg, dist, protocol=protocol, run=run, **extra)
-    store = open_store(out_dir, settings, dist)
-    return settings, store, load_batches(cfg, data_root, dist)
+    cfg: EvalConfig, out_dir: str | os.PathLike[str], data_root: str | os.PathLike[str] | None, *, dist: Dist,
+    protocol: str, **extra: Any,
+) -> tuple[dict[str, Any], RunStore, Batches]:  # fmt: skip
+    """A job's start: its settings, its store opened on every rank (nothing written yet) and its images."""
+    settings = run_settings(cfg, dist, protocol=protocol, **extra)
+    return settings, open_store(out_dir, settings, dist), load_batches(cfg, data_root, dist)
 
 
 def load_batches(cfg: EvalConfig, data_root: str | os.PathLike[str] | None, dist: Dist) -> Batches:
@@ -117,110 +56,60 @@ def load_batches(cfg: EvalConfig, data_root: str | os.PathLike[str] | None, dist
                    list(range(cfg.start, cfg.start + cfg.n)), cfg.wnll_batch_size, dist)  # fmt: skip
 
 
-def load_victims(
-    cfg: EvalConfig,
-    data_root: str | os.PathLike[str] | None,
-    weights: str | os.PathLike[str] | None,
-    *,
-    backbone: nn.Module | None = None,
-) -> tuple[list[Victim], Victim]:
-    """The victims of ``cfg`` on the pretrained ResNet-56 (or on ``backbone``, e.g. a ResNet-56 trained on
-    other data, when given; ``weights`` is then unused), and the undefended softmax victim."""
-    if backbone is None:
-        backbone = load_pretrained("resnet56", weights=weights)
-    backbone = backbone.to(cfg.device)
-    wnll = None
-    if "wnll" in cfg.models:
-        images, labels = load_cifar10(data_root, split="train")
-        gen = torch.Generator().manual_seed(cfg.seed)
-        template = balanced_template(images, labels, cfg.template_size // 10, generator=gen)
-        wnll = WNLLNet(backbone, *template, coupling=cfg.coupling, wnll_batch_size=cfg.wnll_batch_size,
-                       kernel=cfg.kernel).to(cfg.device).eval()  # fmt: skip
-    return _victims_and_plain(cfg, backbone, wnll)
-
-
-def _victims_and_plain(cfg: EvalConfig, softmax: nn.Module, wnll: WNLLNet | None) -> tuple[list[Victim], Victim]:
-    """The victims of ``cfg`` on ``softmax`` / ``wnll``, and the undefended softmax victim (the transfer source;
-    built on its own when ``cfg`` leaves it out)."""
-    victims = build_victims(softmax, wnll, defences=cfg.defences, tvm=cfg.tvm, seed=cfg.seed)
-    plain = next((v for v in victims if v.model == "softmax" and v.defence == "none"), None)
-    if plain is None:
-        plain = build_victims(softmax, None, defences=("none",), tvm=cfg.tvm, seed=cfg.seed)[0]
-    return victims, plain
-
-
-def load_zoo_victims(
-    cfg: EvalConfig,
-    weights: str | os.PathLike[str] | None,
-    *,
-    softmax: str,
-    wnll: str,
-) -> tuple[list[Victim], Victim]:
-    """The victims of ``cfg`` on zoo models: ``softmax`` (``"resnet56"`` or a shipped softmax model) and ``wnll``
-    (a shipped WNLL model, with its own template; ``cfg``'s coupling, kernel and WNLL batch are applied),
-    and the undefended softmax victim. ``weights``: the base ResNet-56 file (sha256-checked)."""
-    from wnll_art.zoo_trained import load_trained
-
-    soft = (load_pretrained("resnet56", weights=weights) if softmax == "resnet56"
-            else load_trained(softmax, output="softmax", weights=weights)).to(cfg.device)  # fmt: skip
-    net = None
-    if "wnll" in cfg.models:
-        loaded = load_trained(wnll, output="wnll", weights=weights, coupling=cfg.coupling,
-                              wnll_batch_size=cfg.wnll_batch_size, kernel=cfg.kernel)  # fmt: skip
-        if not isinstance(loaded, WNLLNet):
-            raise TypeError(f"{wnll} did not load as a WNLLNet")
-        net = loaded.to(cfg.device).eval()
-    return _victims_and_plain(cfg, soft.eval(), net)
-
-
-def zoo_rows(
-    cfg: EvalConfig, weights: str | os.PathLike[str] | None, trained: bool | Sequence[str] = True
-) -> list[tuple[str, dict[str, Any], Loader]]:
-    """The shipped training-data rows (:func:`~wnll_art.zoo_trained.training_rows`) as
-    ``(training data, origin settings, victims loader)``.
-
-    Args:
-        cfg: The run configuration (device, coupling, kernel, WNLL batch, defences).
-        weights: The base ResNet-56 file (``None``: the torch hub cache).
-        trained: ``True`` for every row, or the training-data names of some (order kept, repeats dropped).
-
-    Returns:
-        One tuple per row: its name, the settings its ``run.json`` records (``weights``, ``zoo``: the row's
-        model names, ``zoo_sha256``: each shipped file's sha256) and a loader of
-        :func:`load_zoo_victims`.
+def rows(cfg: EvalConfig, trained: bool | Sequence[str] = False) -> list[Row]:
+    """The training-data rows of a table: ``"original"`` (``cfg.models``: the public ResNet-56, its post-hoc WNLL
+    head, or any trained zoo model by name), or (``trained``) our shipped softmax / WNLL pairs per training data
+    (:func:`~wnll_art.zoo_trained.training_rows`): ``True`` for every row, or the names of some.
 
     Raises:
         TypeError: ``trained`` is a string (a name list was meant).
-        ValueError: ``trained`` names no row or an unknown one, or no rows are shipped.
+        ValueError: An unknown model, no shipped rows, or ``trained`` naming none or an unknown one.
     """
-    from wnll_art.zoo_trained import trained_models, training_rows
-
     if isinstance(trained, str):
         raise TypeError(f"trained must be a bool or a sequence of row names, got the string {trained!r}")
-    rows = training_rows()
-    if not rows:
+    if not trained:
+        return [Row("original", {m: resolve_model(m) for m in cfg.models}, {"weights": "zoo:resnet56"})]
+    from wnll_art.zoo_trained import trained_models, training_rows
+
+    shipped, table = trained_models(), training_rows()
+    if not table:
         raise ValueError("no trained models are shipped in this installation (wnll_art/zoo_weights/index.json)")
-    wanted = list(rows) if trained is True else list(dict.fromkeys(t.strip() for t in trained or ()))
-    if not wanted or not set(wanted) <= set(rows):
-        raise ValueError(f"trained rows must be a non-empty subset of {list(rows)}, got {wanted}")
-    shipped = trained_models()
-    out: list[tuple[str, dict[str, Any], Loader]] = []
+    wanted = list(table) if trained is True else list(dict.fromkeys(t.strip() for t in trained))
+    if not wanted or not set(wanted) <= set(table):
+        raise ValueError(f"trained rows must be a non-empty subset of {list(table)}, got {wanted}")
+    out = []
     for data in wanted:
-        row = rows[data]
-        origin = {"weights": f"zoo:{row['softmax']}+{row['wnll']}", "zoo": row,
-                  "zoo_sha256": {n: shipped[n].sha256 for n in row.values() if n in shipped}}  # fmt: skip
-        out.append((data, origin, functools.partial(load_zoo_victims, cfg, weights, **row)))
+        pair = table[data]
+        models = {m: ModelRef(pair[m], m) for m in cfg.models if m in pair}
+        if not models:
+            raise ValueError(f"models {list(cfg.models)}: a trained row holds only {sorted(pair)}")
+        origin = {"weights": f"zoo:{pair['softmax']}+{pair['wnll']}", "zoo": pair,
+                  "zoo_sha256": {n: shipped[n].sha256 for n in pair.values() if n in shipped}}  # fmt: skip
+        out.append(Row(data, models, origin))
     return out
 
 
-def victim_flags(
-    victims: Sequence[Victim], batches: Batches, *, eot_samples: int
-) -> dict[tuple[str, str], list[str]]:
+def victims_of(
+    row: Row, cfg: EvalConfig, *, sources: Iterable[str] = (), defences: Sequence[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None, data_root: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+) -> tuple[list[Victim], dict[str, Victim]]:  # fmt: skip
+    """A row's victims (``defences``, default ``cfg.defences``) and its transfer sources: ``{label: undefended
+    victim}`` for each label in ``sources`` (the row's model of that label, or :data:`MODELS`'s when the row has
+    none; built on its own when not among the victims)."""
+    victims = build_victims(cfg, models=row.models, defences=defences or cfg.defences, options=options,
+                            data_root=data_root, weights=weights)  # fmt: skip
+    found = {v.model: v for v in victims if v.defence == "none"}
+    missing = {s: row.models.get(s) or MODELS[s] for s in sources if s not in found}
+    if missing:
+        found.update({v.model: v for v in build_victims(cfg, models=missing, defences=("none",), data_root=data_root,
+                                                        weights=weights)})  # fmt: skip
+    return victims, {s: found[s] for s in sources}
+
+
+def victim_flags(victims: Sequence[Victim], batches: Batches, *, eot_samples: int) -> dict[tuple[str, str], list[str]]:
     """``{(model, defence): flags}`` of :func:`~wnll_art.evaluation.checks.model_flags` on the first batch,
     each victim differentiated as attacked (EOT over ``eot_samples`` draws when its defence is randomised)."""
     x, y = batches.get(0)
-    flags = {}
-    for v in victims:
-        view = v.attack_view(eot_samples=eot_samples if v.module.randomised else 1)
-        flags[v.model, v.defence] = model_flags(v.predict_module, view, x, y, reseed=v.reseed)
-    return flags
+    return {(v.model, v.defence): model_flags(v.module, v.view(eot_samples=eot_samples if v.randomised else 1), x, y)
+            for v in victims}  # fmt: skip

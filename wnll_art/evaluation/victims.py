@@ -1,126 +1,164 @@
-"""Models as evaluated ("victims") and the attacker's views of them.
+"""Victims: the defences a job evaluates, each built by the public loader, and the registries they come from.
 
-A victim is a :class:`wnll_art.defence.Defence` (classifier, softmax ResNet-56 or WNLLNet, plus an optional
-TVM purifier) named by its table cell. Its *prediction module* is the defence itself: one random TVM draw
-per image. An *attack view* (:meth:`Defence.view`) is what an attacker differentiates: exact or surrogate
-WNLL gradient, TVM seen through BPDA (with EOT over its masks) or not seen at all (the paper's oblivious
-setting). All views share parameters, buffers and the mask generator with the victim; nothing is copied.
+A victim is a :class:`wnll_art.defence.Defence` named by its table cell (model label, defence name). Its
+classifier is :func:`wnll_art.defence.load_classifier`'s, the function :func:`wnll_art.load_defence` itself
+uses, so a table's numbers are the public object's; its purifier comes from :data:`PURIFIERS` (``"none"``, our
+``"tvm"``, ART's preprocessors). Models are named by :data:`MODELS` (``"softmax"`` / ``"wnll"``: the public
+ResNet-56 and its post-hoc WNLL head) or by any trained zoo name (``wnll-art info``).
+
+Adding a purifier is one entry: ``PURIFIERS.register("name", factory)`` with ``factory(cfg, **options)``
+returning an ``nn.Module`` (images in [0, 1] -> images in [0, 1]; ``randomised = True`` if it draws) or ``None``.
 """
 
 from __future__ import annotations
 
-import copy
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from wnll_art.defence import Defence
-from wnll_art.tvm.settings import TVMSettings
-from wnll_art.wnll.model import WNLLNet
+from wnll_art.defence import Defence, load_classifier
+from wnll_art.evaluation.config import EvalConfig
+from wnll_art.registry import Registry
 
-__all__ = ["Victim", "build_victims"]
+__all__ = ["MODELS", "PURIFIERS", "UNDECIDED", "ModelRef", "Row", "Victim", "build_victims", "predict_labels",
+           "purifier_settings", "resolve_model"]  # fmt: skip
 
-TVMView = Literal["bpda", "oblivious", "unrolled"]
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A classifier as :func:`~wnll_art.defence.load_classifier` builds it: a zoo name and its output head
+    (``None``: a trained model's own output)."""
+
+    name: str = "resnet56"
+    head: str | None = None
 
 
-@dataclass
+MODELS: Registry[ModelRef] = Registry("model")
+MODELS.register("softmax", ModelRef("resnet56", "softmax"))
+MODELS.register("wnll", ModelRef("resnet56", "wnll"))
+
+
+def resolve_model(label: str) -> ModelRef:
+    """The classifier a model label names: a :data:`MODELS` entry, or a trained zoo model by its name.
+
+    Raises:
+        ValueError: Neither (the message lists both kinds).
+    """
+    from wnll_art.zoo_trained import trained_models
+
+    if label in MODELS:
+        return MODELS[label]
+    if label in trained_models():
+        return ModelRef(label, None)
+    raise ValueError(f"unknown model {label!r}; choose from {', '.join(MODELS)} or a trained model "
+                     f"({', '.join(trained_models())})")  # fmt: skip
+
+
+PurifierFactory = Callable[..., "nn.Module | None"]
+PURIFIERS: Registry[PurifierFactory] = Registry("defence")
+PURIFIERS.register("none", lambda cfg, **options: None)
+
+
+@PURIFIERS.register("tvm")  # type: ignore[misc]
+def _tvm(cfg: EvalConfig, **options: Any) -> nn.Module:
+    from wnll_art.tvm.module import TVMPurifier
+
+    return TVMPurifier(cfg.tvm.replace(**options) if options else cfg.tvm, seed=cfg.seed)
+
+
+def _register_art() -> None:
+    from wnll_art.adapters.art_preprocessors import ART_PREPROCESSORS, art_defence
+
+    for name in ART_PREPROCESSORS:
+        PURIFIERS.register(name, lambda cfg, _name=name, **options: art_defence(_name, seed=cfg.seed, **options))
+
+
+_register_art()
+
+
+def purifier_settings(names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """``{defence: options}`` for the record (the options each registered purifier is built with)."""
+    return {n: dict((options or {}).get(n, {})) for n in names}
+
+
+@dataclass(frozen=True)
 class Victim:
-    """One (model, defence) pair: a :class:`~wnll_art.defence.Defence` and the names of its cell.
+    """One (model, defence) cell: its :class:`~wnll_art.defence.Defence` and the names of the cell.
 
     Attributes:
-        model: ``"softmax"`` or ``"wnll"``.
-        defence: ``"none"`` or ``"tvm"``.
-        module: The defence module (purifier, if any, then classifier); the deployed model.
+        model: Model label (``"softmax"``, ``"wnll"`` or a zoo name).
+        defence: Purifier name (``"none"``, ``"tvm"``, ``"jpeg"``, ...).
+        module: The deployed model (purifier, if any, then classifier), in eval mode.
     """
 
     model: str
     defence: str
-    module: Defence
-    _views: dict[tuple[object, ...], nn.Module] = field(default_factory=dict, repr=False)
-    _settings: dict[str, Any] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        # taken now, while the purifier holds its base seed: the engine reseeds it per batch, so a later
-        # snapshot would depend on which cells ran before (and a resumed run would not match its records)
-        self._settings = {"model": self.model, "defence": self.defence, **self.module.settings()}
+    module: Defence = field(repr=False)
 
     @property
-    def classifier(self) -> nn.Module:
-        """Images in [0, 1] -> ``(N, C)`` scores, without the purifier."""
-        return self.module.classifier
+    def randomised(self) -> bool:
+        """Whether the deployed model draws (EOT and the K-draw rule then apply)."""
+        return self.module.randomised
 
-    @property
-    def purifier(self) -> nn.Module | None:
-        """The purifier (TVM or an ART preprocessor), or ``None``."""
-        return self.module.purifier
-
-    @property
-    def predict_module(self) -> nn.Module:
-        """The deployed model: purifier (one draw per call) then classifier."""
-        return self.module
-
-    def reseed(self, seed: int) -> None:
-        """Reseeds the purifier's generator (the engine does it per batch, for reproducibility)."""
-        self.module.reseed(seed)
-
-    def attack_view(
-        self,
-        *,
-        gradient: Literal["exact", "surrogate"] = "exact",
-        tvm: TVMView = "bpda",
-        eot_samples: int = 1,
-        score: Literal["log", "log64", "smooth"] = "log",
-    ) -> nn.Module:
-        """The module an attacker differentiates (cached per setting; shares all parameters).
-
-        Args:
-            gradient: WNLL gradient (ignored for softmax models).
-            tvm: ``"bpda"``, ``"unrolled"`` or ``"oblivious"`` (TVM unseen). Ignored without a purifier.
-            eot_samples: TVM draws averaged per gradient (:mod:`wnll_art.eot`).
-            score: WNLL score (``"log"`` deployed, ``"log64"`` non-saturating; ignored for softmax models).
-        """
-        key = (gradient, tvm, eot_samples, score)
-        if key not in self._views:
-            self._views[key] = self.module.view(gradient=gradient, tvm=tvm, eot_samples=eot_samples, score=score)
-        return self._views[key]
+    def view(self, *, gradient: str = "exact", tvm: str = "bpda", eot_samples: int = 1, score: str = "log") -> Defence:
+        """What an attacker differentiates (:meth:`Defence.view`: shares every parameter and the purifier)."""
+        return self.module.view(gradient=gradient, tvm=tvm, eot_samples=eot_samples, score=score)  # type: ignore[arg-type]
 
     def settings(self) -> dict[str, Any]:
-        """The victim's names and its defence's settings as built (purifier seed: the base seed)."""
-        return copy.deepcopy(self._settings)
+        """The cell's names and every setting of its defence (recorded with each result)."""
+        return {"model": self.model, "defence": self.defence, **self.module.settings()}
 
 
 def build_victims(
-    softmax: nn.Module,
-    wnll: WNLLNet | None,
+    cfg: EvalConfig,
     *,
-    defences: tuple[str, ...],
-    tvm: TVMSettings,
-    seed: int,
+    models: Mapping[str, ModelRef],
+    defences: Sequence[str],
+    data_root: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Victim]:
-    """All (model, defence) victims: softmax / WNLL crossed with the requested defences.
+    """Every model crossed with every defence, each classifier loaded once and shared by its defences.
 
     Args:
-        softmax: The plain classifier (eval mode).
-        wnll: The WNLL model built on the same backbone, or ``None`` to skip it.
-        defences: Subset of ``("none", "tvm")``.
-        tvm: The TVM settings of the ``"tvm"`` victims.
-        seed: Seed of their mask generators.
+        cfg: Device, seed, WNLL settings (template, coupling, kernel, WNLL batch) and TVM settings.
+        models: ``{label: model}`` (e.g. ``{"softmax": MODELS["softmax"], "wnll": MODELS["wnll"]}``).
+        defences: Names in :data:`PURIFIERS`.
+        data_root: CIFAR-10 root (the post-hoc template).
+        weights: The base ResNet-56 file (sha256-checked).
+        options: Per-defence options passed to its factory.
+
+    Returns:
+        Victims in model-major order, each module in eval mode on ``cfg.device``.
     """
-    unknown = set(defences) - {"none", "tvm"}
-    if unknown:
-        raise ValueError(f"unknown defences {sorted(unknown)}; choose from ['none', 'tvm']")
-    models: list[tuple[str, nn.Module]] = [("softmax", softmax)]
-    if wnll is not None:
-        models.append(("wnll", wnll))
+    PURIFIERS.check(list(defences), what="defences")
     victims = []
-    for name, clf in models:
-        for defence in defences:
-            module = Defence(clf.eval(), tvm=tvm if defence == "tvm" else None, seed=seed)
+    for label, ref in models.items():
+        classifier = _classifier(cfg, ref, data_root, weights)
+        for name in defences:
+            module = Defence(classifier, purifier=PURIFIERS[name](cfg, **(options or {}).get(name, {})))
             module.training = False  # never recurse: the classifier is shared and already in eval mode
-            victims.append(Victim(name, defence, module))
+            victims.append(Victim(label, name, module))
     return victims
+
+
+def _classifier(
+    cfg: EvalConfig, ref: ModelRef, data_root: str | os.PathLike[str] | None, weights: str | os.PathLike[str] | None
+) -> nn.Module:
+    """``ref``'s classifier with the run's WNLL settings, as :func:`~wnll_art.load_defence` builds it."""
+    from wnll_art.zoo_trained import trained_models
+
+    trained = trained_models().get(ref.name)
+    wnll = ref.head == "wnll" or (ref.head is None and trained is not None and trained.output == "wnll")
+    options: dict[str, Any] = dict(coupling=cfg.coupling, wnll_batch_size=cfg.wnll_batch_size, kernel=cfg.kernel) if wnll else {}
+    if wnll and trained is None:
+        options["template_size"] = cfg.template_size
+    clf = load_classifier(ref.name, head=ref.head, seed=cfg.seed, data_root=data_root, weights=weights, **options)  # type: ignore[arg-type]
+    return clf.to(cfg.device).eval()
 
 
 UNDECIDED = -1  # the label of an image whose scores are all equal: never a class, so always an error
@@ -138,3 +176,12 @@ def predict_labels(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     labels = scores.argmax(1)
     tied = scores.amax(1) == scores.amin(1)
     return torch.where(tied, torch.full_like(labels, UNDECIDED), labels)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A training-data row of the tables: its name, its models and what its ``run.json`` records of them."""
+
+    name: str
+    models: dict[str, ModelRef]
+    origin: dict[str, Any]

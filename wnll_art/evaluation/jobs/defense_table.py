@@ -7,31 +7,16 @@ D. Wagner (ICML 2018) and F. Tramer et al. (NeurIPS 2020); see :mod:`wnll_art.ev
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from wnll_art.evaluation.checks import Convergence, eps_monotonicity_flags, run_convergence, stronger_flags
+from wnll_art.evaluation.checks import Convergence, eps_monotonicity_flags, run_convergence
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.engine import (
-    AttackSpec,
-    Batches,
-    Dist,
-    run_cells,
-)
-from wnll_art.evaluation.protocols import (
-    ADAPTIVE_DEFAULT,
-    ALL,
-    FAMILIES,
-    adaptive_minimum,
-    adaptive_specs,
-    paper_specs,
-    select_specs,
-    specs_for_victim,
-)
+from wnll_art.evaluation.engine import Batches, Dist, run_cells
+from wnll_art.evaluation.protocols import ALL, FAMILIES, AttackSpec, PlanOptions, adaptive_minimum, plan, registry_flags
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.report import (
     attach_flags,
@@ -43,18 +28,8 @@ from wnll_art.evaluation.report import (
     write_plots,
     write_text,
 )
-from wnll_art.evaluation.setup import (
-    Loader,
-    check_tvm,
-    load_batches,
-    load_victims,
-    open_store,
-    run_settings,
-    victim_flags,
-    zoo_rows,
-)
+from wnll_art.evaluation.setup import load_batches, open_store, rows, run_settings, victim_flags, victims_of
 from wnll_art.evaluation.victims import Victim
-from wnll_art.zoo import load_pretrained, sha256_file
 
 __all__ = ["Convergence", "ProtocolRecords", "defense_table"]
 
@@ -70,59 +45,25 @@ class ProtocolRecords:
     adaptive: list[CellRecord]
 
 
-def _training_data(
-    cfg: EvalConfig,
-    data_root: str | os.PathLike[str] | None,
-    weights: str | os.PathLike[str] | None,
-    checkpoints: Mapping[str, os.PathLike[str] | str],
-    trained: bool | Sequence[str],
-) -> list[tuple[str, dict[str, Any], Loader]]:
-    """``(training data, origin settings, victims loader)`` per row: the zoo ResNet-56 with a post-hoc WNLL
-    head, or (``trained``) our shipped models per training data; then every ``checkpoints`` backbone."""
-    out: list[tuple[str, dict[str, Any], Loader]] = []
-    if trained or isinstance(trained, str):  # zoo_rows refuses any string, "" included
-        out += zoo_rows(cfg, weights, trained)
-    else:
-        out.append(
-            (
-                "original",
-                {"weights": "zoo:resnet56"},
-                functools.partial(load_victims, cfg, data_root, weights),
-            )
-        )
-    for name, path in checkpoints.items():
-        p = Path(path)
-        if name in {n for n, _, _ in out}:
-            raise ValueError(f"checkpoint name {name!r} repeats a training-data row of the zoo")
-        out.append((name, {"weights": str(p.resolve()), "sha256": sha256_file(p)},
-                    functools.partial(_checkpoint_victims, cfg, data_root, weights, p)))  # fmt: skip
-    return out
-
-
 def defense_table(
     cfg: EvalConfig,
     *,
     out_dir: str | os.PathLike[str],
     data_root: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = None,
-    checkpoints: Mapping[str, str | os.PathLike[str]] | None = None,
-    steps: int = 20,
-    paper_cw_steps: int = 10,
+    options: PlanOptions | None = None,
     adaptive_attacks: Sequence[str] | None = None,
     on_cell: OnCell = None,
-    restarts: int = 1,
-    square_queries: int = 100,
     convergence: Convergence | None = None,
     victims: Sequence[tuple[str, str]] | None = None,
     trained: bool | Sequence[str] = False,
 ) -> dict[str, ProtocolRecords]:
-    """The paper's Table 2 in the paper protocol and the adaptive protocol, side by side.
+    """The paper's Table 2 in the ``paper`` protocol and the ``adaptive`` protocol, side by side.
 
-    For each training-data variant (``"original"``: the zoo ResNet-56 with a post-hoc WNLL head of template
-    ``cfg.template_size``; or, with ``trained``, our shipped softmax / WNLL models per training data; plus every
-    ``checkpoints`` entry), softmax and WNLL (WNLL batch ``cfg.wnll_batch_size``) with each defence of ``cfg.defences`` are attacked by FGSM, IFGSM and C&W-L2 at
-    each ``cfg.eps`` under :func:`~wnll_art.evaluation.protocols.paper_specs`, then by
-    :func:`~wnll_art.evaluation.protocols.adaptive_specs`; the adaptive number of a family is the per-image
+    For each training-data row (``"original"``: ``cfg.models`` on the public ResNet-56, the WNLL one a post-hoc
+    head of template ``cfg.template_size``; or, with ``trained``, our shipped softmax / WNLL models per training
+    data), every ``(model, defence)`` victim is attacked at each ``cfg.eps`` by the ``paper`` plan, then by the
+    ``adaptive`` plan (:mod:`wnll_art.evaluation.protocols`); the adaptive number of a family is the per-image
     minimum over clean accuracy, its paper attack and every adaptive attack.
 
     Writes ``out_dir/<training data>/`` (a :class:`RunStore`: ``run.json``, ``cells/*.json`` for protocols
@@ -130,74 +71,51 @@ def defense_table(
     shardable over ``torchrun`` processes like ``wnll-art evaluate``.
 
     Args:
-        cfg: Images, eps, defences, WNLL, TVM, EOT and C&W (adaptive) settings; ``cfg.attacks`` is unused.
+        cfg: Images, eps, models, defences, WNLL and TVM settings.
         out_dir: Results directory.
         data_root: CIFAR-10 root.
         weights: The zoo ResNet-56 file (``None``: the torch hub cache).
-        checkpoints: ``{name: path}`` of ResNet-56 state dicts trained on other data (loaded without the
-            zoo's hash check), each a row with a post-hoc WNLL head.
-        steps: Iterations of the adaptive iterative attacks (PGD, IFGSM, APGD).
-        paper_cw_steps: C&W steps in the paper protocol (the authors' code: 10).
-        adaptive_attacks: Adaptive attack names (default: :data:`~wnll_art.evaluation.protocols.ADAPTIVE_DEFAULT`).
+        options: Sizes of the adaptive attacks (default: :class:`PlanOptions` with ``cfg``'s EOT samples).
+        adaptive_attacks: Adaptive attack names (default: the protocol's default plan).
         on_cell: Called with each finished record.
-        restarts: Random starts of PGD and APGD.
-        square_queries: Iterations of the Square attack.
         convergence: The convergence checks run per victim on its strongest attack (default:
             :class:`Convergence`'s; ``Convergence(steps=())`` skips them). Their curves go into every adaptive
             minimum's ``extra["convergence"]`` and their flags into its flags.
-        trained: Rows from our shipped models (:func:`~wnll_art.zoo_trained.training_rows`: softmax and WNLL
-            trained on original, TVM and original + TVM images) instead of the post-hoc WNLL head: ``True`` for
-            every row, or the training-data names of some.
-        victims: The ``(model, defence)`` cells to attack (default: every model of ``cfg.models`` with every
-            defence of ``cfg.defences``); the softmax model stays the transfer source either way.
+        victims: The ``(model, defence)`` cells to attack (default: all); the softmax model stays the transfer
+            source either way.
+        trained: Rows from our shipped models (:func:`~wnll_art.zoo_trained.training_rows`): ``True`` for every
+            row, or the training-data names of some.
 
     Returns:
         ``{training data: ProtocolRecords}`` (on every rank).
     """
-    check_tvm(cfg.defences)
-    if steps < 1 or paper_cw_steps < 1:
-        raise ValueError(f"steps and paper_cw_steps must be >= 1, got {steps} and {paper_cw_steps}")
-    adaptive = select_specs(adaptive_specs(eot_samples=cfg.tvm.eot_samples, steps=steps, restarts=restarts,
-                                           square_queries=square_queries, cw_steps=cfg.cw_steps),
-                            adaptive_attacks or ADAPTIVE_DEFAULT, what="adaptive attacks")  # fmt: skip
+    options = options or PlanOptions(eot_samples=cfg.tvm.eot_samples)
+    paper, adaptive = plan("paper", options), plan("adaptive", options, adaptive_attacks)[1:]
     conv = convergence or Convergence()
-    paper = paper_specs(cw_steps=paper_cw_steps)
     wanted = _check_victims(cfg, victims)
-    variants = _training_data(cfg, data_root, weights, checkpoints or {}, trained)
+    table = rows(cfg, trained)
     dist = Dist.from_env(cfg.device)
     batches = load_batches(cfg, data_root, dist)
     results = {}
-    for name, origin, loader in variants:
-        cells, softmax = loader()
+    for row in table:
+        cells, sources = victims_of(row, cfg, sources={"softmax"}, data_root=data_root, weights=weights)
         chosen = [v for v in cells if (v.model, v.defence) in wanted]
-        settings = run_settings(cfg, dist, protocol="defense_table", training_data=name, **origin,
-                                victims=[f"{m}+{d}" for m, d in sorted(wanted)],
+        settings = run_settings(cfg, dist, protocol="defense_table", training_data=row.name, **row.origin,
+                                victims=[f"{m}+{d}" for m, d in sorted(wanted)], options=options.to_dict(),
                                 paper=[s.settings() for s in paper], adaptive=[s.settings() for s in adaptive],
                                 convergence=conv.to_dict())  # fmt: skip
-        store = open_store(Path(out_dir) / name, settings, dist)
-        common: dict[str, Any] = dict(softmax=softmax, eps_values=cfg.eps, batches=batches, store=store, seed=cfg.seed,
+        store = open_store(Path(out_dir) / row.name, settings, dist)
+        common: dict[str, Any] = dict(sources=sources, eps_values=cfg.eps, batches=batches, store=store, seed=cfg.seed,
                                       run_settings=settings, on_cell=on_cell, tvm_draws=cfg.tvm_draws)  # fmt: skip
         paper_records = run_cells(victims=chosen, specs=paper, protocol="paper", **common)
-        attack_records = [r for v in chosen
-                          for r in run_cells(victims=[v], specs=specs_for_victim(v, adaptive), protocol="adaptive", **common)]  # fmt: skip
-        checks = _convergence(conv, chosen, softmax, adaptive, attack_records, batches, cfg, settings,
-                              Path(out_dir) / name / "convergence")  # fmt: skip
-        results[name] = _finish(store, chosen, batches, cfg, paper_records, attack_records, name, checks)
+        attack_records = run_cells(victims=chosen, specs=adaptive, protocol="adaptive", **common)
+        checks = _convergence(conv, chosen, sources, adaptive, attack_records, batches, cfg, settings,
+                              Path(out_dir) / row.name / "convergence")  # fmt: skip
+        results[row.name] = _finish(store, chosen, batches, options, paper_records, attack_records, row.name, checks)
     if dist.rank == 0:
-        _write_defense_markdown(results, Path(out_dir) / "defense_table.md", cfg, steps, paper_cw_steps)
+        _write_defense_markdown(results, Path(out_dir) / "defense_table.md", cfg, options)
     dist.barrier()
     return results
-
-
-def _checkpoint_victims(
-    cfg: EvalConfig,
-    data_root: str | os.PathLike[str] | None,
-    weights: str | os.PathLike[str] | None,
-    path: Path,
-) -> tuple[list[Victim], Victim]:
-    """The victims on a ResNet-56 checkpoint trained on other data (post-hoc WNLL head; no hash check)."""
-    backbone = load_pretrained("resnet56", weights=path, check_hash=False)
-    return load_victims(cfg, data_root, weights, backbone=backbone)
 
 
 def _check_victims(cfg: EvalConfig, victims: Sequence[tuple[str, str]] | None) -> set[tuple[str, str]]:
@@ -213,7 +131,7 @@ Checks = dict[tuple[str, str], tuple[dict[str, Any], list[str]]]
 
 
 def _convergence(
-    conv: Convergence, victims: Sequence[Victim], softmax: Victim, specs: Sequence[AttackSpec],
+    conv: Convergence, victims: Sequence[Victim], sources: Mapping[str, Victim], specs: Sequence[AttackSpec],
     records: Sequence[CellRecord], batches: Batches, cfg: EvalConfig, settings: dict[str, Any], root: Path,
 ) -> Checks:  # fmt: skip
     """``{(model, defence): (curves, flags)}``: each victim's strongest gradient attack (lowest accuracy at the
@@ -238,31 +156,20 @@ def _convergence(
         if cells:
             strongest = min(cells, key=lambda r: (r.accuracy, list(ladder).index(r.attack)))
             out[v.model, v.defence] = run_convergence(
-                v, softmax, ladder[strongest.attack], batches=sub, store=store, seed=cfg.seed,
+                v, sources, ladder[strongest.attack], batches=sub, store=store, seed=cfg.seed,
                 run_settings=sub_settings, eps=eps, steps=conv.steps, eot=conv.eot,
                 unbounded_eps=conv.unbounded_eps, tvm_draws=cfg.tvm_draws)  # fmt: skip
     return out
 
 
 def _finish(
-    store: RunStore, victims: Sequence[Victim], batches: Batches, cfg: EvalConfig,
+    store: RunStore, victims: Sequence[Victim], batches: Batches, options: PlanOptions,
     paper: list[CellRecord], attacks: list[CellRecord], name: str, checks: Checks,
 ) -> ProtocolRecords:  # fmt: skip
     """Flags, adaptive minima and plots (rank 0 writes; every rank returns the same records)."""
-    # the paper's attacks (surrogate gradient, TVM unseen) relabelled so they can challenge the adaptive ones
-    relabelled = [replace(r, protocol="adaptive", attack=f"paper_{r.attack}") for r in paper]
-    pairs = [("pgd_exact_eot", "transfer_pgd", "black_box_stronger", "transfer beats white box"),
-             ("pgd_exact_eot", "square", "gradient_free_stronger", "Square beats exact-gradient PGD: masked gradients"),
-             ("pgd_exact_eot", "pgd_surrogate_eot", "surrogate_stronger", "exact WNLL gradient weaker than the straight-through one"),
-             ("ifgsm_exact_eot", "transfer_ifgsm", "black_box_stronger", "transfer beats white box"),
-             ("ifgsm_exact_eot", "ifgsm_surrogate_eot", "surrogate_stronger", "exact WNLL gradient weaker than the straight-through one"),
-             ("fgsm_exact_eot", "paper_fgsm", "paper_attack_stronger", "surrogate / TVM-oblivious FGSM beats exact + BPDA + EOT")]  # fmt: skip
-    cell = merge_flags(eps_monotonicity_flags([*paper, *attacks]), *(
-        stronger_flags([*attacks, *relabelled], reference=reference, challenger=challenger, flag=flag, why=why)
-        for reference, challenger, flag, why in pairs
-    ))  # fmt: skip
+    cell = merge_flags(eps_monotonicity_flags([*paper, *attacks]), registry_flags([*paper, *attacks]))
     rank0 = batches.dist.rank == 0
-    vflags = victim_flags(victims, batches, eot_samples=cfg.tvm.eot_samples)
+    vflags = victim_flags(victims, batches, eot_samples=options.eot_samples)
     paper = attach_flags(store if rank0 else None, paper, victim_flags=vflags, cell_flags=cell)
     attacks = attach_flags(store if rank0 else None, attacks, victim_flags=vflags, cell_flags=cell)
     minima = [
@@ -311,7 +218,7 @@ def _origin_text(settings: Mapping[str, Any]) -> str:
         return f"softmax `{row['softmax']}`, WNLL `{row['wnll']}` (shipped models, `wnll-art info`)"
     if settings.get("weights") == "zoo:resnet56":
         return "the public ResNet-56 (softmax) with a post-hoc WNLL head"
-    return f"the ResNet-56 checkpoint {settings.get('weights')} with a post-hoc WNLL head"
+    return str(settings.get("weights"))
 
 
 def _curve(points: Mapping[str, float]) -> str:
@@ -342,20 +249,20 @@ def _convergence_lines(results: Mapping[str, ProtocolRecords]) -> list[str]:
 
 
 def _write_defense_markdown(
-    results: Mapping[str, ProtocolRecords], path: Path, cfg: EvalConfig, steps: int, paper_cw_steps: int
+    results: Mapping[str, ProtocolRecords], path: Path, cfg: EvalConfig, options: PlanOptions
 ) -> str:
     eps_values = sorted(cfg.eps)
     eps_head = [f"eps={e:g}" for e in eps_values]
     used = sorted({r.attack for recs in results.values() for r in recs.adaptive_attacks})
     worst = [r for recs in results.values() for r in recs.adaptive if r.attack == ALL]
     lines = ["# Robust accuracy (%), paper protocol / adaptive protocol (the paper's Table 2)", "",
-             *headline(worst, what=f"every paper and adaptive attack (BPDA + EOT({cfg.tvm.eot_samples}) through TVM, "
-                                   f"{steps} steps)"),
+             *headline(worst, what=f"every paper and adaptive attack (BPDA + EOT({options.eot_samples}) through TVM, "
+                                   f"{options.steps} steps)"),
              "## Detail", "", "Each cell: **paper / adaptive**. Paper protocol: the paper's stated settings (IFGSM 10 steps of size "
-             f"eps, C&W c=10 kappa=0 with {paper_cw_steps} steps, straight-through surrogate gradient on WNLL, TVM "
+             "eps, C&W c=10 kappa=0 with 10 steps, straight-through surrogate gradient on WNLL, TVM "
              "unseen by the attacker). Adaptive: per image, the minimum over clean accuracy, the family's paper "
-             f"attack and every adaptive attack run ({', '.join(used) or 'none'}; EOT({cfg.tvm.eot_samples}) and BPDA "
-             f"through TVM, {steps} steps), so adaptive <= paper by construction.", "",
+             f"attack and every adaptive attack run ({', '.join(used) or 'none'}; EOT({options.eot_samples}) and BPDA "
+             f"through TVM, {options.steps} steps), so adaptive <= paper by construction.", "",
              *markdown_table(["training data", "model", "defence", "attack", "clean", *eps_head],
                              [row for name, recs in results.items() for row in _family_rows(name, recs, eps_values)]),
              "", "## Adaptive attacks (components of the adaptive numbers)", "",

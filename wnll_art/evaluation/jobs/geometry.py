@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from wnll_art.evaluation.attacks import ArtBIM
+from wnll_art._random import derive_seed
+from wnll_art.adapters.attacks import ArtBIM
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.engine import Batches, Dist, derive_seed
+from wnll_art.evaluation.engine import Batches, Dist
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.report import markdown_table, pct, write_feature_planes, write_text
-from wnll_art.evaluation.setup import check_tvm, load_victims, open_run
+from wnll_art.evaluation.setup import open_run, rows, victims_of
 from wnll_art.evaluation.victims import predict_labels
 from wnll_art.wnll.model import WNLLNet
 
@@ -72,10 +72,10 @@ def _collect(
             "ifgsm": attack(view, x, y, eps=eps, seed=derive_seed(cfg.seed, "geometry", model, b)),
         }
         if purifier is not None:
-            with torch.no_grad():  # the same masks for both models: they see the same purified clean images
-                purifier.reseed(derive_seed(cfg.seed, "geometry_tvm", b))  # type: ignore[operator]
+            # the same masks for both models: they see the same purified clean images
+            with torch.no_grad(), purifier.drawing(derive_seed(cfg.seed, "geometry_tvm", b)):  # type: ignore[operator]
                 images["tvm_clean"] = purifier(x)
-                purifier.reseed(derive_seed(cfg.seed, "geometry_tvm_adv", b))  # type: ignore[operator]
+            with torch.no_grad(), purifier.drawing(derive_seed(cfg.seed, "geometry_tvm_adv", b)):  # type: ignore[operator]
                 images["tvm_ifgsm"] = purifier(images["ifgsm"])
         with torch.no_grad():
             for c, img in images.items():
@@ -110,12 +110,11 @@ def feature_geometry(
         raise ValueError(f"feature_geometry takes one eps value, got {cfg.eps}")
     if gradient not in ("exact", "surrogate"):
         raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
-    check_tvm(cfg.defences)
     with_tvm = "tvm" in cfg.defences
     eps = cfg.eps[0]
     settings, store, batches = open_run(cfg, out_dir, data_root, dist=Dist(), protocol="feature_geometry",
                                         steps=steps, step_fraction=step_fraction, gradient=gradient)  # fmt: skip
-    victims, _ = load_victims(replace(cfg, defences=("none",)), data_root, weights)
+    victims, _ = victims_of(rows(cfg)[0], cfg, defences=("none",), data_root=data_root, weights=weights)
     purifier = None
     if with_tvm:
         from wnll_art.tvm.module import TVMPurifier
@@ -129,7 +128,7 @@ def feature_geometry(
     for v in victims:
         clf = v.classifier
         embed = clf.embed if isinstance(clf, WNLLNet) else clf.features  # type: ignore[union-attr]
-        feats, correct = _collect(cfg, eps, v.model, clf, v.attack_view(gradient=gradient).eval(),  # type: ignore[arg-type]
+        feats, correct = _collect(cfg, eps, v.model, clf, v.view(gradient=gradient).eval(),  # type: ignore[arg-type]
                                   embed, purifier, batches, attack)  # type: ignore[arg-type]  # fmt: skip
         summary["conditions"] = list(feats)
         summary["models"][v.model], projections[v.model] = _model_summary(feats, correct, y)

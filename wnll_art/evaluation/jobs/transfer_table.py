@@ -6,47 +6,19 @@ Minimization", arXiv:1809.08516 (2018), Table 1.
 
 from __future__ import annotations
 
-import functools
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.engine import (
-    AttackSpec,
-    Batches,
-    Dist,
-    adversarial,
-    cell_key,
-    derive_seed,
-    draw_extra,
-    merge_threat,
-    predict_correct,
-    run_cells,
-    threat_model,
-)
-from wnll_art.evaluation.protocols import CLEAN, paper_specs, select_specs
-from wnll_art.evaluation.records import CellRecord, RunStore
+from wnll_art.evaluation.engine import Dist, run_cells
+from wnll_art.evaluation.protocols import CLEAN, PlanOptions, plan
+from wnll_art.evaluation.records import CellRecord
 from wnll_art.evaluation.report import markdown_table, pct, write_text
-from wnll_art.evaluation.setup import (
-    Loader,
-    check_tvm,
-    load_batches,
-    load_victims,
-    open_store,
-    run_settings,
-    zoo_rows,
-)
-from wnll_art.evaluation.victims import Victim
+from wnll_art.evaluation.setup import load_batches, open_store, rows, run_settings, victims_of
 
 __all__ = ["transfer_table"]
-
-OnCell = Callable[[CellRecord], None] | None
 
 
 def transfer_table(
@@ -57,119 +29,54 @@ def transfer_table(
     weights: str | os.PathLike[str] | None = None,
     gradient: str = "surrogate",
     attacks: Sequence[str] = ("fgsm", "ifgsm", "cw_l2"),
-    paper_cw_steps: int = 10,
-    on_cell: OnCell = None,
+    on_cell: Callable[[CellRecord], None] | None = None,
     trained: bool = False,
 ) -> list[CellRecord]:
     """The paper's Table 1: adversarials crafted on softmax or WNLL, classified by every victim.
 
-    Attacks are the paper protocol's (:func:`~wnll_art.evaluation.protocols.paper_specs`), crafted white box
-    on the undefended source model; ``gradient`` is the WNLL gradient used when the source is WNLL
-    (``"surrogate"``: the paper's straight-through estimator; ``"exact"``: through the WNLL solve). Targets
-    are softmax and WNLL with each defence of ``cfg.defences`` (TVM, if any, is unseen by the attacker).
-    Records: protocol ``"transfer"``, attack ``"<attack>_from_<source>"``, model/defence = the target; the
-    source = target cells are the white-box references. Writes ``out_dir/`` (a :class:`RunStore`) and
-    ``out_dir/transfer_table.md``. Resumable and shardable.
+    Attacks are the ``paper`` protocol's, crafted white box on each undefended model of the row (a transfer
+    spec per source, named ``"<attack>_from_<source>"``; ``gradient`` is the WNLL gradient used when the source
+    is WNLL: ``"surrogate"``, the paper's straight-through estimator, or ``"exact"``). Targets are every model
+    with each defence of ``cfg.defences`` (TVM, if any, unseen by the attacker). Records: protocol
+    ``"transfer"``, model/defence = the target; source = target cells are the white-box references. Writes
+    ``out_dir/`` (a :class:`RunStore`) and ``out_dir/transfer_table.md``. Resumable and shardable.
 
-    With ``trained``, the pairs are our shipped models, one per training-data row
-    (:func:`~wnll_art.zoo_trained.training_rows`: original, TVM, original + TVM images), each in
-    ``out_dir/<training data>/``, and ``out_dir/transfer_table.md`` holds one table per row; otherwise the pair
-    is the public ResNet-56 and its post-hoc WNLL head.
+    With ``trained``, the pairs are our shipped models, one per training-data row (original, TVM, original + TVM
+    images), each in ``out_dir/<training data>/``, and ``out_dir/transfer_table.md`` holds one table per row;
+    otherwise the pair is the public ResNet-56 and its post-hoc WNLL head.
 
     Returns:
         All records (clean ones included).
     """
-    check_tvm(cfg.defences)
     if "none" not in cfg.defences:
-        raise ValueError(
-            "defences must include 'none' (the adversarials are crafted on the undefended models)"
-        )
+        raise ValueError("defences must include 'none' (the adversarials are crafted on the undefended models)")
     if gradient not in ("exact", "surrogate"):
         raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
-    paper = [s for s in paper_specs(cw_steps=paper_cw_steps) if s.attack is not None]
-    crafting = [replace(s, gradient=gradient) for s in select_specs(paper, attacks, what="attacks")]  # type: ignore[arg-type]
+    crafting = plan("paper", PlanOptions(eot_samples=cfg.tvm.eot_samples), list(attacks))[1:]
     dist = Dist.from_env(cfg.device)
-    rows: list[tuple[str | None, dict[str, Any], Loader]] = [
-        (None, {}, functools.partial(load_victims, cfg, data_root, weights))]  # fmt: skip
-    if trained:
-        rows = [
-            (data, {"training_data": data, **origin}, loader)
-            for data, origin, loader in zoo_rows(cfg, weights)
-        ]
     batches = load_batches(cfg, data_root, dist)
     records: list[CellRecord] = []
     sections: list[str] = []
-    for data, origin, loader in rows:
-        root = Path(out_dir) if data is None else Path(out_dir) / data
+    for row in rows(cfg, trained):
+        specs = [replace(s, name=f"{s.name}_from_{src}", source=src, gradient=gradient)  # type: ignore[arg-type]
+                 for src in row.models for s in crafting]  # fmt: skip
+        root = Path(out_dir) / row.name if trained else Path(out_dir)
         settings = run_settings(cfg, dist, protocol="transfer_table", gradient=gradient,
-                                attacks=[s.settings() for s in crafting], **origin)  # fmt: skip
+                                attacks=[s.settings() for s in specs], **({"training_data": row.name, **row.origin} if trained else {}))  # fmt: skip
         store = open_store(root, settings, dist)
-        victims, softmax = loader()
-        mine = run_cells(victims=victims, softmax=softmax, specs=[CLEAN], eps_values=cfg.eps, batches=batches,
+        victims, sources = victims_of(row, cfg, sources=row.models, data_root=data_root, weights=weights)
+        mine = run_cells(victims=victims, sources=sources, specs=[CLEAN, *specs], eps_values=cfg.eps, batches=batches,
                          store=store, protocol="transfer", seed=cfg.seed, run_settings=settings, on_cell=on_cell,
                          tvm_draws=cfg.tvm_draws)  # fmt: skip
-        for source in (v for v in victims if v.defence == "none"):
-            for spec in crafting:
-                raw_cache: dict[Any, torch.Tensor] = {}  # C&W runs once per batch, projected onto each eps
-                for eps in cfg.eps:
-                    cells = _transfer_cells(source, spec, eps, victims, softmax, batches, store, cfg.seed, settings,
-                                            raw_cache, cfg.tvm_draws)  # fmt: skip
-                    for r in cells:
-                        if on_cell is not None:
-                            on_cell(r)
-                    mine += cells
         records += mine
         if dist.rank == 0:
-            what = (
-                ""
-                if data is None
-                else f"{data} (softmax `{origin['zoo']['softmax']}`, WNLL `{origin['zoo']['wnll']}`)"
-            )
+            pair = row.origin.get("zoo")
+            what = f"{row.name} (softmax `{pair['softmax']}`, WNLL `{pair['wnll']}`)" if trained and pair else ""
             sections.append(_write_transfer_markdown(mine, root / "transfer_table.md", cfg, gradient, what))
     if dist.rank == 0 and trained:
         write_text(Path(out_dir) / "transfer_table.md", sections)
     dist.barrier()
     return records
-
-
-def _transfer_cells(
-    source: Victim, spec: AttackSpec, eps: float, targets: Sequence[Victim], softmax: Victim, batches: Batches,
-    store: RunStore, seed: int, settings: dict[str, Any], raw_cache: dict[Any, torch.Tensor], draws: int,
-) -> list[CellRecord]:  # fmt: skip
-    name = f"{spec.name}_from_{source.model}"
-    keys = [cell_key("transfer", t.model, t.defence, name, eps) for t in targets]
-    stored = [store.get(k) for k in keys]
-    if all(r is not None for r in stored):
-        return [r for r in stored if r is not None]
-    start = time.perf_counter()
-    mine: dict[int, list[tuple[list[int], list[float], dict[str, float]]]] = {}
-    for b in batches.mine():
-        x, y = batches.get(b)
-        attack_seed = derive_seed(seed, "transfer", source.model, spec.name, b)
-        x_adv = adversarial(spec, source, softmax, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
-        measured = threat_model(x_adv, x, eps=eps, what=f"{name} at eps={eps:g}, batch {b}")
-        mine[b] = [(*predict_correct(t, x_adv, y, draws=draws, seed=derive_seed(seed, "predict", b, name, eps)),
-                    measured) for t in targets]  # fmt: skip
-    merged = {b: c for part in batches.dist.gather(mine) for b, c in part.items()}
-    elapsed = time.perf_counter() - start
-    out = []
-    for i, t in enumerate(targets):
-        correct = [c for b in sorted(merged) for c in merged[b][i][0]]
-        mean = [m for b in sorted(merged) for m in merged[b][i][1]]
-        threat = merge_threat([merged[b][i][2] for b in sorted(merged)])
-        rec = CellRecord(
-            model=t.model, defence=t.defence, attack=name, eps=eps, protocol="transfer",
-            accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
-            image_indices=batches.indices, time_s=elapsed,
-            settings={**settings, "victim": t.settings(), "source": source.settings(), "spec": spec.settings()},
-            extra={"source": source.model, "white_box": t.model == source.model and t.defence == "none",
-                   **draw_extra(t, draws, mean, threat)},
-        )  # fmt: skip
-        if batches.dist.rank == 0:
-            store.put(rec)
-        out.append(rec)
-    batches.dist.barrier()
-    return out
 
 
 def _write_transfer_markdown(
