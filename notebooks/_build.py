@@ -159,7 +159,7 @@ Fig. 2 (original / adversarial / TVM images), Fig. 4 (feature geometry), Fig. 5 
 from IPython.display import Image, display
 import wnll_art
 from wnll_art.data import CIFAR10_CLASSES
-from wnll_art.evaluation.attacks import ArtBIM
+from wnll_art.adapters.attacks import ArtBIM
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.jobs.geometry import feature_geometry
 from wnll_art.evaluation.jobs.main import evaluate

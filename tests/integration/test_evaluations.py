@@ -269,7 +269,7 @@ def test_art_preprocessor_gradient_is_arts_own(pretrained_resnet56: torch.nn.Mod
     from art.defences.preprocessor import JpegCompression
 
     from wnll_art.adapters.art_estimator import WNLLClassifier
-    from wnll_art.evaluation.art_defences import art_defence
+    from wnll_art.adapters.art_preprocessors import art_defence
 
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)).numpy()
     y = torch.eye(10)[[1, 2, 3]].numpy()  # ART takes one-hot labels here
@@ -289,7 +289,7 @@ def test_attacking_through_a_purifier_keeps_the_backbone_in_eval_mode(
     shared backbone, so every later cell ran BatchNorm on batch statistics."""
     if not TVM:
         pytest.skip("wnll_art.tvm is not importable")
-    from wnll_art.evaluation.attacks import ArtFGSM
+    from wnll_art.adapters.attacks import ArtFGSM
     from wnll_art.evaluation.config import EvalConfig
     from wnll_art.evaluation.setup import load_batches, load_victims
 

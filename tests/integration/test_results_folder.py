@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from wnll_art.attacks import base as attack_base
 from wnll_art.cli import main
-from wnll_art.evaluation import attacks, engine, outdir, records
+from wnll_art.evaluation import engine, outdir, records
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import AttackSpec, ThreatModelError
 from wnll_art.evaluation.jobs.main import evaluate
@@ -108,7 +109,7 @@ def test_a_widened_projection_fails_the_run(
     tmp_path: Path, cifar_root: Path, hub_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(hub_dir))
-    original = attacks.project_linf
+    original = attack_base.project_linf
 
     def widened(x_adv, x, eps):  # type: ignore[no-untyped-def]
         return original(x_adv, x, 2 * eps)
@@ -116,7 +117,7 @@ def test_a_widened_projection_fails_the_run(
     out = tmp_path / "run"
     cfg = EvalConfig(**{**CFG.__dict__, "eps": (0.004,)})  # below the 3 C&W steps' reach
     evaluate(cfg, out_dir=tmp_path / "control", data_root=cifar_root)  # the same run, honest projection: fine
-    monkeypatch.setattr(attacks, "project_linf", widened)
+    monkeypatch.setattr(attack_base, "project_linf", widened)
     monkeypatch.setattr(engine, "project_linf", widened)
     with pytest.raises(ThreatModelError, match=r"softmax/none/fb_cw_l2 at eps=0.004, batch 0: max \|x_adv - x\| = "
                                                r"0.00[5-8]\d* exceeds eps = 0.004"):  # fmt: skip

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -39,8 +42,13 @@ class FlippingPurifier(nn.Module):
         super().__init__()
         self.gen = torch.Generator().manual_seed(0)
 
-    def reseed(self, seed: int) -> None:
-        self.gen.manual_seed(seed)
+    @contextlib.contextmanager
+    def drawing(self, seed: int) -> Iterator[None]:
+        previous, self.gen = self.gen, torch.Generator().manual_seed(seed)
+        try:
+            yield
+        finally:
+            self.gen = previous
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flip = torch.rand(len(x), generator=self.gen) < 0.5

@@ -9,8 +9,10 @@ Each check returns human-readable flags; the jobs store them with the records an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -34,9 +36,12 @@ def _outputs_are_probabilities(scores: torch.Tensor) -> bool:
     return in_range and bool(torch.allclose(scores.sum(1), torch.ones_like(scores[:, 0]), atol=1e-4))
 
 
+Drawing = Callable[[int], AbstractContextManager[object]]
+
+
 def model_flags(
-    predict: nn.Module, attack_view: nn.Module, x: torch.Tensor, y: torch.Tensor, *, reseed: object = None
-) -> list[str]:
+    predict: nn.Module, attack_view: nn.Module, x: torch.Tensor, y: torch.Tensor, *, drawing: Drawing | None = None,
+) -> list[str]:  # fmt: skip
     """Flags of one victim on clean inputs: softmax outputs, zero gradients, randomness.
 
     Args:
@@ -44,19 +49,26 @@ def model_flags(
         attack_view: The module attacks differentiate.
         x: ``(N, 3, H, W)`` clean images in [0, 1] (one WNLL batch).
         y: ``(N,)`` labels.
-        reseed: Optional callable ``seed -> None`` restarting the defence's randomness.
+        drawing: Optional ``seed -> context manager`` in which the defence draws from ``seed``
+            (:meth:`~wnll_art.defence.Defence.drawing` of ``predict``): the two predictions draw from seeds 1 and 2,
+            the gradient continues the second one's draws (when ``attack_view`` shares ``predict``'s purifier).
 
     Returns:
         Flags (empty when nothing is suspicious).
     """
+
+    def block(seed: int) -> AbstractContextManager[object]:
+        return drawing(seed) if drawing is not None else contextlib.nullcontext()
+
     flags = []
-    with torch.no_grad():
-        if callable(reseed):
-            reseed(1)
+    with torch.no_grad(), block(1):
         first = predict(x)
-        if callable(reseed):
-            reseed(2)
-        second = predict(x)
+    with block(2):
+        with torch.no_grad():
+            second = predict(x)
+        x_req = x.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(attack_view(x_req), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_req)
     if _outputs_are_probabilities(first):
         flags.append("softmax_outputs: the model returns probabilities; CE/DLR attacks need logits")
     changed = float((first.argmax(1) != second.argmax(1)).float().mean())
@@ -65,9 +77,6 @@ def model_flags(
             f"randomised_defence: outputs change between draws ({100 * changed:.1f}% of labels); "
             "gradient attacks must use EOT"
         )
-    x_req = x.detach().clone().requires_grad_(True)
-    loss = F.cross_entropy(attack_view(x_req), y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x_req)
     largest = grad.flatten(1).abs().amax(1)
     zero = float((largest == 0).float().mean())
     if zero > 0:

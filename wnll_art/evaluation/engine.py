@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
-from wnll_art.evaluation.attacks import Attack, project_linf
+from wnll_art._random import derive_seed
+from wnll_art.attacks import Attack, project_linf
 from wnll_art.evaluation.records import CellRecord, RunStore, cell_key
 from wnll_art.evaluation.victims import Victim, predict_labels
 
@@ -127,11 +127,6 @@ class Batches:
         return self.x[sl], self.y[sl]
 
 
-def derive_seed(*parts: object) -> int:
-    """A reproducible 31-bit seed from any printable parts (same on every rank and run)."""
-    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
-
-
 def adversarial(
     spec: AttackSpec, victim: Victim, softmax: Victim, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     seed: int, raw_cache: dict[Any, torch.Tensor],
@@ -161,12 +156,13 @@ def adversarial(
     # backbone's BatchNorm never switches to train mode (which once corrupted every later cell of both models).
     view = source.attack_view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot, score=spec.score)
     if not spec.attack.eps_independent:
-        source.reseed(seed)  # the purifier's draws during the attack depend on the batch only, not the rank
-        return spec.attack(view, x, y, eps=eps, seed=seed)
+        # the purifier's draws during the attack depend on the batch only, not the rank
+        with view.drawing(seed):
+            return spec.attack(view, x, y, eps=eps, seed=seed)
     key = (spec.name, source.model, source.defence, seed)
     if key not in raw_cache:
-        source.reseed(seed)
-        raw_cache[key] = spec.attack(view, x, y, eps=1.0, seed=seed)  # unconstrained, projected below
+        with view.drawing(seed):
+            raw_cache[key] = spec.attack(view, x, y, eps=1.0, seed=seed)  # unconstrained, projected below
     return project_linf(raw_cache[key], x, eps)
 
 
@@ -234,8 +230,8 @@ def predict_correct(
     k = draws if victim.module.randomised else 1
     hits = []
     for i in range(k):
-        victim.reseed(seed if i == 0 else derive_seed(seed, "draw", i))
-        hits.append((predict_labels(victim.predict_module, x) == y).float())
+        with victim.module.drawing(seed if i == 0 else derive_seed(seed, "draw", i)):
+            hits.append((predict_labels(victim.predict_module, x) == y).float())
     stacked = torch.stack(hits)
     return stacked.amin(0).int().tolist(), stacked.mean(0).tolist()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from wnll_art.evaluation.attacks import (
+from wnll_art.adapters.attacks import (
     ArtAPGD,
     ArtAutoAttack,
     ArtBIM,

@@ -222,5 +222,5 @@ def victim_flags(
     flags = {}
     for v in victims:
         view = v.attack_view(eot_samples=eot_samples if v.module.randomised else 1)
-        flags[v.model, v.defence] = model_flags(v.predict_module, view, x, y, reseed=v.reseed)
+        flags[v.model, v.defence] = model_flags(v.predict_module, view, x, y, drawing=v.module.drawing)
     return flags

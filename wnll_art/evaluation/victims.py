@@ -4,12 +4,13 @@ A victim is a :class:`wnll_art.defence.Defence` (classifier, softmax ResNet-56 o
 TVM purifier) named by its table cell. Its *prediction module* is the defence itself: one random TVM draw
 per image. An *attack view* (:meth:`Defence.view`) is what an attacker differentiates: exact or surrogate
 WNLL gradient, TVM seen through BPDA (with EOT over its masks) or not seen at all (the paper's oblivious
-setting). All views share parameters, buffers and the mask generator with the victim; nothing is copied.
+setting). All views share parameters and buffers with the victim; nothing is copied. Draws are steered per
+block by :meth:`Defence.drawing` on the module that is called (the view for an attack, the victim's module for
+predictions); settings never change after the victim is built.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,13 +39,7 @@ class Victim:
     model: str
     defence: str
     module: Defence
-    _views: dict[tuple[object, ...], nn.Module] = field(default_factory=dict, repr=False)
-    _settings: dict[str, Any] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        # taken now, while the purifier holds its base seed: the engine reseeds it per batch, so a later
-        # snapshot would depend on which cells ran before (and a resumed run would not match its records)
-        self._settings = {"model": self.model, "defence": self.defence, **self.module.settings()}
+    _views: dict[tuple[object, ...], Defence] = field(default_factory=dict, repr=False)
 
     @property
     def classifier(self) -> nn.Module:
@@ -61,10 +56,6 @@ class Victim:
         """The deployed model: purifier (one draw per call) then classifier."""
         return self.module
 
-    def reseed(self, seed: int) -> None:
-        """Reseeds the purifier's generator (the engine does it per batch, for reproducibility)."""
-        self.module.reseed(seed)
-
     def attack_view(
         self,
         *,
@@ -72,7 +63,7 @@ class Victim:
         tvm: TVMView = "bpda",
         eot_samples: int = 1,
         score: Literal["log", "log64", "smooth"] = "log",
-    ) -> nn.Module:
+    ) -> Defence:
         """The module an attacker differentiates (cached per setting; shares all parameters).
 
         Args:
@@ -87,8 +78,8 @@ class Victim:
         return self._views[key]
 
     def settings(self) -> dict[str, Any]:
-        """The victim's names and its defence's settings as built (purifier seed: the base seed)."""
-        return copy.deepcopy(self._settings)
+        """The victim's names and its defence's settings (fixed once built: no draw changes them)."""
+        return {"model": self.model, "defence": self.defence, **self.module.settings()}
 
 
 def build_victims(

@@ -5,7 +5,7 @@ ICLR 2018), ``JpegCompression`` (G. K. Dziugaite et al. 2016; Guo et al. 2018), 
 ``FeatureSqueezing`` (W. Xu, D. Evans, Y. Qi, NDSS 2018), each in front of the softmax and the WNLL model.
 
 Gradients: BPDA through every preprocessor (ART's own ``estimate_gradient``, see
-:mod:`wnll_art.evaluation.art_defences`); randomised defences (both TVMs) are attacked with EOT over their draws.
+:mod:`wnll_art.adapters.art_preprocessors`); randomised defences (both TVMs) are attacked with EOT over their draws.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from wnll_art.adapters.art_preprocessors import DEFAULT_OPTIONS, GRADIENTS, art_defence
 from wnll_art.defence import Defence
-from wnll_art.evaluation.art_defences import DEFAULT_OPTIONS, GRADIENTS, art_defence
 from wnll_art.evaluation.checks import eps_monotonicity_flags, stronger_flags
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import Dist, run_cells

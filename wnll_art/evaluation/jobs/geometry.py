@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 
-from wnll_art.evaluation.attacks import ArtBIM
+from wnll_art.adapters.attacks import ArtBIM
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import Batches, Dist, derive_seed
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.report import markdown_table, pct, write_feature_planes, write_text
 from wnll_art.evaluation.setup import check_tvm, load_victims, open_run
 from wnll_art.evaluation.victims import predict_labels
+from wnll_art.tvm.module import TVMPurifier
 from wnll_art.wnll.model import WNLLNet
 
 __all__ = ["CONDITIONS", "centroid_stats", "feature_geometry", "principal_axes"]
@@ -61,7 +62,7 @@ def centroid_stats(feats: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
 
 def _collect(
     cfg: EvalConfig, eps: float, model: str, clf: torch.nn.Module, view: torch.nn.Module,
-    embed: Callable[[torch.Tensor], torch.Tensor], purifier: torch.nn.Module | None, batches: Batches, attack: ArtBIM,
+    embed: Callable[[torch.Tensor], torch.Tensor], purifier: TVMPurifier | None, batches: Batches, attack: ArtBIM,
 ) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:  # fmt: skip
     feats: dict[str, list[torch.Tensor]] = {}
     correct: dict[str, list[int]] = {}
@@ -73,10 +74,10 @@ def _collect(
         }
         if purifier is not None:
             with torch.no_grad():  # the same masks for both models: they see the same purified clean images
-                purifier.reseed(derive_seed(cfg.seed, "geometry_tvm", b))  # type: ignore[operator]
-                images["tvm_clean"] = purifier(x)
-                purifier.reseed(derive_seed(cfg.seed, "geometry_tvm_adv", b))  # type: ignore[operator]
-                images["tvm_ifgsm"] = purifier(images["ifgsm"])
+                with purifier.drawing(derive_seed(cfg.seed, "geometry_tvm", b)):
+                    images["tvm_clean"] = purifier(x)
+                with purifier.drawing(derive_seed(cfg.seed, "geometry_tvm_adv", b)):
+                    images["tvm_ifgsm"] = purifier(images["ifgsm"])
         with torch.no_grad():
             for c, img in images.items():
                 feats.setdefault(c, []).append(embed(img).cpu())
@@ -116,10 +117,8 @@ def feature_geometry(
     settings, store, batches = open_run(cfg, out_dir, data_root, dist=Dist(), protocol="feature_geometry",
                                         steps=steps, step_fraction=step_fraction, gradient=gradient)  # fmt: skip
     victims, _ = load_victims(replace(cfg, defences=("none",)), data_root, weights)
-    purifier = None
+    purifier: TVMPurifier | None = None
     if with_tvm:
-        from wnll_art.tvm.module import TVMPurifier
-
         purifier = TVMPurifier(cfg.tvm, seed=cfg.seed)
     attack = ArtBIM(steps=steps, step_fraction=step_fraction)
     y = batches.y.cpu()

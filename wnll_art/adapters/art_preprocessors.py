@@ -8,17 +8,24 @@ back-propagates through them with each preprocessor's ``estimate_gradient``, whi
 (BPDA, A. Athalye et al., ICML 2018). :class:`ArtPreprocessor` wraps a preprocessor as an ``nn.Module`` whose
 backward *is* that ``estimate_gradient``, so ART and Foolbox attacks see the same function and gradient as
 through ART's own classifier. A :class:`~wnll_art.defence.Defence` takes it as its ``purifier``.
+
+A randomised preprocessor (``TotalVarMin``, which draws its masks from NumPy's global RNG) holds a
+``torch.Generator``: each call draws one seed from it and runs ART inside
+:func:`~wnll_art._random.seeded_globals` (the global states are restored afterwards); :meth:`ArtPreprocessor.drawing`
+draws from another seed or generator for one block, as :meth:`wnll_art.tvm.module.TVMPurifier.drawing` does.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from wnll_art.evaluation.engine import derive_seed
+from wnll_art._random import as_generator, seed_generator, seeded_globals
 
 __all__ = ["ART_DEFENCES", "DEFAULT_OPTIONS", "GRADIENTS", "ArtPreprocessor", "art_defence"]
 
@@ -62,11 +69,16 @@ class ArtPreprocessor(nn.Module):
         channels_last: The preprocessor expects ``(N, H, W, C)`` (ART's ``TotalVarMin`` does; it has no
             ``channels_first`` option and would otherwise smooth image columns as if they were channels).
         randomised: The preprocessor draws from NumPy's global generator (``TotalVarMin``); each call then
-            draws from a generator seeded by ``(seed, call number)``, and the global state is restored.
-        seed: Seed of those draws.
+            draws one seed from :attr:`generator` and runs ART with the global RNGs seeded with it (and
+            restored afterwards).
+        seed: Seed of :attr:`generator` (never changed afterwards).
 
     Shapes:
         ``(N, 3, H, W)`` float in [0, 1] on any device -> same shape, dtype and device.
+
+    Attributes:
+        generator: The CPU generator each call of a randomised preprocessor draws its seed from (replaced
+            inside a :meth:`drawing` block).
     """
 
     gradient = "bpda"
@@ -83,11 +95,22 @@ class ArtPreprocessor(nn.Module):
         super().__init__()
         self.name, self.preprocessor = name, preprocessor
         self.channels_last, self.randomised = channels_last, randomised
-        self.seed, self._calls = seed, 0
+        self.generator: torch.Generator = seed_generator(seed)  # checks seed
+        self.seed: int = seed
 
-    def reseed(self, seed: int) -> None:
-        """Restarts the draws from ``seed`` (no effect on deterministic preprocessors)."""
-        self.seed, self._calls = seed, 0
+    @contextlib.contextmanager
+    def drawing(self, seed_or_generator: int | torch.Generator) -> Iterator[None]:
+        """Inside the block, calls draw from ``seed_or_generator`` (an int: a fresh generator seeded with it);
+        the previous generator is back on exit (no effect on deterministic preprocessors).
+
+        Raises:
+            TypeError: ``seed_or_generator`` is neither an int nor a ``torch.Generator``.
+        """
+        previous, self.generator = self.generator, as_generator(seed_or_generator)
+        try:
+            yield
+        finally:
+            self.generator = previous
 
     def with_gradient(self, gradient: str) -> ArtPreprocessor:
         if gradient != "bpda":
@@ -106,13 +129,9 @@ class ArtPreprocessor(nn.Module):
     def _run_art(self, x: np.ndarray) -> np.ndarray:
         if not self.randomised:
             return np.asarray(self.preprocessor(x)[0])
-        state = np.random.get_state()
-        np.random.seed(derive_seed(self.seed, self._calls))
-        self._calls += 1
-        try:
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+        with seeded_globals(seed):
             return np.asarray(self.preprocessor(x)[0])
-        finally:
-            np.random.set_state(state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = _BPDAFunction.apply(x, self)
