@@ -159,11 +159,12 @@ Fig. 2 (original / adversarial / TVM images), Fig. 4 (feature geometry), Fig. 5 
 from IPython.display import Image, display
 import wnll_art
 from wnll_art.data import CIFAR10_CLASSES
-from wnll_art.evaluation.attacks import ArtBIM
+from wnll_art.adapters.attacks import ArtBIM
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.jobs.geometry import feature_geometry
 from wnll_art.evaluation.jobs.main import evaluate
 from wnll_art.evaluation.jobs.defense_table import Convergence, defense_table
+from wnll_art.evaluation.protocols import PlanOptions
 from wnll_art.evaluation.records import read_records
 from wnll_art.plots import accuracy_vs_eps, image_grid, protocol_comparison
 from wnll_art.tvm.module import TVMPurifier
@@ -194,7 +195,7 @@ display(Image("fig4/feature_geometry.png"))""",
     ("md", "## Fig. 5: accuracy vs eps, read back from the harness's JSON records"),
     (
         "code",
-        """evaluate(EvalConfig(n=N, eps=(0.02, 0.04, 0.08), attacks=("fgsm", "bim"), defences=("none",)), out_dir="fig5")
+        """evaluate(EvalConfig(n=N, eps=(0.02, 0.04, 0.08), defences=("none",)), out_dir="fig5", attacks=("fgsm", "bim"))
 records = read_records("fig5")
 print(f"{len(records)} records; e.g. {records[0].key}: accuracy {100 * records[0].accuracy:.1f}%")
 accuracy_vs_eps(records, attack="bim")""",
@@ -212,8 +213,8 @@ adaptive one; the gap between the two bars is what a weak evaluation would have 
     ),
     (
         "code",
-        """defense_table(EvalConfig(n=N, eps=(EPS,), tvm=TVMSettings(eot_samples=2), cw_steps=5), out_dir="table2", steps=5,
-              adaptive_attacks=["fgsm_exact_eot", "ifgsm_exact_eot", "ifgsm_surrogate_eot", "transfer_ifgsm"],
+        """defense_table(EvalConfig(n=N, eps=(EPS,), tvm=TVMSettings(eot_samples=2)), out_dir="table2",
+              options=PlanOptions(eot_samples=2, steps=5, cw_steps=5), adaptive_attacks=["fgsm_exact_eot", "ifgsm_exact_eot", "ifgsm_surrogate_eot", "transfer_ifgsm"],
               convergence=Convergence(steps=(2, 4), eot=(1, 2), images=4))  # a demo ladder: full runs use 10..100
 table = read_records("table2/original")
 for r in sorted(table, key=lambda r: r.key):
@@ -240,12 +241,15 @@ model) against no defence, our TVM, ART's `TotalVarMin`, `JpegCompression`, `Spa
         """%matplotlib inline
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.jobs.defence_comparison import compare_defences
+from wnll_art.evaluation.protocols import PlanOptions
 from wnll_art.tvm.settings import TVMSettings
 from wnll_art.plots import accuracy_bars""",
     ),
     (
         "code",
-        """records = compare_defences(EvalConfig(n=N, eps=EPS, tvm=TVMSettings(eot_samples=2)), out_dir="compare", steps=5)
+        """defences = ("none", "tvm", "art_tvm", "jpeg", "spatial_smoothing", "feature_squeezing")
+records = compare_defences(EvalConfig(n=N, eps=EPS, defences=defences, tvm=TVMSettings(eot_samples=2)),
+                           out_dir="compare", options=PlanOptions(eot_samples=2, steps=5))
 worst = {}
 for r in records:
     if r.attack == "worst_case":

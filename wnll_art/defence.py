@@ -15,8 +15,10 @@ settings are the purifier's; :meth:`Defence.view` gives attacker views sharing e
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import torch
@@ -53,6 +55,9 @@ class Defence(nn.Module):
         purifier: Another input purifier module instead of TVM (e.g. an ART defence as a module); EOT
             applies when it has ``randomised = True``.
         seed: Seed of the TVM mask generator (used with TVM settings only).
+        fixed_masks: TVM with one fixed mask drawn from ``seed`` (used with TVM settings only): a deterministic
+            defence for decision-based attacks; not randomised, so no EOT and no K-draw rule
+            (:class:`~wnll_art.tvm.module.TVMPurifier`).
         eot_samples: Draws averaged per gradient; ``None``: the TVM settings' ``eot_samples``.
         oblivious: The attacker does not see TVM: ``forward`` skips the purifier (the paper's
             oblivious setting; only for attack views).
@@ -68,6 +73,7 @@ class Defence(nn.Module):
         tvm: TVMSettings | TVMPurifier | None = None,
         purifier: nn.Module | None = None,
         seed: int = 0,
+        fixed_masks: bool = False,
         eot_samples: int | None = None,
         oblivious: bool = False,
     ) -> None:
@@ -81,8 +87,10 @@ class Defence(nn.Module):
             raise TypeError(f"tvm must be TVMSettings, TVMPurifier or None, got {type(tvm).__name__}")
         if purifier is not None and not isinstance(purifier, nn.Module):
             raise TypeError(f"purifier must be a torch.nn.Module, got {type(purifier).__name__}")
-        self.purifier: nn.Module | None = TVMPurifier(tvm, seed=seed) if isinstance(tvm, TVMSettings) else (
-            tvm or purifier)  # fmt: skip
+        if fixed_masks is not False and not isinstance(tvm, TVMSettings):
+            raise ValueError("fixed_masks=True needs tvm given as TVMSettings (a TVMPurifier carries its own)")  # fmt: skip
+        self.purifier: nn.Module | None = (TVMPurifier(tvm, seed=seed, fixed_masks=fixed_masks)
+                                           if isinstance(tvm, TVMSettings) else tvm or purifier)  # fmt: skip
         samples = eot_samples if eot_samples is not None else (
             self.tvm.eot_samples if self.tvm is not None else 1)  # fmt: skip
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -120,10 +128,25 @@ class Defence(nn.Module):
     def _one_draw(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.purifier(x))  # type: ignore[misc]
 
-    def reseed(self, seed: int) -> None:
-        """Restarts the TVM mask generator (shared with every view) from ``seed``."""
-        if callable(getattr(self.purifier, "reseed", None)):
-            self.purifier.reseed(seed)  # type: ignore[union-attr, operator]
+    def drawing(self, seed_or_generator: int | torch.Generator) -> AbstractContextManager[object]:
+        """A block in which this module's purifier draws from ``seed_or_generator`` (an int: a fresh generator
+        seeded with it); its previous generator is back on exit. The purifier's own ``drawing`` (as
+        :meth:`TVMPurifier.drawing`); a no-op without a purifier or for one without ``drawing``.
+
+        A view may hold a copy of the purifier (:meth:`view` with another TVM gradient): enter ``drawing`` on
+        the module that is called.
+
+        Raises:
+            TypeError: ``seed_or_generator`` is neither an int nor a ``torch.Generator``.
+        """
+        method = getattr(self.purifier, "drawing", None)
+        if callable(method):
+            block: AbstractContextManager[object] = method(seed_or_generator)
+            return block
+        if isinstance(seed_or_generator, bool) or not isinstance(seed_or_generator, (int, torch.Generator)):
+            raise TypeError(f"seed_or_generator must be an int or a torch.Generator, got "
+                            f"{type(seed_or_generator).__name__}")  # fmt: skip
+        return contextlib.nullcontext()
 
     def view(
         self,
@@ -133,7 +156,8 @@ class Defence(nn.Module):
         eot_samples: int | None = None,
         score: Score | None = None,
     ) -> Defence:
-        """An attacker's view: the same parameters, buffers and mask generator, other gradient settings.
+        """An attacker's view: the same parameters, buffers and purifier (a copy of it, with the same seed and
+        generator, when ``tvm`` asks for another TVM gradient), other gradient settings.
 
         Args:
             gradient: WNLL gradient, ``"exact"`` or ``"surrogate"`` (ignored for a softmax classifier).
@@ -226,8 +250,10 @@ def _purifier_settings(purifier: nn.Module | None) -> dict[str, Any] | None:
         return None
     method = getattr(purifier, "settings", None)
     settings: dict[str, Any] = dict(method()) if callable(method) else {}
-    # not the mask seed: callers reseed per batch (the harness records its per-cell seeds itself)
-    return {"type": type(purifier).__name__, **{k: v for k, v in settings.items() if k != "seed"}}
+    # not the mask seed: callers draw from per-batch seeds (the harness records its per-cell seeds itself);
+    # except for fixed masks, where the seed chooses the (deterministic) function
+    keep = settings.get("fixed_masks") is True
+    return {"type": type(purifier).__name__, **{k: v for k, v in settings.items() if k != "seed" or keep}}
 
 
 def _num_classes(classifier: nn.Module) -> int:
@@ -240,14 +266,19 @@ def _num_classes(classifier: nn.Module) -> int:
 
 
 def _check_load_arguments(
-    name: str, *, head: object, tvm: object, template_size: object, device: object, trained: bool
-) -> torch.device:
+    name: str, *, head: object, tvm: object, template_size: object, device: object, trained: bool,
+    fixed_masks: object = False,
+) -> torch.device:  # fmt: skip
     """The checks of :func:`load_defence`'s arguments (nothing loaded yet); returns the device."""
     dev = check_device(device)
     if head not in (None, "wnll", "softmax"):
         raise ValueError(f"head must be 'wnll' or 'softmax', got {head!r}")
     if not isinstance(tvm, (bool, TVMSettings)):
         raise TypeError(f"tvm must be a bool or TVMSettings, got {type(tvm).__name__}")
+    if not isinstance(fixed_masks, bool):
+        raise TypeError(f"fixed_masks must be a bool, got {type(fixed_masks).__name__}")
+    if fixed_masks and tvm is False:
+        raise ValueError("fixed_masks=True has no effect without tvm; leave it unset")
     if template_size is not None:
         check_positive_int(template_size, "template_size")
         if trained or head == "softmax":
@@ -265,6 +296,7 @@ def load_defence(
     tvm: bool | TVMSettings = False,
     template_size: int | None = None,
     seed: int = 0,
+    fixed_masks: bool = False,
     device: str | torch.device = "cpu",
     data_root: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = None,
@@ -287,6 +319,9 @@ def load_defence(
             ``None``: 500. Refused for ``head="softmax"`` and for trained models (which carry their own
             template), where it would have no effect.
         seed: Seed of that template draw and of the TVM masks.
+        fixed_masks: With ``tvm``: one fixed TVM mask drawn from ``seed`` for every call (a deterministic
+            defence, for decision-based attacks such as HopSkipJump; no EOT, no K-draw rule). Refused without
+            ``tvm``.
         device: Where the model, its template and its purifier live (chosen once): ``"cpu"``, ``"cuda"`` or
             ``"cuda:N"``, checked before anything is loaded.
         data_root: CIFAR-10 root (default ``$WNLL_ART_DATA``, else ``~/.cache/wnll_art``).
@@ -299,7 +334,7 @@ def load_defence(
     Raises:
         TypeError: ``device`` or ``template_size`` of the wrong type, ``tvm`` not a bool or settings.
         ValueError: A device this machine lacks (or ``meta``), a ``template_size`` that is not positive or
-            has no effect, an unknown ``head``.
+            has no effect, an unknown ``head``, ``fixed_masks`` without ``tvm``.
 
     Example:
         >>> defence = wnll_art.load_defence("resnet56", tvm=True)
@@ -310,11 +345,11 @@ def load_defence(
     trained = name in trained_models()
     # every argument is checked before any weights or data are read
     dev = _check_load_arguments(name, head=head, tvm=tvm, template_size=template_size, device=device,
-                                trained=trained)  # fmt: skip
+                                trained=trained, fixed_masks=fixed_masks)  # fmt: skip
     classifier = load_classifier(name, head=head, template_size=template_size, seed=seed, data_root=data_root,
                                  weights=weights, **wnll_options)  # fmt: skip
     settings = TVMSettings() if tvm is True else (tvm or None)
-    return Defence(classifier, tvm=settings, seed=seed).to(dev).eval()
+    return Defence(classifier, tvm=settings, seed=seed, fixed_masks=fixed_masks).to(dev).eval()
 
 
 def load_classifier(

@@ -17,17 +17,15 @@ import pytest
 import torch
 
 from wnll_art.evaluation import engine
-from wnll_art.evaluation.parser import parse_checkpoints
 from wnll_art.evaluation.records import SCHEMA, CellRecord
-from wnll_art.evaluation.setup import tvm_available
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-TVM = tvm_available()
-DEFENCES = "none,tvm" if TVM else "none"
+TVM = True  # wnll_art.tvm needs nothing beyond torch
+DEFENCES = "none,tvm"
 FAMILIES = ("fgsm", "ifgsm", "cw_l2")
-ADAPTIVE = "pgd_exact_eot,pgd_surrogate_eot,transfer_pgd,square"
+ADAPTIVE = "pgd_smooth_eot,pgd_surrogate_eot,transfer_pgd,square"
 
 
 def _script(name: str):  # type: ignore[no-untyped-def]
@@ -162,13 +160,13 @@ def test_defense_table_markdown_and_resume(
     assert "paper / adaptive" in text and "| original | wnll | none | ifgsm |" in text
     assert "- original: the public ResNet-56 (softmax) with a post-hoc WNLL head" in text and "## Flags" in text
     calls: list[str] = []
-    original = engine.attack_batches
+    original = engine._cell
 
     def counting(*args: object, **kwargs: object) -> object:
         calls.append("run")
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(engine, "attack_batches", counting)
+    monkeypatch.setattr(engine, "_cell", counting)
     before = {k: r.per_image_correct for k, r in _records(table_dir / "original").items()}
     assert _script("defense_table").main(_table_args(table_dir, common)) == 0
     assert calls == []  # everything read back
@@ -177,11 +175,10 @@ def test_defense_table_markdown_and_resume(
 
 def test_defense_table_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main = _script("defense_table").main
-    assert main(["--checkpoint", "no_equals_sign", "--out", str(tmp_path)]) == 2
-    assert "NAME=PATH" in capsys.readouterr().err
     assert main(["--adaptive-attacks", "nope", "--n", "4", "--out", str(tmp_path / "x")]) == 2
-    with pytest.raises(ValueError, match="original"):
-        parse_checkpoints([f"original={tmp_path}"])
+    assert "adaptive attacks: unknown ['nope']" in capsys.readouterr().err
+    assert main(["--defences", "none,nope", "--n", "4", "--out", str(tmp_path / "y")]) == 2
+    assert "unknown defences ['nope']" in capsys.readouterr().err
 
 
 def test_transfer_table(tmp_path: Path, common: list[str]) -> None:
@@ -249,8 +246,8 @@ def test_compare_defences(tmp_path: Path, common: list[str]) -> None:
     for r in recs.values():
         assert 0.0 <= r.accuracy <= 1.0 and r.n == 4
         if r.attack == "worst_case":
-            keys = [f"compare__{r.model}__{r.defence}__clean__eps0.0000"] + [
-                f"compare__{r.model}__{r.defence}__{a}__eps0.0800"
+            keys = [f"adaptive__{r.model}__{r.defence}__clean__eps0.0000"] + [
+                f"adaptive__{r.model}__{r.defence}__{a}__eps0.0800"
                 for a in ("fgsm_exact_eot", "transfer_ifgsm")
             ]
             parts = [recs[k] for k in keys if k in recs]  # no transfer from softmax onto itself
@@ -258,7 +255,7 @@ def test_compare_defences(tmp_path: Path, common: list[str]) -> None:
             assert r.per_image_correct == [
                 int(all(v)) for v in zip(*(p.per_image_correct for p in parts), strict=True)
             ]
-    jpeg = recs["compare__wnll__jpeg__clean__eps0.0000"].settings["victim"]["purifier"]
+    jpeg = recs["adaptive__wnll__jpeg__clean__eps0.0000"].settings["victim"]["purifier"]
     assert jpeg["art_class"] == "JpegCompression" and "BPDA" in jpeg["gradient"]
     text = (out / "compare_defences.md").read_text()
     assert "attacker's gradient through the defence" in text and "| wnll | art_tvm |" in text
@@ -269,7 +266,7 @@ def test_art_preprocessor_gradient_is_arts_own(pretrained_resnet56: torch.nn.Mod
     from art.defences.preprocessor import JpegCompression
 
     from wnll_art.adapters.art_estimator import WNLLClassifier
-    from wnll_art.evaluation.art_defences import art_defence
+    from wnll_art.adapters.art_preprocessors import art_defence
 
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)).numpy()
     y = torch.eye(10)[[1, 2, 3]].numpy()  # ART takes one-hot labels here
@@ -289,25 +286,17 @@ def test_attacking_through_a_purifier_keeps_the_backbone_in_eval_mode(
     shared backbone, so every later cell ran BatchNorm on batch statistics."""
     if not TVM:
         pytest.skip("wnll_art.tvm is not importable")
-    from wnll_art.evaluation.attacks import ArtFGSM
+    from wnll_art.adapters.attacks import ArtFGSM
     from wnll_art.evaluation.config import EvalConfig
-    from wnll_art.evaluation.setup import load_batches, load_victims
+    from wnll_art.evaluation.protocols import AttackSpec
+    from wnll_art.evaluation.setup import load_batches, rows, victims_of
 
     monkeypatch.setenv("TORCH_HOME", str(hub_dir))
     cfg = EvalConfig(n=4, wnll_batch_size=4, template_size=100, defences=("tvm",), models=("softmax",))
-    victims, softmax = load_victims(cfg, cifar_root, None)
+    victims, _ = victims_of(rows(cfg)[0], cfg, data_root=cifar_root)
     x, y = load_batches(cfg, cifar_root, engine.Dist()).get(0)
-    engine.adversarial(
-        engine.AttackSpec("fgsm", ArtFGSM(), eot_samples=2),
-        victims[0],
-        softmax,
-        x,
-        y,
-        eps=0.08,
-        seed=0,
-        raw_cache={},
-    )
-    assert not any(m.training for m in victims[0].classifier.modules())
+    engine.adversarial(AttackSpec("fgsm", ArtFGSM(), eot_samples=2), victims[0], x, y, eps=0.08, seed=0, raw_cache={})
+    assert not any(m.training for m in victims[0].module.classifier.modules())
 
 
 def test_feature_geometry(tmp_path: Path, common: list[str]) -> None:

@@ -19,9 +19,8 @@ from wnll_art.evaluation.jobs.main import evaluate
 
 pytestmark = pytest.mark.integration
 
-CFG = EvalConfig(
-    n=4, eps=(0.02,), models=("softmax",), defences=("none",), attacks=("fgsm",), wnll_batch_size=4
-)
+CFG = EvalConfig(n=4, eps=(0.02,), models=("softmax",), defences=("none",), wnll_batch_size=4)
+PLAN = {"attacks": ("fgsm",)}
 CELL = "main__softmax__none__fgsm__eps0.0200.json"
 
 
@@ -33,10 +32,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory, cifar_root: Path, hub_dir: Pa
     base = tmp_path_factory.mktemp("faults")
     try:
         with pytest.raises(FileNotFoundError, match="CIFAR-10 file missing"):
-            evaluate(CFG, out_dir=base / "run", data_root=base / "no-data")
+            evaluate(CFG, **PLAN, out_dir=base / "run", data_root=base / "no-data")
         assert not (base / "run").exists()  # a failed run writes nothing ...
-        evaluate(CFG, out_dir=base / "run", data_root=cifar_root)  # ... so the corrected one is not refused
-        evaluate(EvalConfig(**{**CFG.__dict__, "seed": 1}), out_dir=base / "other", data_root=cifar_root)
+        evaluate(CFG, **PLAN, out_dir=base / "run", data_root=cifar_root)  # ... so the corrected one is not refused
+        evaluate(EvalConfig(**{**CFG.__dict__, "seed": 1}), **PLAN, out_dir=base / "other", data_root=cifar_root)
     finally:
         mp.undo()
     return {"run": base / "run", "other": base / "other"}
@@ -57,7 +56,7 @@ def test_fault_named_kept_aside_recomputed(
     fault(cell, name, runs["other"] / "cells" / CELL)
     damaged = cell.read_bytes()
     with caplog.at_level(logging.WARNING, logger="wnll_art.evaluation"):
-        evaluate(CFG, out_dir=out, data_root=cifar_root)
+        evaluate(CFG, **PLAN, out_dir=out, data_root=cifar_root)
     assert computed_cells == ["softmax/fgsm"]  # only the damaged cell
     assert str(cell) in caplog.text and "moved to" in caplog.text and "recomputing" in caplog.text
     assert (out / "rejected" / CELL).read_bytes() == damaged  # kept, not deleted
@@ -70,4 +69,4 @@ def test_fault_named_kept_aside_recomputed(
 
 def test_other_settings_refused_naming_both_values(runs: dict[str, Path], cifar_root: Path) -> None:
     with pytest.raises(ValueError, match=r"recorded -> requested: run.seed: 0 -> 1\)"):
-        evaluate(EvalConfig(**{**CFG.__dict__, "seed": 1}), out_dir=runs["run"], data_root=cifar_root)
+        evaluate(EvalConfig(**{**CFG.__dict__, "seed": 1}), **PLAN, out_dir=runs["run"], data_root=cifar_root)

@@ -90,7 +90,7 @@ def test_foolbox_cw_keeps_unfooled_images_clean() -> None:
     black image, which the eps projection would turn into "darken by eps"."""
     from torch import nn
 
-    from wnll_art.evaluation.attacks import FoolboxL2CW
+    from wnll_art.adapters.attacks import FoolboxL2CW
 
     class Half(nn.Module):
         """Class 1 iff the first pixel is > 0.5: 5 C&W steps of size 0.01 cross only from next to 0.5."""

@@ -22,19 +22,21 @@ from pathlib import Path
 
 import pytest
 
+from wnll_art.attacks import base as attack_base
 from wnll_art.cli import main
-from wnll_art.evaluation import attacks, engine, outdir, records
+from wnll_art.evaluation import engine, outdir, records
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.engine import AttackSpec, ThreatModelError
+from wnll_art.evaluation.engine import ThreatModelError
 from wnll_art.evaluation.jobs.main import evaluate
 from wnll_art.evaluation.outdir import LOCK_NAME
+from wnll_art.evaluation.protocols import AttackSpec, PlanOptions
 from wnll_art.evaluation.victims import Victim
 
 pytestmark = pytest.mark.integration
 
 EPS = (0.02, 0.02004)  # 4 decimals made these one file
-CFG = EvalConfig(n=4, eps=EPS, models=("softmax",), defences=("none",), attacks=("fgsm", "fb_cw_l2"),
-                 wnll_batch_size=4, template_size=100, cw_steps=3)  # fmt: skip
+CFG = EvalConfig(n=4, eps=EPS, models=("softmax",), defences=("none",), wnll_batch_size=4, template_size=100)
+PLAN = {"attacks": ("fgsm", "fb_cw_l2"), "options": PlanOptions(cw_steps=3)}
 CELLS = 1 + 2 * 2 + 2  # clean, 2 attacks x 2 eps, a worst case per eps
 
 
@@ -55,7 +57,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, cifar_root: Path, hub_dir: Pa
     mp = pytest.MonkeyPatch()
     mp.setenv("TORCH_HOME", str(hub_dir))
     try:
-        evaluate(CFG, out_dir=out, data_root=cifar_root)
+        evaluate(CFG, **PLAN, out_dir=out, data_root=cifar_root)
     finally:
         mp.undo()
     return out
@@ -81,7 +83,7 @@ def test_close_eps_get_their_own_cells_and_the_folder_settles(
         assert cells[f"main__softmax__none__{attack}__eps0.0200.json"]["eps"] == 0.02
         assert cells[f"main__softmax__none__{attack}__eps0.02004.json"]["eps"] == 0.02004
     before = _files(run)
-    evaluate(CFG, out_dir=run, data_root=cifar_root)
+    evaluate(CFG, **PLAN, out_dir=run, data_root=cifar_root)
     assert computed_cells == [] and not (run / "rejected").exists()  # every cell read back
     assert _files(run) == before
 
@@ -108,19 +110,19 @@ def test_a_widened_projection_fails_the_run(
     tmp_path: Path, cifar_root: Path, hub_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(hub_dir))
-    original = attacks.project_linf
+    original = attack_base.project_linf
 
     def widened(x_adv, x, eps):  # type: ignore[no-untyped-def]
         return original(x_adv, x, 2 * eps)
 
     out = tmp_path / "run"
     cfg = EvalConfig(**{**CFG.__dict__, "eps": (0.004,)})  # below the 3 C&W steps' reach
-    evaluate(cfg, out_dir=tmp_path / "control", data_root=cifar_root)  # the same run, honest projection: fine
-    monkeypatch.setattr(attacks, "project_linf", widened)
+    evaluate(cfg, **PLAN, out_dir=tmp_path / "control", data_root=cifar_root)  # the same run, honest projection: fine
+    monkeypatch.setattr(attack_base, "project_linf", widened)
     monkeypatch.setattr(engine, "project_linf", widened)
     with pytest.raises(ThreatModelError, match=r"softmax/none/fb_cw_l2 at eps=0.004, batch 0: max \|x_adv - x\| = "
                                                r"0.00[5-8]\d* exceeds eps = 0.004"):  # fmt: skip
-        evaluate(cfg, out_dir=out, data_root=cifar_root)
+        evaluate(cfg, **PLAN, out_dir=out, data_root=cifar_root)
     names = sorted(p.name for p in (out / "cells").glob("*.json"))
     assert names and not [n for n in names if "fb_cw_l2" in n]  # the refused cell is not written
     assert not (out / "results.md").exists() and not (out / LOCK_NAME).exists()
@@ -134,7 +136,7 @@ WAITING_CLI = textwrap.dedent("""
     import wnll_art.evaluation.jobs.main as job
     from wnll_art.cli import main
 
-    go, real = Path(sys.argv[1]), job.load_victims
+    go, real = Path(sys.argv[1]), job.victims_of
 
     def waiting(*args, **kwargs):  # holds the lock until the test says go
         deadline = time.monotonic() + 300
@@ -142,7 +144,7 @@ WAITING_CLI = textwrap.dedent("""
             time.sleep(0.05)
         return real(*args, **kwargs)
 
-    job.load_victims = waiting
+    job.victims_of = waiting
     sys.exit(main(sys.argv[2:]))
 """)
 
@@ -200,7 +202,7 @@ def test_a_stale_lock_is_taken_over(
         json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "then"})
     )
     with caplog.at_level(logging.WARNING, logger="wnll_art.evaluation"):
-        evaluate(CFG, out_dir=run, data_root=cifar_root)
+        evaluate(CFG, **PLAN, out_dir=run, data_root=cifar_root)
     assert (
         f"taking over the lock of a run that is gone (pid {dead.pid} on {socket.gethostname()}" in caplog.text
     )
@@ -297,7 +299,7 @@ def test_results_md_and_pngs_are_replaced_atomically(
     before = _files(run)
     _disk_full(monkeypatch, starting=starting)
     with pytest.raises(OSError, match="No space left on device"):
-        evaluate(CFG, out_dir=run, data_root=cifar_root)  # every cell is read back, then the files rewritten
+        evaluate(CFG, **PLAN, out_dir=run, data_root=cifar_root)  # every cell is read back, then the files rewritten
     assert _files(run) == before  # the earlier table and figures, whole
 
 
@@ -321,9 +323,9 @@ def test_settings_that_gain_a_key(
         monkeypatch.setitem(records.GAINED_SETTINGS, "knob", "legacy")
     if where is AttackSpec and not reused:  # the plan is in run.json: a changed plan is another run
         with pytest.raises(ValueError, match=r'different settings .*plan.0.knob: "<absent>" -> "' + value):
-            evaluate(CFG, out_dir=run, data_root=cifar_root)
+            evaluate(CFG, **PLAN, out_dir=run, data_root=cifar_root)
         return
-    evaluate(CFG, out_dir=run, data_root=cifar_root)
+    evaluate(CFG, **PLAN, out_dir=run, data_root=cifar_root)
     assert len(computed_cells) == (0 if reused else 5), (
         computed_cells
     )  # victim settings: recomputed, not reused

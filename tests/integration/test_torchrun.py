@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 import torch.distributed as tdist
 
-from wnll_art.evaluation.setup import tvm_available
-
 pytestmark = pytest.mark.integration
 
 if not tdist.is_available() or not tdist.is_gloo_available():
@@ -31,7 +29,7 @@ def _evaluate(
 ) -> subprocess.CompletedProcess[str]:
     # --num-images: torchrun's own argument parser rejects --n as an ambiguous abbreviation of its options
     args = ["-m", "wnll_art.cli", "evaluate", "--num-images", "8", "--wnll-batch-size", "4", "--template-size", "100",
-            "--eps", "0.08", "--attacks", "fgsm,bim,transfer_bim", "--defences", "none,tvm" if tvm_available() else "none",
+            "--eps", "0.08", "--attacks", "fgsm,bim,transfer_bim", "--defences", "none,tvm",
             "--eot-samples", "2", "--no-progress", "--data-root", str(cifar_root), "--out", str(out)]  # fmt: skip
     env = {**os.environ, "TORCH_HOME": str(hub_dir), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run(

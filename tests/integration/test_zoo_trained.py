@@ -74,7 +74,8 @@ def test_training_rows_place_each_shipped_model_and_build_its_victims(hub_dir: P
     """The paper's training-data rows come from the index (not from names), and the victims built for a row
     are exactly the shipped models: the WNLL victim carries the shipped template, the softmax one its head."""
     from wnll_art.evaluation.config import EvalConfig
-    from wnll_art.evaluation.setup import load_zoo_victims
+    from wnll_art.evaluation.setup import rows as table_rows
+    from wnll_art.evaluation.setup import victims_of
     from wnll_art.wnll.model import WNLLNet
     from wnll_art.zoo_trained import training_rows
 
@@ -90,14 +91,16 @@ def test_training_rows_place_each_shipped_model_and_build_its_victims(hub_dir: P
     assert {"original", "tvm", "original+tvm"} <= set(rows)
     cfg = EvalConfig(n=4, eps=(0.02,), defences=("none", "tvm"), wnll_batch_size=7)
     weights = hub_dir / "hub" / "checkpoints" / CHECKPOINT
-    victims, plain = load_zoo_victims(cfg, weights, **rows["tvm"])
+    (row,) = table_rows(cfg, ["tvm"])
+    victims, sources = victims_of(row, cfg, sources={"softmax"}, weights=weights)
     assert [(v.model, v.defence) for v in victims] == [("softmax", "none"), ("softmax", "tvm"), ("wnll", "none"),
                                                        ("wnll", "tvm")]  # fmt: skip
-    assert plain is victims[0] and isinstance(plain.classifier, LinearHead)
-    wnll = victims[2].classifier
+    plain = sources["softmax"]
+    assert plain is victims[0] and isinstance(plain.module.classifier, LinearHead)
+    wnll = victims[2].module.classifier
     expected = load_trained(row_name := rows["tvm"]["wnll"], weights=weights)
     assert isinstance(wnll, WNLLNet) and wnll.wnll_batch_size == 7, row_name
     torch.testing.assert_close(wnll.template_images, expected.template_images, rtol=0, atol=0)
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():  # the softmax victim is the tvm model's own linear head, not the public one
-        torch.testing.assert_close(plain.classifier(x), load_trained(rows["tvm"]["softmax"], weights=weights)(x))
+        torch.testing.assert_close(plain.module.classifier(x), load_trained(rows["tvm"]["softmax"], weights=weights)(x))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
 
 from wnll_art.defence import Defence
 from wnll_art.evaluation.checks import convergence_flags, convergence_specs, unbounded_flags
-from wnll_art.evaluation.engine import AttackSpec, predict_correct
-from wnll_art.evaluation.protocols import ADAPTIVE_DEFAULT, adaptive_specs
+from wnll_art.evaluation.engine import predict_correct
+from wnll_art.evaluation.protocols import SPECS, AttackSpec, PlanOptions, plan, registry_flags
+from wnll_art.evaluation.records import CellRecord
 from wnll_art.evaluation.victims import Victim
 from wnll_art.wnll.score import wnll_scores
 
@@ -39,8 +43,13 @@ class FlippingPurifier(nn.Module):
         super().__init__()
         self.gen = torch.Generator().manual_seed(0)
 
-    def reseed(self, seed: int) -> None:
-        self.gen.manual_seed(seed)
+    @contextlib.contextmanager
+    def drawing(self, seed: int) -> Iterator[None]:
+        previous, self.gen = self.gen, torch.Generator().manual_seed(seed)
+        try:
+            yield
+        finally:
+            self.gen = previous
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flip = torch.rand(len(x), generator=self.gen) < 0.5
@@ -86,19 +95,47 @@ def test_convergence_flag_fires_on_an_under_run_attack_only() -> None:
 
 
 def test_adaptive_plan_records_its_budgets_and_ladders_vary_them() -> None:
-    specs = {s.name: s for s in adaptive_specs(eot_samples=2, steps=7, restarts=2, square_queries=11)}
-    assert set(ADAPTIVE_DEFAULT) <= set(specs)
-    pgd = specs["pgd_exact_eot"].settings()
+    options = PlanOptions(eot_samples=2, steps=7, restarts=2, square_queries=11)
+    default = [s.name for s in plan("adaptive", options)]
+    assert default == ["clean", "pgd_smooth_eot", "pgd_surrogate_eot", "apgd_ce_smooth_eot", "apgd_ce_surrogate_eot",
+                       "apgd_dlr_smooth_eot", "apgd_dlr_surrogate_eot", "transfer_pgd", "square"]  # fmt: skip
+    names = [k.split(":", 1)[1] for k in SPECS if SPECS[k].protocol == "adaptive"]
+    specs = {s.name: s for s in plan("adaptive", options, names)}
+    # honest names: a spec differentiating the smooth score says so, an "exact" one uses the deployed score
+    assert all(s.score == "smooth" for n, s in specs.items() if "_smooth_" in n)
+    assert all(s.score == "log" and s.gradient == "exact" for n, s in specs.items() if "_exact_" in n)
+    assert all(s.gradient == "surrogate" for n, s in specs.items() if "_surrogate_" in n)
+    pgd = specs["pgd_smooth_eot"].settings()
     assert pgd["attack"]["steps"] == 7 and pgd["attack"]["restarts"] == 2 and pgd["eot_samples"] == 2
     assert pgd["score"] == "smooth" and specs["pgd_surrogate_eot"].settings()["gradient"] == "surrogate"
     assert specs["square"].settings()["attack"]["queries"] == 11
-    assert specs["apgd_dlr_exact_eot"].attack.loss == "difference_logits_ratio"  # type: ignore[union-attr]
-    ladder = convergence_specs(specs["pgd_exact_eot"], steps=(1, 2), eot=(1, 4))
-    assert [(k, b, s.name) for k, b, s in ladder] == [("steps", 1, "pgd_exact_eot__steps1"),
-        ("steps", 2, "pgd_exact_eot__steps2"), ("eot", 1, "pgd_exact_eot__eot1"), ("eot", 4, "pgd_exact_eot__eot4")]  # fmt: skip
+    assert specs["apgd_dlr_smooth_eot"].attack.loss == "difference_logits_ratio"  # type: ignore[union-attr]
+    ladder = convergence_specs(specs["pgd_smooth_eot"], steps=(1, 2), eot=(1, 4))
+    assert [(k, b, s.name) for k, b, s in ladder] == [("steps", 1, "pgd_smooth_eot__steps1"),
+        ("steps", 2, "pgd_smooth_eot__steps2"), ("eot", 1, "pgd_smooth_eot__eot1"), ("eot", 4, "pgd_smooth_eot__eot4")]  # fmt: skip
     assert ladder[1][2].attack.steps == 2 and ladder[3][2].eot_samples == 4  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="steps"):
         convergence_specs(AttackSpec("clean", None), steps=(1,), eot=())
+
+
+def _record(protocol: str, attack: str, correct: list[int], model: str = "wnll") -> CellRecord:
+    return CellRecord(model=model, defence="tvm", attack=attack, eps=0.02, protocol=protocol,
+                      accuracy=sum(correct) / len(correct), n=len(correct), per_image_correct=correct,
+                      image_indices=list(range(len(correct))), settings={})  # fmt: skip
+
+
+def test_registered_checks_flag_the_reference_when_a_challenger_wins() -> None:
+    pgd = _record("adaptive", "pgd_smooth_eot", [1, 1, 0, 0])
+    square = _record("adaptive", "square", [1, 0, 0, 0])  # gradient-free beats the gradient attack
+    transfer = _record("adaptive", "transfer_pgd", [1, 1, 1, 0])  # weaker: no flag
+    other = _record("adaptive", "square", [0, 0, 0, 0], model="softmax")  # another victim: never compared
+    flags = registry_flags([pgd, square, transfer, other])
+    assert list(flags) == [pgd.key] and flags[pgd.key][0].startswith("gradient_free_stronger: square gives 25.0%")
+    # a check across protocols: the paper's FGSM against the adaptive exact FGSM
+    paper = _record("paper", "fgsm", [0, 0, 0, 0])
+    exact = _record("adaptive", "fgsm_exact_eot", [1, 0, 0, 0])
+    assert registry_flags([paper, exact])[exact.key][0].startswith("paper_attack_stronger")
+    assert registry_flags([paper]) == {}  # nothing to compare against
 
 
 def test_attacker_scores() -> None:

@@ -90,11 +90,11 @@ def test_views_share_parameters_and_generator() -> None:
     assert not oblivious.randomised
     with torch.no_grad():
         torch.testing.assert_close(oblivious(_x()), wnll(_x()))
-    defence.reseed(5)  # views share the generator: reseeding the victim reseeds its views
-    with torch.no_grad():
-        a = view.purifier(_x())  # type: ignore[misc]
-        defence.reseed(5)
-        b = defence.purifier(_x())  # type: ignore[misc]
+    with torch.no_grad():  # a view draws as its victim does from the same seed
+        with view.drawing(5):
+            a = view.purifier(_x())  # type: ignore[misc]
+        with defence.drawing(5):
+            b = defence.purifier(_x())  # type: ignore[misc]
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -102,8 +102,11 @@ def test_settings_record_tvm_whole_and_softmax_defence() -> None:
     defence = Defence(_wnll(), tvm=SETTINGS, seed=2)
     record = defence.settings()
     assert record["tvm"] == SETTINGS.to_dict() and record["purifier"]["type"] == "TVMPurifier"
-    defence.reseed(9)  # per-batch reseeding must not change what a result records
+    with defence.drawing(9), torch.no_grad():  # per-batch draws must not change what a result records
+        defence(_x())
+        assert defence.settings() == record
     assert defence.settings() == record
+    assert "seed" not in record["purifier"] and "fixed_masks" not in record["purifier"]
     assert TVMSettings.from_dict(record["tvm"]) == SETTINGS
     assert record["classifier"] == "wnll" and record["wnll"]["coupling"] == "transductive"
     plain = Defence(TinyBackbone())  # a softmax network: classes from its `linear` head

@@ -18,6 +18,8 @@ LAYERS: dict[str, int] = {
     "wnll_art._checks": 0,
     "wnll_art._argparse": 0,
     "wnll_art._device": 0,
+    "wnll_art._random": 0,  # seeds, generators, the scoped global RNGs
+    "wnll_art.registry": 0,  # name -> item tables (attacks, protocols, defences, models)
     "wnll_art.data": 1,
     "wnll_art.models": 1,
     "wnll_art.zoo": 2,
@@ -26,21 +28,20 @@ LAYERS: dict[str, int] = {
     "wnll_art.eot": 2,
     "wnll_art.plots": 2,
     "wnll_art.defence": 3,
+    "wnll_art.attacks": 3,  # the library-neutral attack interface (only _checks / _random below it)
     "wnll_art.zoo_trained": 3,
     "wnll_art.adapters": 4,
     "wnll_art.train": 5,
-    # evaluation, in layers: configuration < victims/attacks/records < engine < report < jobs
+    # evaluation, in layers: configuration < victims/records/protocols < engine < report < jobs
     "wnll_art.evaluation": 5,
     "wnll_art.evaluation.config": 5,
     "wnll_art.evaluation.outdir": 5,  # the results folder as files: atomic writes, ownership, lock
     "wnll_art.evaluation.victims": 6,
-    "wnll_art.evaluation.attacks": 6,
     "wnll_art.evaluation.records": 6,
+    "wnll_art.evaluation.protocols": 6,  # the attack and protocol registries
     "wnll_art.evaluation.parser": 6,  # the options of the configuration (used by the CLI and the scripts)
     "wnll_art.evaluation.engine": 7,
-    "wnll_art.evaluation.protocols": 7,
     "wnll_art.evaluation.checks": 7,
-    "wnll_art.evaluation.art_defences": 7,
     "wnll_art.evaluation.setup": 8,
     "wnll_art.evaluation.report": 8,
     "wnll_art.evaluation.jobs": 9,

@@ -51,11 +51,14 @@ def model_flags(predict: nn.Module, attack_view: nn.Module, x: torch.Tensor, y: 
     """
     flags = []
     drawing = getattr(predict, "drawing", lambda seed: contextlib.nullcontext())
-    with torch.no_grad():
-        with drawing(1):
-            first = predict(x)
-        with drawing(2):
+    with torch.no_grad(), drawing(1):
+        first = predict(x)
+    with drawing(2):  # the gradient continues the second draw's masks (a view shares the purifier)
+        with torch.no_grad():
             second = predict(x)
+        x_req = x.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(attack_view(x_req), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_req)
     if _outputs_are_probabilities(first):
         flags.append("softmax_outputs: the model returns probabilities; CE/DLR attacks need logits")
     changed = float((first.argmax(1) != second.argmax(1)).float().mean())
@@ -64,9 +67,6 @@ def model_flags(predict: nn.Module, attack_view: nn.Module, x: torch.Tensor, y: 
             f"randomised_defence: outputs change between draws ({100 * changed:.1f}% of labels); "
             "gradient attacks must use EOT"
         )
-    x_req = x.detach().clone().requires_grad_(True)
-    loss = F.cross_entropy(attack_view(x_req), y, reduction="sum")
-    (grad,) = torch.autograd.grad(loss, x_req)
     largest = grad.flatten(1).abs().amax(1)
     zero = float((largest == 0).float().mean())
     if zero > 0:

@@ -15,7 +15,7 @@ from wnll_art.evaluation.checks import model_flags
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import Batches, Dist
 from wnll_art.evaluation.records import DEVICE_FACTS, RunStore
-from wnll_art.evaluation.victims import MODELS, ModelRef, Row, Victim, build_victims, resolve_model
+from wnll_art.evaluation.victims import MODELS, PURIFIERS, ModelRef, Row, Victim, build_victims, resolve_model
 
 __all__ = ["load_batches", "open_run", "open_store", "rows", "run_settings", "victim_flags", "victims_of"]
 
@@ -61,10 +61,13 @@ def rows(cfg: EvalConfig, trained: bool | Sequence[str] = False) -> list[Row]:
     head, or any trained zoo model by name), or (``trained``) our shipped softmax / WNLL pairs per training data
     (:func:`~wnll_art.zoo_trained.training_rows`): ``True`` for every row, or the names of some.
 
+    Every name of the run (models, defences) is checked here, before a job reads or writes anything.
+
     Raises:
         TypeError: ``trained`` is a string (a name list was meant).
-        ValueError: An unknown model, no shipped rows, or ``trained`` naming none or an unknown one.
+        ValueError: An unknown model or defence, no shipped rows, or ``trained`` naming none or an unknown one.
     """
+    PURIFIERS.check(list(cfg.defences), what="defences")
     if isinstance(trained, str):
         raise TypeError(f"trained must be a bool or a sequence of row names, got the string {trained!r}")
     if not trained:

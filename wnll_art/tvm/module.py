@@ -11,13 +11,16 @@ its mask generator. EOT is not here: it lives in :mod:`wnll_art.eot` and is appl
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from wnll_art.tvm.algorithm import total_variation_minimize
+from wnll_art._random import as_generator, seed_generator
+from wnll_art.tvm.algorithm import bernoulli_mask, total_variation_minimize
 from wnll_art.tvm.settings import TVMSettings
 
 __all__ = ["TVMPurifier"]
@@ -27,63 +30,92 @@ class TVMPurifier(nn.Module):
     """Drops pixels with a Bernoulli mask and reconstructs the image by TV minimisation.
 
     The masks come from one CPU ``torch.Generator`` seeded with ``seed`` (then moved to the images'
-    device), so CPU and CUDA runs purify with the same masks, image by image.
+    device), so CPU and CUDA runs purify with the same masks, image by image. Successive calls draw new
+    masks; :meth:`drawing` draws them from another seed (or generator) for one block.
+
+    With ``fixed_masks=True`` the purifier is a deterministic function (for decision-based attacks such as
+    HopSkipJump, which assume that one input gives one output): every call draws one ``(1, C, H, W)`` mask from
+    a fresh generator seeded with ``seed`` and applies it to every image of the batch, so an image is purified
+    the same way in any call, batch size or batch position; :meth:`drawing` then changes nothing.
 
     Args:
         settings: The TVM settings (default: Guo et al.'s, :class:`TVMSettings`).
-        seed: Seed of the mask generator; successive calls draw new masks.
+        seed: Seed of the mask generator (never changed afterwards).
+        fixed_masks: One fixed mask (see above) instead of fresh draws per call.
 
     Shapes:
         ``(N, 3, H, W)`` float in [0, 1] on any device -> same shape, dtype and device, in [0, 1].
 
     Attributes:
-        randomised: ``True``: outputs depend on the random masks.
+        generator: The CPU mask generator calls draw from (replaced inside a :meth:`drawing` block).
     """
 
-    randomised = True
-
-    def __init__(self, settings: TVMSettings | None = None, *, seed: int = 0) -> None:
+    def __init__(
+        self, settings: TVMSettings | None = None, *, seed: int = 0, fixed_masks: bool = False
+    ) -> None:
         super().__init__()
         settings = TVMSettings() if settings is None else settings
         if not isinstance(settings, TVMSettings):
             raise TypeError(f"settings must be a TVMSettings, got {type(settings).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        if not isinstance(fixed_masks, bool):
+            raise TypeError(f"fixed_masks must be a bool, got {type(fixed_masks).__name__}")
         self.tvm = settings
-        # shared (by reference) with every with_gradient() view, so reseeding one reseeds all
-        self._rng: dict[str, Any] = {"seed": seed, "generator": None}
+        self.generator: torch.Generator = seed_generator(seed)  # checks seed
+        self._seed, self._fixed_masks = seed, fixed_masks
 
     @property
     def seed(self) -> int:
-        """Seed the mask generator restarts from."""
-        return int(self._rng["seed"])
-
-    def reseed(self, seed: int) -> None:
-        """Restarts the mask generator (of this purifier and its views) from ``seed``."""
-        self._rng["seed"], self._rng["generator"] = int(seed), None
+        """The base seed (read-only)."""
+        return self._seed
 
     @property
-    def generator(self) -> torch.Generator:
-        """The CPU mask generator (created and seeded on first use)."""
-        if self._rng["generator"] is None:
-            self._rng["generator"] = torch.Generator().manual_seed(self.seed)
-        gen: torch.Generator = self._rng["generator"]
-        return gen
+    def fixed_masks(self) -> bool:
+        """Whether every call applies the one mask drawn from :attr:`seed` (read-only)."""
+        return self._fixed_masks
+
+    @property
+    def randomised(self) -> bool:
+        """``True``: outputs depend on the random masks (``not fixed_masks``)."""
+        return not self._fixed_masks
+
+    @contextlib.contextmanager
+    def drawing(self, seed_or_generator: int | torch.Generator) -> Iterator[None]:
+        """Inside the block, masks come from ``seed_or_generator`` (an int: a fresh generator seeded with it);
+        the previous generator is back on exit. No effect with ``fixed_masks``.
+
+        Raises:
+            TypeError: ``seed_or_generator`` is neither an int nor a ``torch.Generator``.
+        """
+        previous, self.generator = self.generator, as_generator(seed_or_generator)
+        try:
+            yield
+        finally:
+            self.generator = previous
 
     def with_gradient(self, gradient: Literal["bpda", "unrolled"]) -> TVMPurifier:
-        """A view with another gradient mode that shares this one's generator and seed."""
+        """A copy with another gradient mode, the same seed and (until either enters :meth:`drawing`) the same
+        generator object."""
         view = copy.copy(self)
         view.tvm = self.tvm.replace(gradient=gradient)
         return view
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixed_masks:
+            one = bernoulli_mask((1, *x.shape[1:]), float(self.tvm.prob), generator=seed_generator(self.seed),
+                                 device=x.device)  # fmt: skip
+            return total_variation_minimize(x, **self.tvm.solver_kwargs(), mask=one.expand_as(x).contiguous(),
+                                            clip_values=(0.0, 1.0))  # fmt: skip
         return total_variation_minimize(
             x, **self.tvm.solver_kwargs(), generator=self.generator, clip_values=(0.0, 1.0)
         )
 
     def settings(self) -> dict[str, Any]:
-        """The TVM settings (whole) and the seed."""
-        return {**self.tvm.to_dict(), "seed": self.seed}
+        """The TVM settings (whole), the seed and, only when set, ``fixed_masks``."""
+        return {
+            **self.tvm.to_dict(),
+            "seed": self.seed,
+            **({"fixed_masks": True} if self.fixed_masks else {}),
+        }
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.settings().items())

@@ -23,7 +23,6 @@ from wnll_art.evaluation.protocols import PlanOptions, plan, registry_flags
 from wnll_art.evaluation.records import CellRecord, per_image_minimum
 from wnll_art.evaluation.report import attach_flags, flag_section, markdown_table, merge_flags, pct, write_text
 from wnll_art.evaluation.setup import open_run, rows, victim_flags, victims_of
-from wnll_art.evaluation.victims import PURIFIERS
 
 __all__ = ["DEFAULT_ATTACKS", "compare_defences"]
 
@@ -59,7 +58,6 @@ def compare_defences(
     Returns:
         All records, the ``worst_case`` ones included.
     """
-    PURIFIERS.check(list(cfg.defences), what="defences")
     options = options or PlanOptions(eot_samples=cfg.tvm.eot_samples, steps=10)
     specs = plan("adaptive", options, list(attacks))
     (row,) = rows(cfg)

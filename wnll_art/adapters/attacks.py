@@ -1,97 +1,26 @@
-"""Attacks used by the evaluation jobs, run through ART and Foolbox on plain ``nn.Module`` views.
+"""ART and Foolbox attacks on plain ``nn.Module`` views, as :class:`~wnll_art.attacks.Attack` subclasses.
 
 I. Goodfellow et al. 2015 (FGSM); A. Kurakin et al. 2017 (BIM / IFGSM); A. Madry et al. 2018 (PGD);
-N. Carlini, D. Wagner 2017 (C&W L2); F. Croce, M. Hein 2020 (AutoAttack, APGD-CE / APGD-DLR).
+N. Carlini, D. Wagner 2017 (C&W L2); F. Croce, M. Hein 2020 (AutoAttack, APGD-CE / APGD-DLR);
+M. Andriushchenko et al. 2020 (Square).
 
-Each attack is a small class in the Foolbox 3 style: :meth:`Attack.__call__` is the one ``@final``
-template method (validation, seeding of the libraries' global RNGs, projection, output checks) and
-subclasses write only :meth:`Attack.run`. Every attack sees a batch exactly as the engine passes it
-(one WNLL batch), so the transductive coupling is the run's named setting, never a library default.
+Each class writes only :meth:`~wnll_art.attacks.Attack.run`; the base class's template method validates, seeds the
+libraries' global RNGs for the call (restoring them afterwards), projects and checks the output.
 """
 
 from __future__ import annotations
 
-import random
-from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, final
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from wnll_art._checks import check_images, check_labels
+from wnll_art.attacks import Attack
 
-__all__ = ["Attack", "ArtAPGD", "ArtAutoAttack", "ArtBIM", "ArtCarliniL2", "ArtFGSM", "ArtPGD", "ArtSquare",
-           "FoolboxL2CW", "FoolboxLinfPGD", "project_linf"]  # fmt: skip
-
-
-def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Projects ``x_adv`` onto the L-inf ball of radius ``eps`` around ``x``, intersected with [0, 1]."""
-    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
-
-
-def _seed_globals(seed: int) -> None:
-    # ART and Foolbox draw random starts from NumPy's / torch's global generators; seeding them per batch
-    # keeps runs reproducible and identical across process shardings.
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@dataclass(frozen=True)
-class Attack(ABC):
-    """Base class. Subclasses are frozen dataclasses of their hyper-parameters and write :meth:`run`.
-
-    Class attributes:
-        name: Short name used in records.
-        library: ``"art"`` or ``"foolbox"``.
-        eps_independent: The raw attack ignores ``eps`` (C&W): the engine runs it once per batch and
-            projects the result onto each eps ball.
-    """
-
-    name: ClassVar[str]
-    library: ClassVar[str]
-    eps_independent: ClassVar[bool] = False
-
-    @final
-    def __call__(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int
-    ) -> torch.Tensor:
-        """Attacks one batch.
-
-        Args:
-            model: The attacker's view (images in [0, 1] -> ``(N, C)`` scores), defence inside.
-            x: ``(N, 3, H, W)`` float in [0, 1], on the model's device.
-            y: ``(N,)`` int64 true labels.
-            eps: L-inf radius; every output lies in the eps ball around ``x`` and in [0, 1].
-            seed: Seed for the libraries' global RNGs.
-
-        Returns:
-            Adversarial images, same shape/dtype/device as ``x``; ``x`` is not modified.
-        """
-        check_images(x, "x")
-        check_labels(y, "y")
-        if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"eps must be in [0, 1], got {eps}")
-        _seed_globals(seed)
-        was_training = model.training
-        model.eval()
-        try:
-            x_adv = self.run(model, x.detach().clone(), y, eps=eps)
-        finally:
-            model.train(was_training)
-        x_adv = x_adv.to(device=x.device, dtype=x.dtype)
-        if not bool(torch.isfinite(x_adv).all()):
-            raise RuntimeError(f"{self.name} returned non-finite images")
-        return project_linf(x_adv, x, eps)
-
-    @abstractmethod
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
-        """Returns adversarial examples of ``x`` (projection onto the eps ball is done by the caller)."""
-
-    def settings(self) -> dict[str, Any]:
-        return {"name": self.name, "library": self.library, **asdict(self)}
+__all__ = ["ArtAPGD", "ArtAutoAttack", "ArtBIM", "ArtCarliniL2", "ArtFGSM", "ArtPGD", "ArtSquare", "FoolboxL2CW",
+           "FoolboxLinfPGD"]  # fmt: skip
 
 
 def _art(model: nn.Module) -> Any:
