@@ -6,7 +6,7 @@ Parts (each a subprocess with its own time limit, run even after an earlier one 
 2. ``overhead``  WNLLNet predict vs the plain ResNet-56 forward, batch 500 + template 500 (target <= 1.10).
 3. ``tvm``       TVM purifier throughput, images/s on tensors already on the device.
 4. ``table2``    the paper's Table 2 grid under the paper protocol on all 10,000 test images: ResNet-56 softmax
-   and WNLL, with and without TVM, FGSM/IFGSM/C&W, 5 eps (``evaluations/defense_table.py``; it cannot run the
+   and WNLL, with and without TVM, FGSM/IFGSM/C&W, 5 eps (``evaluations/defence_table.py``; it cannot run the
    paper protocol alone, so the cheapest adaptive attack, ``fgsm_exact_eot`` with one EOT draw, comes along).
 5. ``train``     one epoch of full training, bf16 autocast and channels-last (CUDA only).
 6. ``torchrun``  ``torchrun --nproc_per_node 2`` of ``wnll-art evaluate`` on one GPU (CUDA only): both ranks
@@ -155,7 +155,7 @@ def part_table2(c: Check) -> Outcome:
     if why:
         return Outcome("SKIP", f"the WNLL template is drawn from the training set: {why}")
     out = c.out / "table2"
-    args = ["evaluations/defense_table.py", "--device", c.device, "--out", str(out),
+    args = ["evaluations/defence_table.py", "--device", c.device, "--out", str(out),
             "--adaptive-attacks", "fgsm_exact_eot", "--eot-samples", "1"]  # fmt: skip
     if c.quick:
         args += ["--n", "20", "--wnll-batch-size", "10", "--template-size", "20", "--eps", "0.02",
@@ -166,7 +166,7 @@ def part_table2(c: Check) -> Outcome:
     if proc is None or proc.returncode != 0:
         return Outcome("FAIL", tail)
     cells = list(out.rglob("cells/*.json"))
-    return Outcome("PASS", f"{len(cells)} cells; table: {out / 'defense_table.md'}")
+    return Outcome("PASS", f"{len(cells)} cells; table: {out / 'defence_table.md'}")
 
 
 def part_train(c: Check) -> Outcome:

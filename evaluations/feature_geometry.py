@@ -1,34 +1,220 @@
-"""The paper's Fig. 4: first two principal components of the 64-D features of clean, IFGSM and TVM-purified
-images, softmax model vs WNLL model, coloured by class (PNG + JSON summary).
+"""Feature geometry (the paper's Fig. 4): the 64-D features of clean, IFGSM and TVM-purified images in the
+plane of their first two principal components, softmax model vs WNLL model, coloured by class.
 
-Run ``python evaluations/feature_geometry.py --help``; see ``evaluations/README.md``.
+Wang et al. (2018), Fig. 4. The principal axes of each model are fitted on its clean features (SVD of the
+centred features) and every condition is projected onto them, so a panel shows how the attack and the
+purification move the features relative to the clean geometry. The JSON summary gives, per model and
+condition, the explained variance, class-centroid distances, within-class spread and their ratio.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
+
+from wnll_art._random import derive_seed
+from wnll_art.adapters.attacks import ArtBIM
+from wnll_art.evaluation.config import EvalConfig
+from wnll_art.evaluation.engine import Batches, Dist
+from wnll_art.evaluation.records import CellRecord, RunStore
+from wnll_art.evaluation.report import markdown_table, pct, save_png, write_text
+from wnll_art.evaluation.setup import open_run, rows, victims_of
+from wnll_art.evaluation.victims import predict_labels
+from wnll_art.wnll.model import WNLLNet
+
+__all__ = ["CONDITIONS", "centroid_stats", "feature_geometry", "main", "principal_axes"]
 
 PROG = "feature_geometry"
 
+CONDITIONS = ("clean", "ifgsm", "tvm_clean", "tvm_ifgsm")
+
+
+def principal_axes(feats: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean ``(D,)``, first ``k`` principal axes ``(D, k)`` (sign: largest loading positive) and the
+    explained-variance ratio of each ``(k,)``, from the SVD of the centred ``(N, D)`` features."""
+    mean = feats.mean(0)
+    _, s, vh = torch.linalg.svd(feats - mean, full_matrices=False)
+    axes = vh[:k].T.clone()
+    signs = torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))
+    axes *= torch.where(signs == 0, torch.ones_like(signs), signs)
+    ratio = s[:k] ** 2 / (s**2).sum().clamp_min(torch.finfo(s.dtype).tiny)
+    return mean, axes, ratio
+
+
+def centroid_stats(feats: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Class centroids of ``(N, D)`` features: pairwise distances, mean distance between centroids, mean
+    distance of a point to its class centroid (within-class spread) and their ratio (higher: more separated)."""
+    classes = sorted(set(labels.tolist()))
+    centroids = torch.stack([feats[labels == c].mean(0) for c in classes])
+    dist = torch.cdist(centroids, centroids)
+    m = len(classes)
+    between = float(dist.sum() / (m * (m - 1))) if m > 1 else 0.0
+    index = {c: i for i, c in enumerate(classes)}
+    own = centroids[torch.tensor([index[int(c)] for c in labels])]
+    within = float((feats - own).norm(dim=1).mean())
+    return {"classes": classes, "centroid_distances": dist.tolist(), "centroid_distance_mean": between,
+            "within_class_spread_mean": within, "separation_ratio": between / within if within > 0 else None}  # fmt: skip
+
+
+def _collect(
+    cfg: EvalConfig, eps: float, model: str, clf: torch.nn.Module, view: torch.nn.Module,
+    embed: Callable[[torch.Tensor], torch.Tensor], purifier: torch.nn.Module | None, batches: Batches, attack: ArtBIM,
+) -> tuple[dict[str, torch.Tensor], dict[str, list[int]]]:  # fmt: skip
+    feats: dict[str, list[torch.Tensor]] = {}
+    correct: dict[str, list[int]] = {}
+    for b in range(batches.count):
+        x, y = batches.get(b)
+        images = {
+            "clean": x,
+            "ifgsm": attack(view, x, y, eps=eps, seed=derive_seed(cfg.seed, "geometry", model, b)),
+        }
+        if purifier is not None:
+            # the same masks for both models: they see the same purified clean images
+            with torch.no_grad(), purifier.drawing(derive_seed(cfg.seed, "geometry_tvm", b)):  # type: ignore[operator]
+                images["tvm_clean"] = purifier(x)
+            with torch.no_grad(), purifier.drawing(derive_seed(cfg.seed, "geometry_tvm_adv", b)):  # type: ignore[operator]
+                images["tvm_ifgsm"] = purifier(images["ifgsm"])
+        with torch.no_grad():
+            for c, img in images.items():
+                feats.setdefault(c, []).append(embed(img).cpu())
+                correct.setdefault(c, []).extend((predict_labels(clf, img) == y).int().tolist())
+    return {c: torch.cat(f).double() for c, f in feats.items()}, correct
+
+
+def feature_geometry(
+    cfg: EvalConfig,
+    *,
+    out_dir: str | os.PathLike[str],
+    data_root: str | os.PathLike[str] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    steps: int = 10,
+    step_fraction: float = 0.25,
+    gradient: str = "exact",
+) -> dict[str, Any]:
+    """Fig. 4: PCA of the 64-D features, softmax vs WNLL, clean / IFGSM / TVM(clean) / TVM(IFGSM).
+
+    Softmax features are ``backbone.features``; WNLL features are :meth:`WNLLNet.embed` (on the zoo
+    backbone, which has no buffer block, these are the same features: the models differ only in their
+    output activation, so the clean panels coincide and the adversarial panels differ by what the attack
+    targets). IFGSM: ART BIM, ``steps`` steps of ``step_fraction * eps`` at the single ``cfg.eps`` value,
+    white box (``gradient`` through the WNLL solve). TVM panels need ``"tvm"`` in ``cfg.defences``.
+
+    Writes ``out_dir/feature_geometry.png``, ``out_dir/feature_geometry.json`` (the summary, returned),
+    ``out_dir/feature_geometry.md`` and accuracy records ``out_dir/cells/*.json`` (protocol ``"geometry"``).
+    Single process (not sharded).
+    """
+    if len(cfg.eps) != 1:
+        raise ValueError(f"feature_geometry takes one eps value, got {cfg.eps}")
+    if gradient not in ("exact", "surrogate"):
+        raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
+    with_tvm = "tvm" in cfg.defences
+    eps = cfg.eps[0]
+    settings, store, batches = open_run(cfg, out_dir, data_root, dist=Dist(), protocol="feature_geometry",
+                                        steps=steps, step_fraction=step_fraction, gradient=gradient)  # fmt: skip
+    victims, _ = victims_of(rows(cfg)[0], cfg, defences=("none",), data_root=data_root, weights=weights)
+    purifier = None
+    if with_tvm:
+        from wnll_art.tvm.module import TVMPurifier
+
+        purifier = TVMPurifier(cfg.tvm, seed=cfg.seed)
+    attack = ArtBIM(steps=steps, step_fraction=step_fraction)
+    y = batches.y.cpu()
+    summary: dict[str, Any] = {"settings": settings, "eps": eps, "n": cfg.n, "conditions": [], "models": {},
+                               "pca_fit_on": "clean features of each model"}  # fmt: skip
+    projections: dict[str, dict[str, torch.Tensor]] = {}
+    for v in victims:
+        clf = v.classifier
+        embed = clf.embed if isinstance(clf, WNLLNet) else clf.features  # type: ignore[union-attr]
+        feats, correct = _collect(cfg, eps, v.model, clf, v.view(gradient=gradient).eval(),  # type: ignore[arg-type]
+                                  embed, purifier, batches, attack)  # type: ignore[arg-type]  # fmt: skip
+        summary["conditions"] = list(feats)
+        summary["models"][v.model], projections[v.model] = _model_summary(feats, correct, y)
+        for c in feats:
+            _record(store, v.model, c, eps, correct[c], batches.indices, settings)
+    wnll = next((v.classifier for v in victims if isinstance(v.classifier, WNLLNet)), None)
+    softmax_clf = next(v.classifier for v in victims if v.model == "softmax")
+    summary["same_features"] = bool(wnll is not None and wnll.buffer is None and wnll.backbone is softmax_clf)
+    out = Path(out_dir)
+    (out / "feature_geometry.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    from wnll_art.plots import feature_planes
+
+    save_png(feature_planes(projections, summary, y, gradient=gradient), out / "feature_geometry.png")
+    _markdown(summary, out / "feature_geometry.md")
+    return summary
+
+
+def _model_summary(
+    feats: dict[str, torch.Tensor], correct: dict[str, list[int]], y: torch.Tensor
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """One model's summary (PCA fitted on its clean features; per condition accuracy and centroid
+    statistics in 64-D and in the PC plane) and its ``{condition: (N, 2) projection}``."""
+    mean, axes, ratio = principal_axes(feats["clean"])
+    clean_proj = (feats["clean"] - mean) @ axes
+    summary: dict[str, Any] = {"feature_dim": int(feats["clean"].shape[1]),
+                               "explained_variance_ratio": ratio.tolist(), "conditions": {}}  # fmt: skip
+    projections = {}
+    for c, f in feats.items():
+        proj = projections[c] = (f - mean) @ axes
+        stats, stats_2d = centroid_stats(f, y), centroid_stats(proj, y)
+        centred = (f - mean).pow(2).sum()
+        summary["conditions"][c] = {
+            "accuracy": sum(correct[c]) / len(correct[c]),
+            "variance_in_pc_plane": float(proj.pow(2).sum() / centred) if centred > 0 else None,
+            "mean_shift_from_clean": float((f - feats["clean"]).norm(dim=1).mean()),
+            "mean_shift_from_clean_2d": float((proj - clean_proj).norm(dim=1).mean()),
+            **stats, "centroid_distance_mean_2d": stats_2d["centroid_distance_mean"],
+            "separation_ratio_2d": stats_2d["separation_ratio"],
+        }  # fmt: skip
+    return summary, projections
+
+
+def _record(store: RunStore, model: str, condition: str, eps: float, correct: list[int], indices: list[int],
+            settings: dict[str, Any]) -> None:  # fmt: skip
+    defence = "tvm" if condition.startswith("tvm") else "none"
+    attack = "ifgsm" if condition.endswith("ifgsm") else "clean"
+    store.put(CellRecord(model=model, defence=defence, attack=attack, eps=eps if attack != "clean" else 0.0,
+                         protocol="geometry", accuracy=sum(correct) / len(correct), n=len(correct),
+                         per_image_correct=correct, image_indices=indices, settings=settings))  # fmt: skip
+
+
+def _markdown(summary: dict[str, Any], path: Path) -> None:
+    rows = []
+    for model, ms in summary["models"].items():
+        for c, st in ms["conditions"].items():
+            ratio = "-" if st["separation_ratio"] is None else f"{st['separation_ratio']:.3f}"
+            rows.append([model, c, pct(st["accuracy"]), f"{st['centroid_distance_mean']:.3f}",
+                         f"{st['within_class_spread_mean']:.3f}", ratio, f"{st['mean_shift_from_clean']:.3f}"])  # fmt: skip
+    head = ["model", "condition", "accuracy (%)", "centroid distance", "within-class spread", "separation ratio",
+            "shift from clean"]  # fmt: skip
+    lines = [f"# Feature geometry (the paper's Fig. 4), IFGSM eps={summary['eps']:g}, n={summary['n']}", "",
+             *markdown_table(head, rows), "", "Explained variance of the two PCs (clean): "
+             + "; ".join(f"{m}: {', '.join(f'{100 * v:.1f}%' for v in ms['explained_variance_ratio'])}"
+                         for m, ms in summary["models"].items()),
+             "Figure: feature_geometry.png; numbers: feature_geometry.json; accuracy records: cells/*.json.", ""]  # fmt: skip
+    write_text(path, lines)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.geometry.feature_geometry`; returns the exit status."""
-    from wnll_art._argparse import positive_int, unit_float
+    """Parses ``argv`` and runs :func:`feature_geometry`; returns the exit status."""
+    from wnll_art._argparse import unit_float
     from wnll_art.evaluation.parser import config_from_args, run_script, script_parser
 
-    p = script_parser(PROG, __doc__ or "", n=500, eps=(0.02,), out="results/feature_geometry")
-    p.add_argument("--steps", type=positive_int, default=10, help="IFGSM iterations")
-    p.add_argument("--step-fraction", type=unit_float, default=0.25, help="IFGSM step size as a fraction of eps")
+    p = script_parser(PROG, __doc__ or "", n=500, eps=(0.02,), steps=10, out="results/feature_geometry")
+    p.add_argument(
+        "--step-fraction", type=unit_float, default=0.25, help="IFGSM step size as a fraction of eps"
+    )
     p.add_argument(
         "--gradient", choices=("exact", "surrogate"), default="exact", help="WNLL gradient of the IFGSM"
     )
     args = p.parse_args(argv)
 
     def body() -> None:
-        from wnll_art.evaluation.jobs.geometry import feature_geometry
-
         feature_geometry(config_from_args(args), out_dir=args.out, data_root=args.data_root, weights=args.weights,
                          steps=args.steps, step_fraction=args.step_fraction, gradient=args.gradient)  # fmt: skip
         print((Path(args.out) / "feature_geometry.md").read_text())

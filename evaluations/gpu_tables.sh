@@ -2,7 +2,7 @@
 # The paper's Tables 2 and 1 on our shipped models, all three training-data rows, on one GPU in one call.
 #
 # Table 2 (paper and adaptive protocol): one process per training-data row, side by side on the device; then one
-# process over all rows that resumes every cell from the three stores and writes the combined defense_table.md.
+# process over all rows that resumes every cell from the three stores and writes the combined defence_table.md.
 # Table 1 with the exact WNLL gradient (the paper-protocol version, surrogate gradient, is in
 # results/transfer_table_trained_n500.md) runs beside them. Settings as results/adaptive_n200.md.
 #
@@ -37,7 +37,7 @@ else
 fi
 COMMON=(--n "$N" --wnll-batch-size "$BATCH" --eps 0.02,0.08 --defences none,tvm --tvm-prob 0.5 --tvm-lamb 0.03
         --tvm-iterations 20 --eot-samples 2 --tvm-draws 3 --weights "$WEIGHTS" --device "$DEVICE")
-TABLE2=(evaluations/defense_table.py "${COMMON[@]}" "${SIZES[@]}" --restarts 1 --out "$RES/table2")
+TABLE2=(evaluations/defence_table.py "${COMMON[@]}" "${SIZES[@]}" --restarts 1 --out "$RES/table2")
 
 say "device $DEVICE, $N images, deadline ${DEADLINE}s, $THREADS threads per process"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0))" 2>&1 | tee -a "$OUT/log.txt"
@@ -57,7 +57,7 @@ for job in "${ROWS[@]}" table1; do
     if [ $rc != 0 ]; then FAIL=1; elif [ "$job" != table1 ]; then DONE+=("$job"); fi
     tail -n 3 "$RES/logs/$( [ "$job" = table1 ] && echo table1_exact || echo "table2_$job").log" | tee -a "$OUT/log.txt"
 done
-rm -f "$RES/table2/defense_table.md"  # each row's process wrote its own one-row table there; the combined one replaces it
+rm -f "$RES/table2/defence_table.md"  # each row's process wrote its own one-row table there; the combined one replaces it
 if [ ${#DONE[@]} -gt 0 ]; then
     limited python3 "${TABLE2[@]}" --trained "$(IFS=,; echo "${DONE[*]}")" > "$RES/logs/table2_all.log" 2>&1
     rc=$?; [ $rc != 0 ] && FAIL=1

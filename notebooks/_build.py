@@ -163,7 +163,7 @@ from wnll_art.adapters.attacks import ArtBIM
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.jobs.geometry import feature_geometry
 from wnll_art.evaluation.jobs.main import evaluate
-from wnll_art.evaluation.jobs.defense_table import Convergence, defense_table
+from wnll_art.evaluation.jobs.defence_table import Convergence, defence_table
 from wnll_art.evaluation.protocols import PlanOptions
 from wnll_art.evaluation.records import read_records
 from wnll_art.plots import accuracy_vs_eps, image_grid, protocol_comparison
@@ -213,7 +213,7 @@ adaptive one; the gap between the two bars is what a weak evaluation would have 
     ),
     (
         "code",
-        """defense_table(EvalConfig(n=N, eps=(EPS,), tvm=TVMSettings(eot_samples=2)), out_dir="table2",
+        """defence_table(EvalConfig(n=N, eps=(EPS,), tvm=TVMSettings(eot_samples=2)), out_dir="table2",
               options=PlanOptions(eot_samples=2, steps=5, cw_steps=5), adaptive_attacks=["fgsm_exact_eot", "ifgsm_exact_eot", "ifgsm_surrogate_eot", "transfer_ifgsm"],
               convergence=Convergence(steps=(2, 4), eot=(1, 2), images=4))  # a demo ladder: full runs use 10..100
 table = read_records("table2/original")

@@ -64,7 +64,9 @@ class Registry(Generic[T]):
         """
         label = what or f"{self.what}s"
         if isinstance(names, str) or not isinstance(names, (list, tuple)) or not names:
-            raise ValueError(f"{label} must be a non-empty list of names among {', '.join(self._items)}, got {names!r}")
+            raise ValueError(
+                f"{label} must be a non-empty list of names among {', '.join(self._items)}, got {names!r}"
+            )
         unknown = [n for n in names if n not in self._items]
         if unknown:
             raise ValueError(f"unknown {label} {unknown}; choose from {', '.join(self._items)}")

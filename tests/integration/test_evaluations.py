@@ -67,8 +67,8 @@ def _table_args(out: Path, common: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def table_dir(tmp_path_factory: pytest.TempPathFactory, common: list[str]) -> Path:
-    out = tmp_path_factory.mktemp("defense_table")
-    assert _script("defense_table").main(_table_args(out, common)) == 0
+    out = tmp_path_factory.mktemp("defence_table")
+    assert _script("defence_table").main(_table_args(out, common)) == 0
     return out
 
 
@@ -79,7 +79,7 @@ def _records(root: Path) -> dict[str, CellRecord]:
     }
 
 
-def test_defense_table_records_schema(table_dir: Path) -> None:
+def test_defence_table_records_schema(table_dir: Path) -> None:
     recs = _records(table_dir / "original")
     victims = [(m, d) for m in ("softmax", "wnll") for d in DEFENCES.split(",")]
     paper = [r for r in recs.values() if r.protocol == "paper"]
@@ -96,7 +96,7 @@ def test_defense_table_records_schema(table_dir: Path) -> None:
     # the surrogate gradient is the exact one on softmax: not run there
     assert not any(r.model == "softmax" and r.attack == "ifgsm_surrogate_eot" for r in recs.values())
     run = json.loads((table_dir / "original" / "run.json").read_text())
-    assert run["protocol"] == "defense_table" and run["weights"] == "zoo:resnet56"
+    assert run["protocol"] == "defence_table" and run["weights"] == "zoo:resnet56"
     assert list((table_dir / "original").glob("accuracy_vs_eps__*.png"))
 
 
@@ -149,10 +149,10 @@ def test_adaptive_is_the_per_image_minimum_of_the_records_on_disk(table_dir: Pat
     assert index["adaptive", "softmax", "none", "ifgsm", 0.08].accuracy < clean.accuracy
 
 
-def test_defense_table_markdown_and_resume(
+def test_defence_table_markdown_and_resume(
     table_dir: Path, common: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    text = (table_dir / "defense_table.md").read_text()
+    text = (table_dir / "defence_table.md").read_text()
     assert (
         text.splitlines()[2].startswith("**Robust accuracy (%)**") and "| victim | clean |" in text
     )  # headline first
@@ -168,13 +168,13 @@ def test_defense_table_markdown_and_resume(
 
     monkeypatch.setattr(engine, "_cell", counting)
     before = {k: r.per_image_correct for k, r in _records(table_dir / "original").items()}
-    assert _script("defense_table").main(_table_args(table_dir, common)) == 0
+    assert _script("defence_table").main(_table_args(table_dir, common)) == 0
     assert calls == []  # everything read back
     assert {k: r.per_image_correct for k, r in _records(table_dir / "original").items()} == before
 
 
-def test_defense_table_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    main = _script("defense_table").main
+def test_defence_table_rejects_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main = _script("defence_table").main
     assert main(["--adaptive-attacks", "nope", "--n", "4", "--out", str(tmp_path / "x")]) == 2
     assert "adaptive attacks: unknown ['nope']" in capsys.readouterr().err
     assert main(["--defences", "none,nope", "--n", "4", "--out", str(tmp_path / "y")]) == 2
@@ -256,9 +256,11 @@ def test_compare_defences(tmp_path: Path, common: list[str]) -> None:
                 int(all(v)) for v in zip(*(p.per_image_correct for p in parts), strict=True)
             ]
     jpeg = recs["adaptive__wnll__jpeg__clean__eps0.0000"].settings["victim"]["purifier"]
-    assert jpeg["art_class"] == "JpegCompression" and "BPDA" in jpeg["gradient"]
-    text = (out / "compare_defences.md").read_text()
-    assert "attacker's gradient through the defence" in text and "| wnll | art_tvm |" in text
+    assert jpeg["art_class"] == "JpegCompression" and "BPDA" in jpeg["gradient"] and jpeg["params"]["quality"] == 75
+    art_tvm = recs["adaptive__wnll__art_tvm__clean__eps0.0000"].settings["victim"]["purifier"]
+    assert art_tvm["params"]["max_iter"] == 3  # --defence-options reached the ART class
+    text = (out / "results.md").read_text()
+    assert "| adaptive | wnll | art_tvm | transfer_ifgsm |" in text and "**Robust accuracy (%)**" in text
 
 
 def test_art_preprocessor_gradient_is_arts_own(pretrained_resnet56: torch.nn.Module) -> None:
@@ -326,19 +328,19 @@ def test_victim_and_row_options_are_checked_before_any_work(tmp_path: Path) -> N
     import argparse
 
     from wnll_art.evaluation.config import EvalConfig
-    from wnll_art.evaluation.jobs.defense_table import defense_table
+    from wnll_art.evaluation.jobs.defence_table import defence_table
 
-    victim_list = _script("defense_table").victim_list
+    victim_list = _script("defence_table").victim_list
     assert victim_list("wnll+tvm, softmax+none,") == (("wnll", "tvm"), ("softmax", "none"))
     for bad in ("wnll", "+tvm", ","):
         with pytest.raises(argparse.ArgumentTypeError):
             victim_list(bad)
     cfg = EvalConfig(n=2, eps=(0.02,), defences=("none",))
     with pytest.raises(ValueError, match="victims must be a non-empty subset"):
-        defense_table(cfg, out_dir=tmp_path / "a", victims=[("wnll", "tvm")])  # tvm is not among the defences
+        defence_table(cfg, out_dir=tmp_path / "a", victims=[("wnll", "tvm")])  # tvm is not among the defences
     with pytest.raises(ValueError, match="trained rows must be a non-empty subset"):
-        defense_table(cfg, out_dir=tmp_path / "b", trained=["nope"])
+        defence_table(cfg, out_dir=tmp_path / "b", trained=["nope"])
     for text in ("tvm", ""):  # an empty string too: it must not quietly mean "the public model"
         with pytest.raises(TypeError, match="string"):
-            defense_table(cfg, out_dir=tmp_path / "c", trained=text)  # type: ignore[arg-type]
+            defence_table(cfg, out_dir=tmp_path / "c", trained=text)  # type: ignore[arg-type]
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -24,42 +24,71 @@ class _Built(Exception):
     """Raised by the wrapped factory once a job's victims exist."""
 
 
-def _expected(v: Victim, cfg: EvalConfig, models: dict[str, tuple[str, str]], weights: Path) -> torch.nn.Module:
+def _expected(
+    v: Victim, cfg: EvalConfig, models: dict[str, tuple[str, str]], weights: Path
+) -> torch.nn.Module:
     name, head = models[v.model]
-    wnll = {"coupling": cfg.coupling, "wnll_batch_size": cfg.wnll_batch_size, "kernel": cfg.kernel} if head == "wnll" else {}
+    wnll = (
+        {"coupling": cfg.coupling, "wnll_batch_size": cfg.wnll_batch_size, "kernel": cfg.kernel}
+        if head == "wnll"
+        else {}
+    )
     if head == "wnll" and name == "resnet56":
         wnll["template_size"] = cfg.template_size
     tvm = cfg.tvm if v.defence == "tvm" else False
     return wnll_art.load_defence(name, head=head, tvm=tvm, seed=cfg.seed, weights=weights, **wnll)  # type: ignore[arg-type]
 
 
-def _same(a: torch.nn.Module, b: torch.nn.Module) -> None:
+def _same(a: torch.nn.Module, b: torch.nn.Module, defence: str) -> None:
+    if defence not in (
+        "none",
+        "tvm",
+    ):  # an ART preprocessor (load_defence knows TVM only): the same classifier
+        from wnll_art.adapters.art_preprocessors import ArtPreprocessor
+
+        assert isinstance(a.purifier, ArtPreprocessor) and a.purifier.name == defence  # type: ignore[union-attr]
+        a, b = a.classifier, b.classifier  # type: ignore[assignment]
+        assert a.settings() == b.settings() if hasattr(a, "settings") else True  # type: ignore[operator]
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb)
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
-    assert a.settings() == b.settings()  # type: ignore[operator]
-    assert type(a.purifier) is type(b.purifier)  # type: ignore[union-attr]
-    if a.purifier is not None:  # type: ignore[union-attr]
-        assert a.purifier.settings() == b.purifier.settings()  # type: ignore[union-attr, operator]
+    if defence in ("none", "tvm"):
+        assert a.settings() == b.settings()  # type: ignore[operator]
+        assert type(a.purifier) is type(b.purifier)  # type: ignore[union-attr]
+        if a.purifier is not None:  # type: ignore[union-attr]
+            assert a.purifier.settings() == b.purifier.settings()  # type: ignore[union-attr, operator]
 
 
 def _jobs(out: Path, root: Path, weights: Path) -> dict[str, Any]:
-    from wnll_art.evaluation.jobs.defence_comparison import compare_defences
-    from wnll_art.evaluation.jobs.defense_table import defense_table
-    from wnll_art.evaluation.jobs.geometry import feature_geometry
+    import sys
+
+    from wnll_art.evaluation.jobs.defence_table import defence_table
     from wnll_art.evaluation.jobs.main import evaluate
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from evaluations.feature_geometry import feature_geometry
     from wnll_art.evaluation.jobs.transfer_table import transfer_table
 
     common = {"data_root": root, "weights": weights}
     return {
         "main": lambda cfg: evaluate(cfg, out_dir=out / "main", **common),
-        "defence_table": lambda cfg: defense_table(cfg, out_dir=out / "table", **common),
-        "defence_table_trained": lambda cfg: defense_table(cfg, out_dir=out / "trained", trained=["tvmaug"], **common),
+        "defence_table": lambda cfg: defence_table(cfg, out_dir=out / "table", **common),
+        "defence_table_trained": lambda cfg: defence_table(
+            cfg, out_dir=out / "trained", trained=["tvmaug"], **common
+        ),
         "transfer_table": lambda cfg: transfer_table(cfg, out_dir=out / "transfer", **common),
-        "compare": lambda cfg: compare_defences(cfg, out_dir=out / "compare", **common),
-        "geometry": lambda cfg: feature_geometry(EvalConfig(**{**cfg.to_dict(), "tvm": cfg.tvm, "eps": (0.02,)}),
-                                                 out_dir=out / "geometry", **common),
+        "compare": lambda cfg: evaluate(
+            EvalConfig(**{**cfg.to_dict(), "tvm": cfg.tvm, "defences": ("none", "tvm", "jpeg")}),
+            out_dir=out / "compare",
+            protocol="adaptive",
+            **common,
+        ),
+        "geometry": lambda cfg: feature_geometry(
+            EvalConfig(**{**cfg.to_dict(), "tvm": cfg.tvm, "eps": (0.02,)}),
+            out_dir=out / "geometry",
+            **common,
+        ),
     }
 
 
@@ -88,4 +117,4 @@ def test_each_jobs_victims_are_load_defences(
         pair = training_rows()["tvmaug"]
         models = {"softmax": (pair["softmax"], "softmax"), "wnll": (pair["wnll"], "wnll")}
     for v in built:
-        _same(v.module, _expected(v, cfg, models, weights))
+        _same(v.module, _expected(v, cfg, models, weights), v.defence)

@@ -105,8 +105,10 @@ def _check_ints(cfg: EvalConfig) -> None:
 
 
 def _check_names(cfg: EvalConfig) -> None:
-    if not isinstance(cfg.eps, tuple) or not cfg.eps or any(
-        isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 < e <= 1.0 for e in cfg.eps
+    if (
+        not isinstance(cfg.eps, tuple)
+        or not cfg.eps
+        or any(isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 < e <= 1.0 for e in cfg.eps)
     ):
         raise ValueError(f"eps must be one or more radii in (0, 1], got {cfg.eps}")
     if len(set(cfg.eps)) != len(cfg.eps):

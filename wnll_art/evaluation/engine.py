@@ -168,7 +168,9 @@ def adversarial(
     eot = spec.eot_samples if source.randomised else 1
     view = source.view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot, score=spec.score)
     if not spec.attack.eps_independent:
-        with view.drawing(seed):  # the purifier's draws during the attack depend on the batch only, not the rank
+        with view.drawing(
+            seed
+        ):  # the purifier's draws during the attack depend on the batch only, not the rank
             return spec.attack(view, x, y, eps=eps, seed=seed)
     key = (spec.name, source.model, source.defence, seed)
     if key not in raw_cache:
@@ -274,7 +276,9 @@ def run_cells(
     transfers: dict[Any, torch.Tensor] = {}  # kept across victims: the same adversarials for each
     for spec in specs:
         if spec.source != "self" and spec.source not in (sources or {}):
-            raise ValueError(f"{spec.name}: transfer source {spec.source!r} not among {sorted(sources or {})}")
+            raise ValueError(
+                f"{spec.name}: transfer source {spec.source!r} not among {sorted(sources or {})}"
+            )
     for victim in victims:
         for spec in (s for s in specs if not skipped(protocol, s, victim)):
             for eps in [0.0] if spec.attack is None else eps_values:
@@ -282,7 +286,9 @@ def run_cells(
                 expected: dict[str, Any] = dict(model=victim.model, defence=victim.defence, attack=spec.name, eps=eps,
                                 protocol=protocol, n=len(batches.indices), image_indices=batches.indices,
                                 settings={**run_settings, "victim": victim.settings(), "spec": spec.settings()})  # fmt: skip
-                record = store.get(cell_key(protocol, victim.model, victim.defence, spec.name, eps), expected=expected)
+                record = store.get(
+                    cell_key(protocol, victim.model, victim.defence, spec.name, eps), expected=expected
+                )
                 if record is None:
                     start = time.perf_counter()
                     parts = batches.dist.gather(_cell(spec, victim, source, eps=eps, batches=batches, seed=seed,

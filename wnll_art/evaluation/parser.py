@@ -18,7 +18,15 @@ from wnll_art.evaluation.outdir import results_lock
 from wnll_art.evaluation.protocols import PlanOptions
 from wnll_art.tvm.settings import PRESETS, TVMSettings
 
-__all__ = ["add_run_options", "config_from_args", "plan_from_args", "run_script", "script_parser", "template_size"]
+__all__ = [
+    "add_run_options",
+    "config_from_args",
+    "plan_from_args",
+    "run_script",
+    "script_parser",
+    "template_size",
+]
+
 
 def template_size(text: str) -> int:
     """An ``argparse`` type: a positive multiple of 10 (the template is class-balanced)."""
@@ -38,6 +46,7 @@ def add_run_options(
     defences_help: str = "test-time defences among none,tvm",
     eot_samples: int = 2,
     cw_steps: int = 10,
+    steps: int = 20,
 ) -> argparse.ArgumentParser:
     """Adds the run configuration's options (images, eps, defences, WNLL, TVM, budgets, seed, device, data,
     weights, ``--deterministic``) to ``p`` with the given defaults; returns ``p``."""
@@ -59,8 +68,19 @@ def add_run_options(
     p.add_argument("--eot-samples", type=ap.positive_int, default=eot_samples,
                    help="EOT draws when attacking a randomised defence (sets the TVM settings' eot_samples)")  # fmt: skip
     p.add_argument("--cw-steps", type=ap.positive_int, default=cw_steps, help="C&W optimisation steps")
-    p.add_argument("--tvm-prob", type=ap.unit_float, default=guo.prob, help="probability that a pixel is kept")
-    p.add_argument("--tvm-lamb", type=ap.positive_float, default=guo.lamb, help="TV weight (Guo et al.: 0.03)")
+    p.add_argument(
+        "--steps", type=ap.positive_int, default=steps, help="iterations of the adaptive iterative attacks"
+    )
+    p.add_argument("--restarts", type=ap.positive_int, default=1, help="random starts of PGD and APGD")
+    p.add_argument(
+        "--square-queries", type=ap.positive_int, default=100, help="iterations of the Square attack"
+    )
+    p.add_argument(
+        "--tvm-prob", type=ap.unit_float, default=guo.prob, help="probability that a pixel is kept"
+    )
+    p.add_argument(
+        "--tvm-lamb", type=ap.positive_float, default=guo.lamb, help="TV weight (Guo et al.: 0.03)"
+    )
     p.add_argument("--tvm-objective", choices=("art", "isotropic"), default=guo.objective)
     p.add_argument("--tvm-preset", choices=sorted(PRESETS), default="art-100", help="ADMM iterations by name")
     p.add_argument("--tvm-iterations", type=ap.positive_int, default=None,
@@ -72,7 +92,9 @@ def add_run_options(
     p.add_argument("--device", type=ap.device, default="cpu", help="cpu, cuda or cuda:N (checked to exist)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic PyTorch kernels, no TF32 (recorded in every cell's device facts)")  # fmt: skip
-    p.add_argument("--data-root", default=None, help="CIFAR-10 root (default: $WNLL_ART_DATA or the user cache)")
+    p.add_argument(
+        "--data-root", default=None, help="CIFAR-10 root (default: $WNLL_ART_DATA or the user cache)"
+    )
     p.add_argument("--weights", default=None, help="ResNet-56 checkpoint (default: the torch hub cache)")
     return p
 
@@ -100,17 +122,18 @@ def script_parser(prog: str, description: str, **defaults: Any) -> argparse.Argu
                                  "cw_steps": 30, **defaults})  # fmt: skip
 
 
-def plan_from_args(args: argparse.Namespace, **fields: Any) -> PlanOptions:
-    """The :class:`PlanOptions` of the options added by :func:`add_run_options` (EOT samples, C&W steps) and
-    ``fields`` (a script's own: ``steps``, ``restarts``, ``square_queries``)."""
-    return PlanOptions(eot_samples=args.eot_samples, cw_steps=args.cw_steps, **fields)
+def plan_from_args(args: argparse.Namespace) -> PlanOptions:
+    """The :class:`PlanOptions` of the options added by :func:`add_run_options` (EOT samples and attack sizes)."""
+    return PlanOptions(eot_samples=args.eot_samples, cw_steps=args.cw_steps, steps=args.steps, restarts=args.restarts,
+                       square_queries=args.square_queries)  # fmt: skip
 
 
-def run_script(body: Callable[[], object], prog: str, args: argparse.Namespace) -> int:
+def run_script(body: Callable[[], object], prog: str, args: argparse.Namespace, *, lock: bool = True) -> int:
     """Runs a script body after the shared option checks (``--out`` writable, ``--deterministic`` applied),
     holding ``--out``'s lock (:func:`~wnll_art.evaluation.outdir.results_lock`; under ``torchrun`` rank 0 holds
     it), turning user errors (a lock held by another run among them) into a one-line message and exit status 2,
-    I/O faults (a full disk) into one line and exit status 1."""
+    I/O faults (a full disk) into one line and exit status 1. ``lock=False``: the body takes the lock itself
+    (:func:`~wnll_art.evaluation.jobs.main.evaluate` does)."""
     try:
         ap.check_out_dir(args.out)
         if args.deterministic:
@@ -118,7 +141,7 @@ def run_script(body: Callable[[], object], prog: str, args: argparse.Namespace) 
 
             set_deterministic(True)
         rank0 = os.environ.get("RANK", "0") == "0"
-        with results_lock(args.out) if rank0 else contextlib.nullcontext():
+        with results_lock(args.out) if rank0 and lock else contextlib.nullcontext():
             body()
     except (ValueError, FileNotFoundError, KeyError, ap.UsageError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

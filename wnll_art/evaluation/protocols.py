@@ -168,7 +168,9 @@ def plan(protocol: str, options: PlanOptions, names: Sequence[str] | None = None
     if names is not None:
         unknown = sorted(set(names) - set(known))
         if unknown or not names:
-            raise ValueError(f"{protocol} attacks: unknown {unknown} or none given; choose from {', '.join(known)}")
+            raise ValueError(
+                f"{protocol} attacks: unknown {unknown} or none given; choose from {', '.join(known)}"
+            )
     chosen = [e for e in entries if (e.default if names is None else e.name in names)]
     return [CLEAN, *(e.build(options) for e in chosen)]
 
@@ -206,7 +208,9 @@ _TRANSFER = "transfer beats white box"
 _SURROGATE = "exact WNLL gradient weaker than the straight-through one"
 
 # ------------------------------------------------------------------------------------------------ main
-PROTOCOLS.register("main", "the wnll-art evaluate demo: white box, BPDA + EOT through TVM, BIM transferred from softmax")
+PROTOCOLS.register(
+    "main", "the wnll-art evaluate demo: white box, BPDA + EOT through TVM, BIM transferred from softmax"
+)
 register("main", "fgsm", lambda o: AttackSpec("fgsm", ArtFGSM(), eot_samples=o.eot_samples))
 register("main", "bim", lambda o: AttackSpec("bim", ArtBIM(steps=10, step_fraction=0.25), eot_samples=o.eot_samples),
          default=False)  # fmt: skip
@@ -224,7 +228,9 @@ register("main", "transfer_bim", lambda o: AttackSpec("transfer_bim", ArtBIM(ste
          checks=(Check("bim", "black_box_stronger", _TRANSFER), Check("linf_pgd", "black_box_stronger", _TRANSFER)))  # fmt: skip
 
 # ----------------------------------------------------------------------------------------------- paper
-PROTOCOLS.register("paper", "Wang et al. (2018) as stated: surrogate gradient on WNLL, TVM unseen, IFGSM 10 x eps")
+PROTOCOLS.register(
+    "paper", "Wang et al. (2018) as stated: surrogate gradient on WNLL, TVM unseen, IFGSM 10 x eps"
+)
 register("paper", "fgsm", lambda o: AttackSpec("fgsm", ArtFGSM(), gradient="surrogate", tvm="oblivious"),
          checks=(Check("fgsm_exact_eot", "paper_attack_stronger", "surrogate / TVM-oblivious FGSM beats exact + BPDA + EOT",
                        protocol="adaptive"),))  # fmt: skip

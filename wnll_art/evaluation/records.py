@@ -45,7 +45,9 @@ __all__ = [
 ]
 
 SCHEMA = "wnll-art/cell/v2"
-DEVICE_FACTS = "device_facts"  # key of the device facts in run settings (run.json and every record's settings)
+DEVICE_FACTS = (
+    "device_facts"  # key of the device facts in run settings (run.json and every record's settings)
+)
 _log = logging.getLogger("wnll_art.evaluation")
 
 GAINED_SETTINGS: dict[str, Any] = {}

@@ -13,13 +13,12 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from wnll_art.evaluation.outdir import atomic_write
 from wnll_art.evaluation.records import CellRecord, RunStore
 
 if TYPE_CHECKING:
-    import torch
     from matplotlib.figure import Figure
 
 __all__ = [
@@ -29,7 +28,7 @@ __all__ = [
     "markdown_table",
     "merge_flags",
     "pct",
-    "write_feature_planes",
+    "save_png",
     "write_markdown",
     "write_plots",
     "write_text",
@@ -85,7 +84,9 @@ def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
     order = list(dict.fromkeys(data for data, _, _ in by_victim))  # training-data rows in the records' order
     several = len(order) > 1
     rows = []
-    for (data, model, defence), cells in sorted(by_victim.items(), key=lambda kv: (order.index(kv[0][0]), kv[0])):
+    for (data, model, defence), cells in sorted(
+        by_victim.items(), key=lambda kv: (order.index(kv[0][0]), kv[0])
+    ):
         first = next(iter(cells.values()))
         clean = [a for k, a in first.extra.get("component_accuracy", {}).items() if k.endswith(":clean")]
         row = [*([data] if several else []), f"{model} + {defence}", pct(clean[0]) if clean else "-"]
@@ -100,10 +101,18 @@ def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
         rows.append(row)
     n = "/".join(str(v) for v in sorted({r.n for r in worst}))
     k = "/".join(str(v) for v in sorted({r.settings.get("run", {}).get("tvm_draws", 1) for r in worst}))
-    text = (f"**Robust accuracy (%)**, per image the worst case over clean and {what}, on {n} test images; a TVM "
-            f"victim's image counts only if {k} independent TVM draws all classify it correctly. In brackets: the "
-            "strongest single attack. Flags: gradient-masking and convergence checks (details below).")
-    head = [*(["training data"] if several else []), "victim", "clean", *(f"eps={e:g}" for e in eps_values), "flags"]
+    text = (
+        f"**Robust accuracy (%)**, per image the worst case over clean and {what}, on {n} test images; a TVM "
+        f"victim's image counts only if {k} independent TVM draws all classify it correctly. In brackets: the "
+        "strongest single attack. Flags: gradient-masking and convergence checks (details below)."
+    )
+    head = [
+        *(["training data"] if several else []),
+        "victim",
+        "clean",
+        *(f"eps={e:g}" for e in eps_values),
+        "flags",
+    ]
     return [text, "", *markdown_table(head, rows), ""]
 
 
@@ -115,7 +124,7 @@ def write_text(path: str | os.PathLike[str], lines: Sequence[str]) -> str:
     return text
 
 
-def _save_png(figure: Figure, path: Path) -> Path:
+def save_png(figure: Figure, path: Path) -> Path:
     """Saves a matplotlib figure as a PNG at ``path``, atomically; returns ``path``."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -137,7 +146,10 @@ def _grouped_flag_lines(records: Sequence[CellRecord]) -> list[str]:
 
 
 def write_markdown(
-    records: Sequence[CellRecord], path: str | os.PathLike[str], *, title: str = "Robust accuracy (%)",
+    records: Sequence[CellRecord],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Robust accuracy (%)",
     worst_case: str | None = None,
 ) -> str:
     """Writes a table (rows: protocol/model/defence/attack, columns: eps) and its flags; returns it.
@@ -194,7 +206,9 @@ def attach_flags(
     """
     out = []
     for r in records:
-        flags = set((victim_flags or {}).get((r.model, r.defence), ())) | set((cell_flags or {}).get(r.key, ()))
+        flags = set((victim_flags or {}).get((r.model, r.defence), ())) | set(
+            (cell_flags or {}).get(r.key, ())
+        )
         if sorted(flags) != r.flags:
             r = replace(r, flags=sorted(flags))
             if store is not None:
@@ -212,19 +226,5 @@ def write_plots(records: Iterable[CellRecord], out_dir: str | os.PathLike[str]) 
     paths = []
     for protocol, attack in sorted({(r.protocol, r.attack) for r in records if r.attack != "clean"}):
         path = Path(out_dir) / f"accuracy_vs_eps__{protocol}__{attack}.png"
-        paths.append(_save_png(accuracy_vs_eps(records, attack=attack, protocol=protocol), path))
+        paths.append(save_png(accuracy_vs_eps(records, attack=attack, protocol=protocol), path))
     return paths
-
-
-def write_feature_planes(
-    path: str | os.PathLike[str],
-    projections: Mapping[str, Mapping[str, torch.Tensor]],
-    summary: Mapping[str, Any],
-    labels: torch.Tensor,
-    *,
-    gradient: str,
-) -> Path:
-    """Saves :func:`wnll_art.plots.feature_planes` (the paper's Fig. 4) to ``path``; returns it."""
-    from wnll_art.plots import feature_planes
-
-    return _save_png(feature_planes(projections, summary, labels, gradient=gradient), Path(path))

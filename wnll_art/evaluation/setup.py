@@ -76,7 +76,9 @@ def rows(cfg: EvalConfig, trained: bool | Sequence[str] = False) -> list[Row]:
 
     shipped, table = trained_models(), training_rows()
     if not table:
-        raise ValueError("no trained models are shipped in this installation (wnll_art/zoo_weights/index.json)")
+        raise ValueError(
+            "no trained models are shipped in this installation (wnll_art/zoo_weights/index.json)"
+        )
     wanted = list(table) if trained is True else list(dict.fromkeys(t.strip() for t in trained))
     if not wanted or not set(wanted) <= set(table):
         raise ValueError(f"trained rows must be a non-empty subset of {list(table)}, got {wanted}")
@@ -110,7 +112,9 @@ def victims_of(
     return victims, {s: found[s] for s in sources}
 
 
-def victim_flags(victims: Sequence[Victim], batches: Batches, *, eot_samples: int) -> dict[tuple[str, str], list[str]]:
+def victim_flags(
+    victims: Sequence[Victim], batches: Batches, *, eot_samples: int
+) -> dict[tuple[str, str], list[str]]:
     """``{(model, defence): flags}`` of :func:`~wnll_art.evaluation.checks.model_flags` on the first batch,
     each victim differentiated as attacked (EOT over ``eot_samples`` draws when its defence is randomised)."""
     x, y = batches.get(0)

@@ -74,13 +74,17 @@ def _register_art() -> None:
     from wnll_art.adapters.art_preprocessors import ART_PREPROCESSORS, art_defence
 
     for name in ART_PREPROCESSORS:
-        PURIFIERS.register(name, lambda cfg, _name=name, **options: art_defence(_name, seed=cfg.seed, **options))
+        PURIFIERS.register(
+            name, lambda cfg, _name=name, **options: art_defence(_name, seed=cfg.seed, **options)
+        )
 
 
 _register_art()
 
 
-def purifier_settings(names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def purifier_settings(
+    names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """``{defence: options}`` for the record (the options each registered purifier is built with)."""
     return {n: dict((options or {}).get(n, {})) for n in names}
 
@@ -104,7 +108,9 @@ class Victim:
         """Whether the deployed model draws (EOT and the K-draw rule then apply)."""
         return self.module.randomised
 
-    def view(self, *, gradient: str = "exact", tvm: str = "bpda", eot_samples: int = 1, score: str = "log") -> Defence:
+    def view(
+        self, *, gradient: str = "exact", tvm: str = "bpda", eot_samples: int = 1, score: str = "log"
+    ) -> Defence:
         """What an attacker differentiates (:meth:`Defence.view`: shares every parameter and the purifier)."""
         return self.module.view(gradient=gradient, tvm=tvm, eot_samples=eot_samples, score=score)  # type: ignore[arg-type]
 
@@ -147,17 +153,24 @@ def build_victims(
 
 
 def _classifier(
-    cfg: EvalConfig, ref: ModelRef, data_root: str | os.PathLike[str] | None, weights: str | os.PathLike[str] | None
+    cfg: EvalConfig,
+    ref: ModelRef,
+    data_root: str | os.PathLike[str] | None,
+    weights: str | os.PathLike[str] | None,
 ) -> nn.Module:
     """``ref``'s classifier with the run's WNLL settings, as :func:`~wnll_art.load_defence` builds it."""
     from wnll_art.zoo_trained import trained_models
 
     trained = trained_models().get(ref.name)
     wnll = ref.head == "wnll" or (ref.head is None and trained is not None and trained.output == "wnll")
-    options: dict[str, Any] = dict(coupling=cfg.coupling, wnll_batch_size=cfg.wnll_batch_size, kernel=cfg.kernel) if wnll else {}
+    options: dict[str, Any] = (
+        dict(coupling=cfg.coupling, wnll_batch_size=cfg.wnll_batch_size, kernel=cfg.kernel) if wnll else {}
+    )
     if wnll and trained is None:
         options["template_size"] = cfg.template_size
-    clf = load_classifier(ref.name, head=ref.head, seed=cfg.seed, data_root=data_root, weights=weights, **options)  # type: ignore[arg-type]
+    clf = load_classifier(
+        ref.name, head=ref.head, seed=cfg.seed, data_root=data_root, weights=weights, **options
+    )  # type: ignore[arg-type]
     return clf.to(cfg.device).eval()
 
 

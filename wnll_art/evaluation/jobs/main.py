@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from wnll_art import _argparse
 from wnll_art.evaluation.checks import eps_monotonicity_flags
@@ -45,13 +46,15 @@ def evaluate(
     protocol: str = "main",
     attacks: Sequence[str] | None = None,
     options: PlanOptions | None = None,
+    defence_options: Mapping[str, Mapping[str, Any]] | None = None,
     data_root: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = None,
     on_cell: Callable[[CellRecord], None] | None = None,
 ) -> list[CellRecord]:
     """Runs ``protocol``'s plan (its attacks named in ``attacks``, default its default plan, sized by ``options``)
-    on every model of ``cfg.models`` with every defence of ``cfg.defences``; see the module docstring. Returns the
-    (finalised) records.
+    on every model of ``cfg.models`` with every defence of ``cfg.defences`` (built with ``defence_options``, e.g.
+    ``{"jpeg": {"quality": 50}}``); see the module docstring. Returns the (finalised) records. With the
+    ``adaptive`` protocol and ART's defences this is the comparison of defences (``evaluations/compare_defences.py``).
 
     Everything is checked before anything is written: the settings (when ``cfg`` was built), ``out_dir``
     (a writable folder, empty or one of our runs, and no run with other settings in it), the data, the
@@ -77,9 +80,11 @@ def evaluate(
     with results_lock(out_dir) if dist.rank == 0 else contextlib.nullcontext():
         # the resolved plan is recorded: a folder from another default plan is refused, not silently mixed
         settings, store, batches = open_run(cfg, out_dir, data_root, dist=dist, protocol=protocol,
-                                            options=options.to_dict(), plan=[s.settings() for s in specs])  # fmt: skip
+                                            options=options.to_dict(), plan=[s.settings() for s in specs],
+                                            **({"defence_options": defence_options} if defence_options else {}))  # fmt: skip
         sources = {s.source for s in specs if s.source != "self"}
-        victims, found = victims_of(row, cfg, sources=sources, data_root=data_root, weights=weights)
+        victims, found = victims_of(row, cfg, sources=sources, options=defence_options, data_root=data_root,
+                                    weights=weights)  # fmt: skip
         records = run_cells(victims=victims, sources=found, specs=specs, eps_values=cfg.eps, batches=batches,
                             store=store, protocol=protocol, seed=cfg.seed, run_settings=settings, on_cell=on_cell,
                             tvm_draws=cfg.tvm_draws)  # fmt: skip

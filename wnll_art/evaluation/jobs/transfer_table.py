@@ -49,7 +49,9 @@ def transfer_table(
         All records (clean ones included).
     """
     if "none" not in cfg.defences:
-        raise ValueError("defences must include 'none' (the adversarials are crafted on the undefended models)")
+        raise ValueError(
+            "defences must include 'none' (the adversarials are crafted on the undefended models)"
+        )
     if gradient not in ("exact", "surrogate"):
         raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
     crafting = plan("paper", PlanOptions(eot_samples=cfg.tvm.eot_samples), list(attacks))[1:]
@@ -71,7 +73,9 @@ def transfer_table(
         records += mine
         if dist.rank == 0:
             pair = row.origin.get("zoo")
-            what = f"{row.name} (softmax `{pair['softmax']}`, WNLL `{pair['wnll']}`)" if trained and pair else ""
+            what = (
+                f"{row.name} (softmax `{pair['softmax']}`, WNLL `{pair['wnll']}`)" if trained and pair else ""
+            )
             sections.append(_write_transfer_markdown(mine, root / "transfer_table.md", cfg, gradient, what))
     if dist.rank == 0 and trained:
         write_text(Path(out_dir) / "transfer_table.md", sections)
