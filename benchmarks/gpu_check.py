@@ -159,7 +159,7 @@ def part_table2(c: Check) -> Outcome:
             "--adaptive-attacks", "fgsm_exact_eot", "--eot-samples", "1"]  # fmt: skip
     if c.quick:
         args += ["--n", "20", "--wnll-batch-size", "10", "--template-size", "20", "--eps", "0.02",
-                 "--paper-cw-steps", "2", "--steps", "2", "--tvm-iterations", "3"]  # fmt: skip
+                 "--steps", "2", "--tvm-iterations", "3"]  # fmt: skip
     else:
         args += ["--n", "10000"]
     proc, tail = c.run("table2", args)

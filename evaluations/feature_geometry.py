@@ -21,7 +21,8 @@ import torch
 from wnll_art._random import derive_seed
 from wnll_art.adapters.attacks import ArtBIM
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.engine import Batches, Dist
+from wnll_art._device import Dist
+from wnll_art.evaluation.engine import Batches
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.report import markdown_table, pct, save_png, write_text
 from wnll_art.evaluation.setup import open_run, rows, victims_of
@@ -129,7 +130,7 @@ def feature_geometry(
                                "pca_fit_on": "clean features of each model"}  # fmt: skip
     projections: dict[str, dict[str, torch.Tensor]] = {}
     for v in victims:
-        clf = v.classifier
+        clf = v.module.classifier
         embed = clf.embed if isinstance(clf, WNLLNet) else clf.features  # type: ignore[union-attr]
         feats, correct = _collect(cfg, eps, v.model, clf, v.view(gradient=gradient).eval(),  # type: ignore[arg-type]
                                   embed, purifier, batches, attack)  # type: ignore[arg-type]  # fmt: skip
@@ -137,9 +138,12 @@ def feature_geometry(
         summary["models"][v.model], projections[v.model] = _model_summary(feats, correct, y)
         for c in feats:
             _record(store, v.model, c, eps, correct[c], batches.indices, settings)
-    wnll = next((v.classifier for v in victims if isinstance(v.classifier, WNLLNet)), None)
-    softmax_clf = next(v.classifier for v in victims if v.model == "softmax")
-    summary["same_features"] = bool(wnll is not None and wnll.buffer is None and wnll.backbone is softmax_clf)
+    wnll = next((v.module.classifier for v in victims if isinstance(v.module.classifier, WNLLNet)), None)
+    softmax_clf = next(v.module.classifier for v in victims if v.model == "softmax")
+    summary["same_features"] = bool(  # the same backbone weights (each classifier is loaded on its own)
+        wnll is not None and wnll.buffer is None
+        and all(torch.equal(a, b) for a, b in zip(wnll.backbone.state_dict().values(),
+                                                  softmax_clf.state_dict().values(), strict=True)))  # fmt: skip
     out = Path(out_dir)
     (out / "feature_geometry.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     from wnll_art.plots import feature_planes

@@ -48,7 +48,7 @@ for row in "${ROWS[@]}"; do
     limited python3 "${TABLE2[@]}" --trained "$row" > "$RES/logs/table2_$row.log" 2>&1 &
     PID[$row]=$!
 done
-limited python3 evaluations/transfer_table.py "${COMMON[@]}" --trained --gradient exact --paper-cw-steps 10 \
+limited python3 evaluations/transfer_table.py "${COMMON[@]}" --trained --gradient exact \
     --out "$RES/table1_exact" > "$RES/logs/table1_exact.log" 2>&1 &
 PID[table1]=$!
 for job in "${ROWS[@]}" table1; do

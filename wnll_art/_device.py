@@ -7,11 +7,22 @@ cuDNN benchmarking and TF32 are what decide whether two CUDA runs give the same 
 from __future__ import annotations
 
 import os
+import platform
+import sys
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["check_device", "device_facts", "device_problem", "rank_device", "set_deterministic"]
+__all__ = [
+    "Dist",
+    "check_device",
+    "device_facts",
+    "device_problem",
+    "library_versions",
+    "rank_device",
+    "set_deterministic",
+]
 
 
 def set_deterministic(enabled: bool = True) -> None:
@@ -119,3 +130,67 @@ def rank_device(device: str, *, local_rank: int | None = None, device_count: int
     if count < 1:
         raise ValueError(f"device {device!r}: no CUDA device is visible to this process (rank {local_rank})")
     return f"cuda:{local_rank % count}"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of everything that can change a number (facts of the machine, like :func:`device_facts`)."""
+    import numpy
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    versions["wnll_art"] = sys.modules["wnll_art"].__version__  # the package this module belongs to
+    for module in ("art", "foolbox", "eagerpy", "scipy"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:  # pragma: no cover - all are dependencies
+            versions[module] = "missing"
+    return versions
+
+
+@dataclass
+class Dist:
+    """Rank, world size and this rank's device; ``torch.distributed`` over gloo when launched by ``torchrun``.
+
+    Only Python objects are exchanged (per-image results, device facts), so gloo serves CPU and CUDA runs
+    alike. Under ``torchrun`` a ``"cuda"`` run puts rank ``r`` on ``cuda:{LOCAL_RANK % device_count}``
+    (:func:`rank_device`) and makes it the current device, so ``"cuda"`` in the run's
+    configuration means this rank's GPU everywhere in the process.
+
+    Attributes:
+        rank: This process's rank.
+        world: Number of processes.
+        device: This rank's device; ``None``: the configured one (single process).
+    """
+
+    rank: int = 0
+    world: int = 1
+    device: str | None = None
+
+    @classmethod
+    def from_env(cls, device: str = "cpu") -> Dist:
+        """The processes as launched: one (no ``WORLD_SIZE`` > 1) or ``torchrun``'s, joined over gloo."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as tdist
+
+        mine = rank_device(device)
+        if mine.startswith("cuda"):
+            torch.cuda.set_device(torch.device(mine))
+        if not tdist.is_initialized():
+            tdist.init_process_group("gloo")
+        return cls(tdist.get_rank(), tdist.get_world_size(), mine)
+
+    def gather(self, obj: Any) -> list[Any]:
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as tdist
+
+        out: list[Any] = [None] * self.world
+        tdist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as tdist
+
+            tdist.barrier()

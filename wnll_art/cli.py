@@ -51,9 +51,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.deterministic:  # before anything is built (the device facts of every record say so)
         set_deterministic(True)
     cfg = config_from_args(args, models=args.models)
-    bar = tqdm(desc="cells", unit="cell", disable=args.no_progress)
+    bars: list[tqdm] = []  # opened with the first cell: a run refused before it prints one line, not a bar
 
     def on_cell(record: object) -> None:
+        if not bars:
+            bars.append(tqdm(desc="cells", unit="cell", disable=args.no_progress))
+        bar = bars[0]
         bar.update(1)
         bar.set_postfix_str(f"{record.model}/{record.defence}/{record.attack}@{record.eps:g}: "  # type: ignore[attr-defined]
                             f"{100 * record.accuracy:.1f}%")  # type: ignore[attr-defined]  # fmt: skip
@@ -62,7 +65,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         evaluate(cfg, out_dir=args.out, protocol=args.protocol, attacks=args.attacks, options=plan_from_args(args),
                  data_root=args.data_root, weights=args.weights, on_cell=on_cell)  # fmt: skip
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     table = Path(args.out) / "results.md"
     if table.is_file():
         print(table.read_text())
@@ -100,8 +104,8 @@ def _run_info(args: argparse.Namespace) -> int:
     import torch
 
     import wnll_art
+    from wnll_art._device import library_versions
     from wnll_art.data import default_data_root
-    from wnll_art.evaluation.records import library_versions
 
     rows = _model_rows()
     if args.json:

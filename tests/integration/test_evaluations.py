@@ -60,7 +60,7 @@ def common(cifar_root: Path, hub_dir: Path) -> list[str]:
 
 def _table_args(out: Path, common: list[str]) -> list[str]:
     return ["--n", "8", "--wnll-batch-size", "4", "--eps", "0.02,0.08", "--defences", DEFENCES, "--steps", "3",
-            "--paper-cw-steps", "3", "--cw-steps", "3", "--adaptive-attacks", ADAPTIVE, "--square-queries", "3",
+            "--cw-steps", "3", "--adaptive-attacks", ADAPTIVE, "--square-queries", "3",
             "--convergence-steps", "1,2", "--convergence-eot", "1,2", "--convergence-images", "4", "--tvm-draws", "2",
             "--out", str(out), *common]  # fmt: skip
 
@@ -200,14 +200,12 @@ def test_transfer_table(tmp_path: Path, common: list[str]) -> None:
     assert len(recs) == 2 + 2 * 2 * 2  # clean per target + (source x attack) per target
     for r in recs.values():
         assert r.protocol == "transfer" and 0.0 <= r.accuracy <= 1.0 and len(r.per_image_correct) == 8
-    white_box = recs["transfer__softmax__none__ifgsm_from_softmax__eps0.0800"]
-    assert (
-        white_box.extra["white_box"]
-        and white_box.accuracy < recs["transfer__softmax__none__clean__eps0.0000"].accuracy
-    )
-    extra = recs["transfer__softmax__none__ifgsm_from_wnll__eps0.0800"].extra
-    assert extra["source"] == "wnll" and extra["white_box"] is False
-    assert extra["tvm_draws"] == 1  # a deterministic victim is asked once (the K-draw rule is for TVM)
+    white_box = recs["transfer__softmax__none__ifgsm_from_softmax__eps0.0800"]  # source = target
+    assert white_box.settings["spec"]["source"] == "softmax"
+    assert white_box.accuracy < recs["transfer__softmax__none__clean__eps0.0000"].accuracy
+    transferred = recs["transfer__softmax__none__ifgsm_from_wnll__eps0.0800"]
+    assert transferred.settings["spec"]["source"] == "wnll" and transferred.settings["spec"]["gradient"] == "surrogate"
+    assert transferred.extra["tvm_draws"] == 1  # a deterministic victim is asked once (the K-draw rule is for TVM)
     text = (out / "transfer_table.md").read_text()
     assert "| ifgsm | wnll | 0.08 |" in text and "| clean | - | 0 |" in text
 

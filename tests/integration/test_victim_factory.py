@@ -75,7 +75,7 @@ def _jobs(out: Path, root: Path, weights: Path) -> dict[str, Any]:
         "main": lambda cfg: evaluate(cfg, out_dir=out / "main", **common),
         "defence_table": lambda cfg: defence_table(cfg, out_dir=out / "table", **common),
         "defence_table_trained": lambda cfg: defence_table(
-            cfg, out_dir=out / "trained", trained=["tvmaug"], **common
+            cfg, out_dir=out / "trained", trained=["original+tvm"], **common
         ),
         "transfer_table": lambda cfg: transfer_table(cfg, out_dir=out / "transfer", **common),
         "compare": lambda cfg: evaluate(
@@ -114,7 +114,7 @@ def test_each_jobs_victims_are_load_defences(
     if job == "defence_table_trained":
         from wnll_art.zoo_trained import training_rows
 
-        pair = training_rows()["tvmaug"]
+        pair = training_rows()["original+tvm"]
         models = {"softmax": (pair["softmax"], "softmax"), "wnll": (pair["wnll"], "wnll")}
     for v in built:
         _same(v.module, _expected(v, cfg, models, weights), v.defence)

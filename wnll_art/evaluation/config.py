@@ -7,27 +7,16 @@ checked against their registries when the victims are built (:mod:`wnll_art.eval
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
-from wnll_art import _argparse
+from wnll_art._device import check_device
 from wnll_art.tvm.settings import TVMSettings
 
-__all__ = ["Coupling", "EvalConfig", "Kernel", "check_device"]
+__all__ = ["Coupling", "EvalConfig", "Kernel"]
 
 Coupling = Literal["transductive", "inductive"]
 Kernel = Literal["gaussian", "quartic"]
-
-
-def check_device(device: str) -> str:
-    """Returns ``device`` if it is a torch device usable here, else raises ``ValueError`` with a remedy."""
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {device!r}")
-    try:
-        return _argparse.device(device)
-    except argparse.ArgumentTypeError as exc:
-        raise ValueError(f"device {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -78,6 +67,8 @@ class EvalConfig:
         _check_names(self)
         if not isinstance(self.tvm, TVMSettings):
             raise TypeError(f"tvm must be a TVMSettings, got {type(self.tvm).__name__}")
+        if not isinstance(self.device, str):  # recorded as JSON
+            raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {self.device!r}")
         check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,7 +7,6 @@ batches ``r, r + W, ...``). So one process and ``torchrun --nproc_per_node W`` c
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 
 import torch
 
+from wnll_art._device import Dist
 from wnll_art._random import derive_seed
 from wnll_art.attacks import project_linf
 from wnll_art.evaluation.protocols import AttackSpec, skipped
@@ -23,58 +23,6 @@ from wnll_art.evaluation.victims import Victim, predict_labels
 
 __all__ = ["Batches", "Dist", "ThreatModelError", "adversarial", "cell_key", "derive_seed", "merge_threat",
            "predict_correct", "run_cells", "threat_model"]  # fmt: skip
-
-
-@dataclass
-class Dist:
-    """Rank, world size and this rank's device; ``torch.distributed`` over gloo when launched by ``torchrun``.
-
-    Only Python objects are exchanged (per-image results, device facts), so gloo serves CPU and CUDA runs
-    alike. Under ``torchrun`` a ``"cuda"`` run puts rank ``r`` on ``cuda:{LOCAL_RANK % device_count}``
-    (:func:`wnll_art._device.rank_device`) and makes it the current device, so ``"cuda"`` in the run's
-    configuration means this rank's GPU everywhere in the process.
-
-    Attributes:
-        rank: This process's rank.
-        world: Number of processes.
-        device: This rank's device; ``None``: the configured one (single process).
-    """
-
-    rank: int = 0
-    world: int = 1
-    device: str | None = None
-
-    @classmethod
-    def from_env(cls, device: str = "cpu") -> Dist:
-        """The processes as launched: one (no ``WORLD_SIZE`` > 1) or ``torchrun``'s, joined over gloo."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as tdist
-
-        from wnll_art._device import rank_device
-
-        mine = rank_device(device)
-        if mine.startswith("cuda"):
-            torch.cuda.set_device(torch.device(mine))
-        if not tdist.is_initialized():
-            tdist.init_process_group("gloo")
-        return cls(tdist.get_rank(), tdist.get_world_size(), mine)
-
-    def gather(self, obj: Any) -> list[Any]:
-        if self.world == 1:
-            return [obj]
-        import torch.distributed as tdist
-
-        out: list[Any] = [None] * self.world
-        tdist.all_gather_object(out, obj)
-        return out
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as tdist
-
-            tdist.barrier()
 
 
 @dataclass
@@ -167,15 +115,14 @@ def adversarial(
     # is built in its victim's (eval) mode, and Attack.__call__ restores the mode it found
     eot = spec.eot_samples if source.randomised else 1
     view = source.view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot, score=spec.score)
-    if not spec.attack.eps_independent:
-        with view.drawing(
-            seed
-        ):  # the purifier's draws during the attack depend on the batch only, not the rank
-            return spec.attack(view, x, y, eps=eps, seed=seed)
+    raw = spec.attack.eps_independent  # run once per batch unconstrained, projected onto each eps
     key = (spec.name, source.model, source.defence, seed)
-    if key not in raw_cache:
-        with view.drawing(seed):
-            raw_cache[key] = spec.attack(view, x, y, eps=1.0, seed=seed)  # unconstrained, projected below
+    if not raw or key not in raw_cache:
+        with view.drawing(seed):  # the purifier's draws during the attack depend on the batch only, not the rank
+            x_adv = spec.attack(view, x, y, eps=1.0 if raw else eps, seed=seed)
+        if not raw:
+            return x_adv
+        raw_cache[key] = x_adv
     return project_linf(raw_cache[key], x, eps)
 
 
@@ -232,15 +179,6 @@ def _cell(
     return out
 
 
-def draw_extra(
-    victim: Victim, draws: int, mean: Sequence[float], threat: dict[str, float] | None = None
-) -> dict[str, Any]:
-    """The ``extra`` of a record under the K-draw rule: K and the mean correctness over the draws, and (when
-    given) the adversarials' measurements (:func:`threat_model`, merged over the batches) as ``threat_model``."""
-    return {"tvm_draws": draws if victim.randomised else 1, "per_image_draw_mean": [round(m, 6) for m in mean],
-            "accuracy_draw_mean": sum(mean) / len(mean), **({"threat_model": threat} if threat else {})}  # fmt: skip
-
-
 def run_cells(
     *,
     victims: Sequence[Victim],
@@ -257,16 +195,13 @@ def run_cells(
 ) -> list[CellRecord]:
     """Runs every (victim, spec, eps) cell not already in ``store``; returns all records (rank 0 writes).
 
-    Clean specs (``attack=None``) run once with ``eps = 0``; a spec the protocol's registry says would only repeat
-    a cell on a victim is skipped (:func:`~wnll_art.evaluation.protocols.skipped`). A transfer spec
-    (``spec.source`` a model label) is crafted on ``sources[spec.source]`` once per batch and eps and scored on
-    every victim. A randomised victim's image counts as correct only if ``tvm_draws`` independent draws classify
-    it correctly (:func:`predict_correct`); records keep that rule's ``per_image_correct`` and, in ``extra``, the
-    mean over draws, ``tvm_draws`` and ``threat_model`` (the largest ``|x_adv - x|`` and the range of ``x_adv``,
-    measured by the engine; a cell past eps or [0, 1] raises :class:`ThreatModelError` and is not written). A
-    stored record is reused only if it is valid and every field but the measurements matches what this run would
-    write (else it is set aside and recomputed; keys the run gained are matched by
-    :data:`~wnll_art.evaluation.records.GAINED_SETTINGS`).
+    Clean specs (``attack=None``) run once with ``eps = 0``; a spec the registry says would only repeat a cell on
+    a victim is skipped (:func:`~wnll_art.evaluation.protocols.skipped`). A transfer spec (``spec.source`` a model
+    label) is crafted on ``sources[spec.source]`` once per batch and eps and scored on every victim. Images are
+    scored under the K-draw rule (:func:`predict_correct`, K = ``tvm_draws``) after :func:`threat_model` checked
+    them (a cell past eps or [0, 1] raises :class:`ThreatModelError` and is not written); records keep the mean
+    over draws and the measurements in ``extra``. A stored record is reused only if it is valid and matches what
+    this run would write (:meth:`RunStore.get`); else it is set aside and recomputed.
 
     Raises:
         ValueError: A transfer spec whose source is not in ``sources``.
@@ -297,8 +232,10 @@ def run_cells(
                     correct = [c for b in sorted(merged) for c in merged[b][0]]
                     mean = [m for b in sorted(merged) for m in merged[b][1]]
                     threat = merge_threat([merged[b][2] for b in sorted(merged)])
+                    extra = {"tvm_draws": tvm_draws if victim.randomised else 1, "per_image_draw_mean": [round(m, 6) for m in mean],
+                             "accuracy_draw_mean": sum(mean) / len(mean), "threat_model": threat}  # fmt: skip
                     record = CellRecord(**expected, accuracy=sum(correct) / len(correct), per_image_correct=correct,
-                                        time_s=time.perf_counter() - start, extra=draw_extra(victim, tvm_draws, mean, threat))  # fmt: skip
+                                        time_s=time.perf_counter() - start, extra=extra)  # fmt: skip
                     if batches.dist.rank == 0:
                         store.put(record)
                     batches.dist.barrier()

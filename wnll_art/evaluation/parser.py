@@ -14,7 +14,7 @@ from typing import Any
 
 from wnll_art import _argparse as ap
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.outdir import results_lock
+from wnll_art._files import results_lock
 from wnll_art.evaluation.protocols import PlanOptions
 from wnll_art.tvm.settings import PRESETS, TVMSettings
 

@@ -92,7 +92,6 @@ class PlanOptions:
         square_queries: Iterations of the Square attack.
         cw_steps: C&W optimisation steps of the ``main`` and ``adaptive`` plans (the ``paper`` plan keeps the
             authors' 10).
-        score: WNLL score of the ``smooth`` views.
     """
 
     eot_samples: int = 2
@@ -100,7 +99,6 @@ class PlanOptions:
     restarts: int = 1
     square_queries: int = 100
     cw_steps: int = 10
-    score: Literal["log", "log64", "smooth"] = "smooth"
 
     def __post_init__(self) -> None:
         for name in ("eot_samples", "steps", "restarts", "square_queries", "cw_steps"):
@@ -131,28 +129,47 @@ class Check:
 
 @dataclass(frozen=True)
 class SpecEntry:
-    """A registered spec: its protocol, how to build it, whether the default plan runs it, its checks, and the
-    victims it would only repeat a cell on (``skip``)."""
+    """A registered spec (see :func:`register`)."""
 
     protocol: str
     name: str
-    build: Callable[[PlanOptions], AttackSpec]
-    default: bool = True
-    checks: tuple[Check, ...] = ()
-    skip: Callable[[Victim], bool] | None = None
+    attack: Callable[[PlanOptions], Attack]
+    view: dict[str, Any]
+    eot: bool
+    default: bool
+    checks: tuple[Check, ...]
+    skip: Callable[[Victim], bool] | None
+
+    def build(self, options: PlanOptions) -> AttackSpec:
+        return AttackSpec(self.name, self.attack(options), eot_samples=options.eot_samples if self.eot else 1,
+                          **self.view)  # fmt: skip
 
 
 SPECS: Registry[SpecEntry] = Registry("attack")
 PROTOCOLS: Registry[str] = Registry("protocol")  # name -> one line of what it is
 
 
-def register(protocol: str, name: str, build: Callable[[PlanOptions], AttackSpec], **entry: Any) -> SpecEntry:
-    """Registers ``build`` as spec ``name`` of ``protocol`` (fields of :class:`SpecEntry` as keywords)."""
+def register(
+    protocol: str, name: str, attack: Callable[[PlanOptions], Attack], *, default: bool = True, eot: bool = True,
+    checks: tuple[Check, ...] = (), skip: Callable[[Victim], bool] | None = None, **view: str,
+) -> SpecEntry:  # fmt: skip
+    """Registers spec ``name`` of ``protocol``: ``attack(options)`` run on the view ``view`` describes.
+
+    Args:
+        protocol: A name in :data:`PROTOCOLS`.
+        name: The spec's name in the records (say the gradient: ``_smooth_``, ``_exact_``, ``_surrogate_``).
+        attack: Builds the attack from the plan's sizes.
+        default: Whether the protocol's default plan runs it (else by name only).
+        eot: Average ``options.eot_samples`` draws per gradient against a randomised defence.
+        checks: Masking checks: the cells of each ``Check.reference`` are flagged when this spec beats them.
+        skip: The victims on which it would only repeat another cell.
+        **view: :class:`AttackSpec` fields: ``gradient``, ``tvm``, ``score``, ``source``.
+    """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; register it in PROTOCOLS first")
-    spec_entry = SpecEntry(protocol, name, build, **entry)
-    SPECS.register(f"{protocol}:{name}", spec_entry)
-    return spec_entry
+    entry = SpecEntry(protocol, name, attack, view, eot, default, checks, skip)
+    SPECS.register(f"{protocol}:{name}", entry)
+    return entry
 
 
 def plan(protocol: str, options: PlanOptions, names: Sequence[str] | None = None) -> list[AttackSpec]:
@@ -208,74 +225,55 @@ _TRANSFER = "transfer beats white box"
 _SURROGATE = "exact WNLL gradient weaker than the straight-through one"
 
 # ------------------------------------------------------------------------------------------------ main
-PROTOCOLS.register(
-    "main", "the wnll-art evaluate demo: white box, BPDA + EOT through TVM, BIM transferred from softmax"
-)
-register("main", "fgsm", lambda o: AttackSpec("fgsm", ArtFGSM(), eot_samples=o.eot_samples))
-register("main", "bim", lambda o: AttackSpec("bim", ArtBIM(steps=10, step_fraction=0.25), eot_samples=o.eot_samples),
-         default=False)  # fmt: skip
-# ART's line-search C&W costs several times Foolbox's forward passes: available by name only
-register("main", "cw_l2", lambda o: AttackSpec("cw_l2", ArtCarliniL2(steps=o.cw_steps, learning_rate=0.01),
-                                               eot_samples=o.eot_samples), default=False)  # fmt: skip
+PROTOCOLS.register("main", "the wnll-art evaluate demo: white box, BPDA + EOT through TVM, BIM from softmax")
+register("main", "fgsm", lambda o: ArtFGSM())
+register("main", "bim", lambda o: ArtBIM(steps=10, step_fraction=0.25), default=False)
+# ART's line-search C&W costs several times Foolbox's forward passes: by name only
+register("main", "cw_l2", lambda o: ArtCarliniL2(steps=o.cw_steps, learning_rate=0.01), default=False)
 # straight-through WNLL gradient: on the 200-image adaptive run the exact one (saturated) left 39.5% where this
 # one left 2% (evaluations/results/adaptive_n200.md); identical on softmax
-register("main", "linf_pgd", lambda o: AttackSpec("linf_pgd", FoolboxLinfPGD(steps=10, rel_stepsize=0.25),
-                                                  gradient="surrogate", eot_samples=o.eot_samples))  # fmt: skip
-register("main", "fb_cw_l2", lambda o: AttackSpec("fb_cw_l2", FoolboxL2CW(steps=o.cw_steps, stepsize=0.01),
-                                                  eot_samples=o.eot_samples))  # fmt: skip
-register("main", "transfer_bim", lambda o: AttackSpec("transfer_bim", ArtBIM(steps=10, step_fraction=0.25),
-                                                      source="softmax", tvm="oblivious"),
-         checks=(Check("bim", "black_box_stronger", _TRANSFER), Check("linf_pgd", "black_box_stronger", _TRANSFER)))  # fmt: skip
+register("main", "linf_pgd", lambda o: FoolboxLinfPGD(steps=10, rel_stepsize=0.25), gradient="surrogate")
+register("main", "fb_cw_l2", lambda o: FoolboxL2CW(steps=o.cw_steps, stepsize=0.01))
+register("main", "transfer_bim", lambda o: ArtBIM(steps=10, step_fraction=0.25), eot=False, source="softmax",
+         tvm="oblivious", checks=(Check("bim", "black_box_stronger", _TRANSFER), Check("linf_pgd", "black_box_stronger", _TRANSFER)))  # fmt: skip
 
 # ----------------------------------------------------------------------------------------------- paper
-PROTOCOLS.register(
-    "paper", "Wang et al. (2018) as stated: surrogate gradient on WNLL, TVM unseen, IFGSM 10 x eps"
-)
-register("paper", "fgsm", lambda o: AttackSpec("fgsm", ArtFGSM(), gradient="surrogate", tvm="oblivious"),
-         checks=(Check("fgsm_exact_eot", "paper_attack_stronger", "surrogate / TVM-oblivious FGSM beats exact + BPDA + EOT",
-                       protocol="adaptive"),))  # fmt: skip
-register("paper", "ifgsm", lambda o: AttackSpec("ifgsm", ArtBIM(steps=10, step_fraction=1.0), gradient="surrogate",
-                                                tvm="oblivious"))  # fmt: skip
-register("paper", "cw_l2", lambda o: AttackSpec("cw_l2", FoolboxL2CW(initial_const=10.0, confidence=0.0, steps=10,
-                                                                     stepsize=0.01), gradient="surrogate", tvm="oblivious"))  # fmt: skip
+PROTOCOLS.register("paper", "Wang et al. (2018) as stated: surrogate gradient on WNLL, TVM unseen, IFGSM 10 x eps")
+_PAPER = {"eot": False, "gradient": "surrogate", "tvm": "oblivious"}
+register("paper", "fgsm", lambda o: ArtFGSM(), **_PAPER, checks=(Check(  # type: ignore[arg-type]
+    "fgsm_exact_eot", "paper_attack_stronger", "surrogate / TVM-oblivious FGSM beats exact + BPDA + EOT", "adaptive"),))  # fmt: skip
+register("paper", "ifgsm", lambda o: ArtBIM(steps=10, step_fraction=1.0), **_PAPER)  # type: ignore[arg-type]
+# Foolbox's C&W: whole-batch Adam steps, as in the authors' code (ART's line search predicts on subsets of the
+# batch, which changes a transductive WNLL's graph); 10 steps as the authors' code
+register("paper", "cw_l2", lambda o: FoolboxL2CW(initial_const=10.0, confidence=0.0, steps=10, stepsize=0.01), **_PAPER)  # type: ignore[arg-type]  # fmt: skip
 FAMILIES = ("fgsm", "ifgsm", "cw_l2")  # the paper's attack families (its table's rows)
 
 # -------------------------------------------------------------------------------------------- adaptive
-PROTOCOLS.register("adaptive", "exact / smooth and straight-through gradients, BPDA + EOT, transfer, Square")
-_PGD_CHECK = "pgd_smooth_eot"
-register("adaptive", "pgd_smooth_eot", lambda o: AttackSpec(
-    "pgd_smooth_eot", ArtPGD(steps=o.steps, step_scale=2.5, restarts=o.restarts), eot_samples=o.eot_samples, score=o.score))  # fmt: skip
-register("adaptive", "pgd_surrogate_eot", lambda o: AttackSpec(
-    "pgd_surrogate_eot", ArtPGD(steps=o.steps, step_scale=2.5, restarts=o.restarts), gradient="surrogate",
-    eot_samples=o.eot_samples), skip=_no_wnll, checks=(Check(_PGD_CHECK, "surrogate_stronger", _SURROGATE),))  # fmt: skip
+PROTOCOLS.register("adaptive", "smooth / exact and straight-through gradients, BPDA + EOT, transfer, Square")
+_PGD, _SMOOTH, _SUR = "pgd_smooth_eot", {"score": "smooth"}, {"gradient": "surrogate", "skip": _no_wnll}
+register("adaptive", _PGD, lambda o: ArtPGD(steps=o.steps, step_scale=2.5, restarts=o.restarts), **_SMOOTH)
+register("adaptive", "pgd_surrogate_eot", lambda o: ArtPGD(steps=o.steps, step_scale=2.5, restarts=o.restarts),
+         **_SUR, checks=(Check(_PGD, "surrogate_stronger", _SURROGATE),))  # type: ignore[arg-type]  # fmt: skip
 for _short, _loss in (("ce", "cross_entropy"), ("dlr", "difference_logits_ratio")):
-    register("adaptive", f"apgd_{_short}_smooth_eot", lambda o, n=f"apgd_{_short}_smooth_eot", loss=_loss: AttackSpec(
-        n, ArtAPGD(loss=loss, steps=o.steps, restarts=o.restarts), eot_samples=o.eot_samples, score=o.score))  # fmt: skip
-    register("adaptive", f"apgd_{_short}_surrogate_eot", lambda o, n=f"apgd_{_short}_surrogate_eot", loss=_loss: AttackSpec(
-        n, ArtAPGD(loss=loss, steps=o.steps, restarts=o.restarts), gradient="surrogate", eot_samples=o.eot_samples),
-        skip=_no_wnll)  # fmt: skip
-register("adaptive", "transfer_pgd", lambda o: AttackSpec(
-    "transfer_pgd", ArtPGD(steps=o.steps, step_scale=2.5, restarts=o.restarts), source="softmax", tvm="oblivious"),
-    skip=_is_source, checks=(Check(_PGD_CHECK, "black_box_stronger", _TRANSFER),))  # fmt: skip
-register("adaptive", "square", lambda o: AttackSpec("square", ArtSquare(queries=o.square_queries, restarts=o.restarts)),
-         checks=(Check(_PGD_CHECK, "gradient_free_stronger", "Square beats smooth-gradient PGD: masked gradients"),))  # fmt: skip
+    def _apgd(o: PlanOptions, loss: str = _loss) -> Attack:
+        return ArtAPGD(loss=loss, steps=o.steps, restarts=o.restarts)
+
+    register("adaptive", f"apgd_{_short}_smooth_eot", _apgd, **_SMOOTH)
+    register("adaptive", f"apgd_{_short}_surrogate_eot", _apgd, **_SUR)  # type: ignore[arg-type]
+register("adaptive", "transfer_pgd", lambda o: ArtPGD(steps=o.steps, step_scale=2.5, restarts=o.restarts), eot=False,
+         source="softmax", tvm="oblivious", skip=_is_source, checks=(Check(_PGD, "black_box_stronger", _TRANSFER),))  # fmt: skip
+register("adaptive", "square", lambda o: ArtSquare(queries=o.square_queries, restarts=o.restarts), eot=False,
+         checks=(Check(_PGD, "gradient_free_stronger", "Square beats smooth-gradient PGD: masked gradients"),))  # fmt: skip
 # older, weaker attacks, by name only
-register("adaptive", "fgsm_exact_eot", lambda o: AttackSpec("fgsm_exact_eot", ArtFGSM(), eot_samples=o.eot_samples),
-         default=False)  # fmt: skip
-register("adaptive", "pgd_fb_exact_eot", lambda o: AttackSpec(
-    "pgd_fb_exact_eot", FoolboxLinfPGD(steps=o.steps, rel_stepsize=0.1), eot_samples=o.eot_samples), default=False)  # fmt: skip
-register("adaptive", "ifgsm_exact_eot", lambda o: AttackSpec(
-    "ifgsm_exact_eot", ArtBIM(steps=o.steps, step_fraction=0.1), eot_samples=o.eot_samples), default=False)  # fmt: skip
-register("adaptive", "ifgsm_surrogate_eot", lambda o: AttackSpec(
-    "ifgsm_surrogate_eot", ArtBIM(steps=o.steps, step_fraction=0.1), gradient="surrogate", eot_samples=o.eot_samples),
-    default=False, skip=_no_wnll, checks=(Check("ifgsm_exact_eot", "surrogate_stronger", _SURROGATE),))  # fmt: skip
-register("adaptive", "cw_l2_exact_eot", lambda o: AttackSpec(
-    "cw_l2_exact_eot", ArtCarliniL2(steps=o.cw_steps, learning_rate=0.01), eot_samples=o.eot_samples), default=False)  # fmt: skip
-register("adaptive", "transfer_ifgsm", lambda o: AttackSpec(
-    "transfer_ifgsm", ArtBIM(steps=o.steps, step_fraction=0.1), source="softmax", tvm="oblivious"), default=False,
-    skip=_is_source, checks=(Check("ifgsm_exact_eot", "black_box_stronger", _TRANSFER),))  # fmt: skip
-register("adaptive", "autoattack", lambda o: AttackSpec("autoattack", ArtAutoAttack(steps=o.steps),
-                                                        eot_samples=o.eot_samples), default=False)  # fmt: skip
+register("adaptive", "fgsm_exact_eot", lambda o: ArtFGSM(), default=False)
+register("adaptive", "pgd_fb_exact_eot", lambda o: FoolboxLinfPGD(steps=o.steps, rel_stepsize=0.1), default=False)
+register("adaptive", "ifgsm_exact_eot", lambda o: ArtBIM(steps=o.steps, step_fraction=0.1), default=False)
+register("adaptive", "ifgsm_surrogate_eot", lambda o: ArtBIM(steps=o.steps, step_fraction=0.1), default=False,
+         **_SUR, checks=(Check("ifgsm_exact_eot", "surrogate_stronger", _SURROGATE),))  # type: ignore[arg-type]  # fmt: skip
+register("adaptive", "cw_l2_exact_eot", lambda o: ArtCarliniL2(steps=o.cw_steps, learning_rate=0.01), default=False)
+register("adaptive", "transfer_ifgsm", lambda o: ArtBIM(steps=o.steps, step_fraction=0.1), default=False, eot=False,
+         source="softmax", tvm="oblivious", skip=_is_source, checks=(Check("ifgsm_exact_eot", "black_box_stronger", _TRANSFER),))  # fmt: skip
+register("adaptive", "autoattack", lambda o: ArtAutoAttack(steps=o.steps), default=False)
 
 ALL = "all"  # the adaptive minimum over clean, every paper attack and every adaptive attack
 

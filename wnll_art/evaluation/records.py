@@ -23,13 +23,13 @@ import hashlib
 import json
 import logging
 import os
-import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from wnll_art.evaluation.outdir import atomic_write
+from wnll_art._device import library_versions
+from wnll_art._files import atomic_write
 
 __all__ = [
     "DEVICE_FACTS",
@@ -38,7 +38,6 @@ __all__ = [
     "RecordError",
     "RunStore",
     "cell_key",
-    "library_versions",
     "load_record",
     "per_image_minimum",
     "read_records",
@@ -58,23 +57,6 @@ match a run whose value is that one, and no other; an unregistered new key never
 
 class RecordError(ValueError):
     """A cell file that cannot be trusted: unreadable, incomplete, inconsistent or from another run."""
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of everything that can change a number."""
-    import numpy
-    import torch
-
-    import wnll_art
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    versions["wnll_art"] = wnll_art.__version__
-    for module in ("art", "foolbox", "eagerpy", "scipy"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:  # pragma: no cover - all are dependencies
-            versions[module] = "missing"
-    return versions
 
 
 def cell_key(protocol: str, model: str, defence: str, attack: str, eps: float) -> str:

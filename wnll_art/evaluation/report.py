@@ -1,8 +1,7 @@
 """What a person reads: markdown tables, the flags attached to records, and the figures.
 
 This is the one markdown table writer of :mod:`wnll_art.evaluation` (:func:`markdown_table`; every job's
-``*.md`` is built with it), the one place flags are merged into records (:func:`merge_flags`,
-:func:`attach_flags`) and the only importer of :mod:`wnll_art.plots`. It reads records and writes files;
+``*.md`` is built with it), the one place flags are merged into records (:func:`attach_flags`) and the only importer of :mod:`wnll_art.plots`. It reads records and writes files;
 it computes no robustness number.
 """
 
@@ -15,7 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wnll_art.evaluation.outdir import atomic_write
+from wnll_art._files import atomic_write
+from wnll_art.evaluation.checks import eps_monotonicity_flags
+from wnll_art.evaluation.protocols import registry_flags
 from wnll_art.evaluation.records import CellRecord, RunStore
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ __all__ = [
     "flag_section",
     "headline",
     "markdown_table",
-    "merge_flags",
     "pct",
     "save_png",
     "write_markdown",
@@ -174,43 +174,25 @@ def write_markdown(
     return write_text(path, lines)
 
 
-def merge_flags(*flag_maps: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """``{cell key: flags}`` maps merged into one (flags of a key concatenated in the order given)."""
-    merged: dict[str, list[str]] = {}
-    for flags in flag_maps:
-        for key, found in flags.items():
-            merged.setdefault(key, []).extend(found)
-    return merged
-
-
 def attach_flags(
-    store: RunStore | None,
-    records: Sequence[CellRecord],
-    *,
-    victim_flags: Mapping[tuple[str, str], Sequence[str]] | None = None,
-    cell_flags: Mapping[str, Sequence[str]] | None = None,
+    store: RunStore | None, records: Sequence[CellRecord], victim_flags: Mapping[tuple[str, str], Sequence[str]]
 ) -> list[CellRecord]:
-    """Sets each record's flags to its victim's plus its own, sorted and without repeats.
+    """Sets each record's flags to its victim's (:func:`~wnll_art.evaluation.checks.model_flags`, by ``(model,
+    defence)``) plus its cell's: accuracy rising with eps (:func:`~wnll_art.evaluation.checks.eps_monotonicity_flags`)
+    and the registered masking checks among ``records`` (:func:`~wnll_art.evaluation.protocols.registry_flags`).
 
-    A record's old flags are replaced (a resumed run does not keep stale flags); records whose flags change
-    are rewritten in ``store`` (``None``: write nothing, as on ranks > 0).
-
-    Args:
-        store: Where to rewrite changed records, or ``None``.
-        records: The records.
-        victim_flags: ``{(model, defence): flags}`` of each victim (see :func:`~wnll_art.evaluation.checks.model_flags`).
-        cell_flags: ``{cell key: flags}`` (see :func:`merge_flags`).
-
-    Returns:
-        The records with their new flags, in the order given.
+    Old flags are replaced (a resumed run keeps no stale flag); records whose flags change are rewritten in
+    ``store`` (``None``: write nothing, as on ranks > 0). Returns the records in the order given.
     """
+    cells: dict[str, set[str]] = {}
+    for found in (eps_monotonicity_flags(records), registry_flags(records)):
+        for key, flags in found.items():
+            cells.setdefault(key, set()).update(flags)
     out = []
     for r in records:
-        flags = set((victim_flags or {}).get((r.model, r.defence), ())) | set(
-            (cell_flags or {}).get(r.key, ())
-        )
-        if sorted(flags) != r.flags:
-            r = replace(r, flags=sorted(flags))
+        flags = sorted(set(victim_flags.get((r.model, r.defence), ())) | cells.get(r.key, set()))
+        if flags != r.flags:
+            r = replace(r, flags=flags)
             if store is not None:
                 store.put(r)
         out.append(r)

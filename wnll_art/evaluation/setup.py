@@ -9,11 +9,11 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from wnll_art._device import device_facts
+from wnll_art._device import Dist, device_facts
 from wnll_art.data import load_cifar10
 from wnll_art.evaluation.checks import model_flags
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.engine import Batches, Dist
+from wnll_art.evaluation.engine import Batches
 from wnll_art.evaluation.records import DEVICE_FACTS, RunStore
 from wnll_art.evaluation.victims import MODELS, PURIFIERS, ModelRef, Row, Victim, build_victims, resolve_model
 

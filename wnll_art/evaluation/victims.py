@@ -25,7 +25,7 @@ from wnll_art.evaluation.config import EvalConfig
 from wnll_art.registry import Registry
 
 __all__ = ["MODELS", "PURIFIERS", "UNDECIDED", "ModelRef", "Row", "Victim", "build_victims", "predict_labels",
-           "purifier_settings", "resolve_model"]  # fmt: skip
+           "resolve_model"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,6 @@ def _register_art() -> None:
 
 
 _register_art()
-
-
-def purifier_settings(
-    names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None = None
-) -> dict[str, Any]:
-    """``{defence: options}`` for the record (the options each registered purifier is built with)."""
-    return {n: dict((options or {}).get(n, {})) for n in names}
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import io
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from wnll_art._files import atomic_write
 from wnll_art.models.resnet import CifarResNet
 from wnll_art.wnll.model import BUILD_KEYS, WNLLNet
 from wnll_art.zoo import ZooEntry, sha256_file
@@ -40,11 +41,11 @@ WNLL_BUILD_KEYS = BUILD_KEYS
 
 
 def atomic_save(obj: object, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file and an atomic rename (no torn checkpoints)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` to ``path`` through :func:`~wnll_art._files.atomic_write` (no torn checkpoints; a failed
+    write leaves the earlier file whole)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

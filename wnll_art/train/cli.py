@@ -165,6 +165,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from wnll_art._device import set_deterministic
+    from wnll_art._files import results_lock
     from wnll_art.train.recipe import train
 
     threads = torch.get_num_threads()
@@ -176,10 +177,11 @@ def run_train(args: argparse.Namespace) -> int:
             torch.set_num_threads(args.threads)
         if args.deterministic:  # before anything is built (the device facts of the records say so)
             set_deterministic(True)
-        result = train(
-            config, out_dir=args.out, data_root=args.data_root, weights=args.weights, device=args.device,
-            resume=args.resume, cache_dir=args.cache_dir, progress=not args.no_progress,
-        )  # fmt: skip
+        with results_lock(args.out):  # two trainings into one --out: the second exits 2 naming the first
+            result = train(
+                config, out_dir=args.out, data_root=args.data_root, weights=args.weights, device=args.device,
+                resume=args.resume, cache_dir=args.cache_dir, progress=not args.no_progress,
+            )  # fmt: skip
     except (UsageError, ValueError, TypeError, FileNotFoundError, KeyError) as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from wnll_art.evaluation.checks import Convergence, eps_monotonicity_flags, run_convergence
+from wnll_art._device import Dist
+from wnll_art.evaluation.checks import Convergence, run_convergence
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.engine import Batches, Dist, run_cells
+from wnll_art.evaluation.engine import Batches, run_cells
 from wnll_art.evaluation.protocols import (
     ALL,
     FAMILIES,
@@ -23,7 +24,6 @@ from wnll_art.evaluation.protocols import (
     PlanOptions,
     adaptive_minimum,
     plan,
-    registry_flags,
 )
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.report import (
@@ -31,7 +31,6 @@ from wnll_art.evaluation.report import (
     flag_section,
     headline,
     markdown_table,
-    merge_flags,
     pct,
     write_plots,
     write_text,
@@ -177,11 +176,10 @@ def _finish(
     paper: list[CellRecord], attacks: list[CellRecord], name: str, checks: Checks,
 ) -> ProtocolRecords:  # fmt: skip
     """Flags, adaptive minima and plots (rank 0 writes; every rank returns the same records)."""
-    cell = merge_flags(eps_monotonicity_flags([*paper, *attacks]), registry_flags([*paper, *attacks]))
     rank0 = batches.dist.rank == 0
     vflags = victim_flags(victims, batches, eot_samples=options.eot_samples)
-    paper = attach_flags(store if rank0 else None, paper, victim_flags=vflags, cell_flags=cell)
-    attacks = attach_flags(store if rank0 else None, attacks, victim_flags=vflags, cell_flags=cell)
+    flagged = attach_flags(store if rank0 else None, [*paper, *attacks], vflags)
+    paper, attacks = flagged[: len(paper)], flagged[len(paper) :]
     minima = [
         replace(r, settings={**r.settings, "training_data": name},
                 flags=sorted({*r.flags, *checks.get((r.model, r.defence), ({}, []))[1]}),

@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from wnll_art import _argparse
-from wnll_art.evaluation.checks import eps_monotonicity_flags
+from wnll_art._device import Dist
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.engine import Dist, run_cells
+from wnll_art.evaluation.engine import run_cells
 from wnll_art.evaluation.outdir import check_results_dir, results_lock
-from wnll_art.evaluation.protocols import PlanOptions, plan, registry_flags
+from wnll_art.evaluation.protocols import PlanOptions, plan
 from wnll_art.evaluation.records import CellRecord, RunStore, per_image_minimum
-from wnll_art.evaluation.report import attach_flags, merge_flags, write_markdown, write_plots
+from wnll_art.evaluation.report import attach_flags, write_markdown, write_plots
 from wnll_art.evaluation.setup import open_run, rows, victim_flags, victims_of
 
 __all__ = ["evaluate", "finalize"]
@@ -29,8 +29,7 @@ def finalize(
     """Attaches all flags (``flags``: the victims'; the cells': eps monotonicity and the registered checks),
     rewrites changed records, adds per-image ``worst_case`` records (clean and every attack), writes
     ``results.md`` and the PNGs; returns the table."""
-    cell = merge_flags(eps_monotonicity_flags(records), registry_flags(records))
-    final = attach_flags(store, records, victim_flags=flags, cell_flags=cell)
+    final = attach_flags(store, records, flags)
     # the honest summary: an image is robust only if clean-correct and correct under every attack
     for worst in per_image_minimum(final, attack="worst_case", protocol=protocol, include_clean=True):
         store.put(worst)

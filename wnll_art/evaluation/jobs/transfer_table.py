@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from wnll_art._device import Dist
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.engine import Dist, run_cells
+from wnll_art.evaluation.engine import run_cells
 from wnll_art.evaluation.protocols import CLEAN, PlanOptions, plan
 from wnll_art.evaluation.records import CellRecord
 from wnll_art.evaluation.report import markdown_table, pct, write_text
