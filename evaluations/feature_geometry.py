@@ -132,7 +132,7 @@ def feature_geometry(
     for v in victims:
         clf = v.module.classifier
         embed = clf.embed if isinstance(clf, WNLLNet) else clf.features  # type: ignore[union-attr]
-        feats, correct = _collect(cfg, eps, v.model, clf, v.view(gradient=gradient).eval(),  # type: ignore[arg-type]
+        feats, correct = _collect(cfg, eps, v.model, clf, v.module.view(gradient=gradient).eval(),  # type: ignore[arg-type]
                                   embed, purifier, batches, attack)  # type: ignore[arg-type]  # fmt: skip
         summary["conditions"] = list(feats)
         summary["models"][v.model], projections[v.model] = _model_summary(feats, correct, y)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -126,3 +128,26 @@ def os_error_line(exc: OSError, *, resume: bool) -> str:
     if resume and exc.errno is not None:  # a fault while writing, not one found before the run
         text += "; the results finished so far are kept, and the same command resumes"
     return text
+
+
+def run_command(prog: str, body: Callable[[], int | None], *, resume: bool, kept: str) -> int:
+    """Runs a command's ``body`` with the project's exit statuses: its return value (0 for ``None``); 2 and one line
+    for a user error (bad option, missing data, a held lock); 1 and one line for an I/O fault (a full disk, a
+    dangling ``--out``) or adversarials outside the threat model (the engine's ``ThreatModelError``); 130 on
+    Ctrl-C, saying what is ``kept``. ``resume``: the command resumes (finished results are kept)."""
+    try:
+        return int(body() or 0)
+    except (ValueError, FileNotFoundError, KeyError, ConnectionError, UsageError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # what is finished stays on disk
+        print(f"{prog}: error: {os_error_line(exc, resume=resume)}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # the engine's threat-model check (named, not imported: a low layer)
+        if type(exc).__name__ != "ThreatModelError":
+            raise
+        print(f"{prog}: error: {exc}; that cell was not written", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # the shell's status for SIGINT
+        print(f"\n{prog}: interrupted; {kept}", file=sys.stderr)
+        return 130

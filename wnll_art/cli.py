@@ -146,28 +146,16 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wnll-art`` console script."""
     args = _parser().parse_args(argv)
-    try:
+
+    def body() -> int:
         if args.command == "evaluate":
             ap.check_out_dir(args.out)
             return _run_evaluate(args)
         if args.command == "info":
             return _run_info(args)
         return int(importlib.import_module("wnll_art.train.cli").run_train(args))
-    except (ValueError, FileNotFoundError, KeyError, ConnectionError, ap.UsageError) as exc:
-        print(f"wnll-art {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a full disk, a dangling --out link: what is finished stays on disk
-        print(f"wnll-art {args.command}: error: {ap.os_error_line(exc, resume=args.command == 'evaluate')}",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    except RuntimeError as exc:  # the engine's threat-model check (not imported here: it loads the attacks)
-        if type(exc).__name__ != "ThreatModelError":
-            raise
-        print(f"wnll-art {args.command}: error: {exc}; that cell was not written", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # Ctrl-C: one line saying what is kept, the shell's status for SIGINT
-        print(f"\nwnll-art {args.command}: interrupted; {_kept(args)}", file=sys.stderr)
-        return 130
+
+    return ap.run_command(f"wnll-art {args.command}", body, resume=args.command == "evaluate", kept=_kept(args))
 
 
 def _kept(args: argparse.Namespace) -> str:

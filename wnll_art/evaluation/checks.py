@@ -23,8 +23,8 @@ from wnll_art.evaluation.protocols import AttackSpec
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.victims import Victim
 
-__all__ = ["VANISHING", "Convergence", "convergence_flags", "convergence_specs", "run_convergence",
-           "eps_monotonicity_flags", "model_flags", "unbounded_flags"]  # fmt: skip
+__all__ = ["VANISHING", "Convergence", "convergence_flags", "convergence_specs", "eps_monotonicity_flags",
+           "model_flags", "unbounded_flags"]  # fmt: skip
 
 # A loss gradient whose largest entry is below this is useless to sign- and step-based attacks in float32
 # (the softmax ResNet-56's median on CIFAR-10 is ~1e-3; saturated WNLL outputs reach ~1e-13).
@@ -148,72 +148,13 @@ def unbounded_flags(accuracy: float, *, eps: float, what: str) -> list[str]:
     return [f"unbounded_not_zero: {what} at eps={eps:g} leaves {100 * accuracy:.1f}% correct (expected 0)"]
 
 
-def run_convergence(
-    victim: Victim, sources: Mapping[str, Victim], spec: AttackSpec, *, batches: Batches, store: RunStore, seed: int,
-    run_settings: dict[str, Any], eps: float, steps: Sequence[int], eot: Sequence[int], unbounded_eps: float = 0.3,
-    tvm_draws: int = 1,
-) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
-    """The convergence checks of one victim's strongest attack on a sub-sample (``batches``; cells in ``store``
-    under protocol ``"convergence"``, so a resumed run reads them back).
-
-    Args:
-        victim: The victim.
-        sources: The transfer sources (``{model label: undefended victim}``).
-        spec: The strongest attack (its ``steps`` and EOT samples are varied).
-        batches: The sub-sample.
-        store: Where the ladder's cells go.
-        seed: The run's seed.
-        run_settings: The sub-sample run's settings.
-        eps: Radius of the ladders.
-        steps: Step counts (e.g. 10, 20, 50, 100).
-        eot: EOT sample counts (e.g. 1, 2, 4).
-        unbounded_eps: Radius of the unbounded check (the attack at its own settings).
-        tvm_draws: K of the K-draw rule.
-
-    Returns:
-        ``({"attack", "eps", "steps": {k: acc}, "eot": {k: acc}, "single": {"steps": ..., "eot": ...},
-        "unbounded": {"eps", "accuracy"}, "n"}, flags)``: ``steps`` / ``eot`` are best-so-far curves (an image
-        counts as robust at budget k only if the attack failed at every budget <= k), on which the flags are
-        computed; ``single`` holds each rung's own accuracy.
-    """
-    common: dict[str, Any] = dict(victims=[victim], sources=sources, batches=batches, store=store,
-                                  protocol="convergence", seed=seed, run_settings=run_settings, tvm_draws=tvm_draws)  # fmt: skip
-    raw: dict[str, dict[int, float]] = {"steps": {}, "eot": {}}
-    curves: dict[str, dict[int, float]] = {"steps": {}, "eot": {}}
-    robust: dict[str, list[int] | None] = {"steps": None, "eot": None}
-    eot = eot if victim.randomised else ()  # EOT only matters against a randomised defence
-    for ladder, budget, s in convergence_specs(spec, steps=steps, eot=eot):
-        (rec,) = run_cells(specs=[s], eps_values=[eps], **common)
-        raw[ladder][budget] = rec.accuracy
-        # best so far: an image stays robust at a budget only if no smaller budget fooled it either (against a
-        # randomised defence, single rungs scatter by a few images; the flag asks whether a larger budget finds
-        # adversarials that no smaller one found)
-        before = robust[ladder]
-        now = (
-            rec.per_image_correct
-            if before is None
-            else [a & b for a, b in zip(before, rec.per_image_correct, strict=True)]
-        )
-        robust[ladder] = now
-        curves[ladder][budget] = sum(now) / len(now)
-    unbounded = dataclasses.replace(spec, name=f"{spec.name}__unbounded")
-    (rec,) = run_cells(specs=[unbounded], eps_values=[unbounded_eps], **common)
-    flags = convergence_flags(curves["steps"], what=f"{spec.name} steps at eps={eps:g}")
-    if eot:
-        flags += convergence_flags(curves["eot"], what=f"{spec.name} EOT samples at eps={eps:g}")
-    flags += unbounded_flags(rec.accuracy, eps=unbounded_eps, what=spec.name)
-    info = {"attack": spec.name, "eps": eps, "n": len(batches.indices), **curves,
-            "single": raw, "unbounded": {"eps": unbounded_eps, "accuracy": rec.accuracy}}  # fmt: skip
-    return info, flags
-
-
 @dataclasses.dataclass(frozen=True)
 class Convergence:
     """The convergence checks (N. Carlini et al. 2019) of each victim's strongest gradient attack.
 
     Attributes:
         steps: Step-count ladder (flag when the last doubling still lowers the best-so-far accuracy by > 1
-            point; see :func:`run_convergence`); ``()``: none.
+            point); ``()``: no checks.
         eot: EOT-sample ladder (against a randomised defence).
         images: Sub-sample: the first ``images`` evaluated images.
         unbounded_eps: Radius of the unbounded check (flag unless accuracy reaches 0).
@@ -227,3 +168,48 @@ class Convergence:
     def to_dict(self) -> dict[str, Any]:
         return {"steps": list(self.steps), "eot": list(self.eot), "images": self.images,
                 "unbounded_eps": self.unbounded_eps}  # fmt: skip
+
+    def run(
+        self, victims: Sequence[Victim], sources: Mapping[str, Victim], specs: Sequence[AttackSpec],
+        records: Sequence[CellRecord], batches: Batches, store: RunStore, *, eps: float, seed: int,
+        run_settings: dict[str, Any], tvm_draws: int,
+    ) -> dict[tuple[str, str], tuple[dict[str, Any], list[str]]]:  # fmt: skip
+        """``{(model, defence): (curves, flags)}``: each victim's strongest gradient attack among ``records``
+        (lowest accuracy at ``eps``) re-run on the sub-sample with the ladders (cells in ``store``, protocol
+        ``"convergence"``, so a resumed run reads them back), then at :attr:`unbounded_eps`.
+
+        The curves are best so far (an image counts as robust at budget k only if the attack failed at every
+        budget <= k), on which the flags are computed; ``single`` holds each rung's own accuracy.
+        """
+        ladder = {s.name: s for s in specs if s.source == "self" and hasattr(s.attack, "steps")}
+        if not self.steps or not ladder:
+            return {}
+        m = min(self.images, len(batches.indices))
+        sub = Batches(batches.x[:m], batches.y[:m], batches.indices[:m], batches.batch_size, batches.dist)
+        common: dict[str, Any] = dict(sources=sources, batches=sub, store=store, protocol="convergence", seed=seed,
+                                      run_settings=run_settings, tvm_draws=tvm_draws)  # fmt: skip
+        out = {}
+        for v in victims:
+            cells = [r for r in records if (r.model, r.defence, r.eps) == (v.model, v.defence, eps) and r.attack in ladder]
+            if not cells:
+                continue
+            spec = ladder[min(cells, key=lambda r: (r.accuracy, list(ladder).index(r.attack))).attack]
+            raw: dict[str, dict[int, float]] = {"steps": {}, "eot": {}}
+            curves: dict[str, dict[int, float]] = {"steps": {}, "eot": {}}
+            robust: dict[str, list[int]] = {}
+            eot = self.eot if v.module.randomised else ()  # EOT only matters against a randomised defence
+            for name, budget, s in convergence_specs(spec, steps=self.steps, eot=eot):
+                (rec,) = run_cells(victims=[v], specs=[s], eps_values=[eps], **common)
+                raw[name][budget] = rec.accuracy
+                # best so far: single rungs against a randomised defence scatter by a few images; the flag asks
+                # whether a larger budget finds adversarials that no smaller one found
+                now = [a & b for a, b in zip(robust.get(name, rec.per_image_correct), rec.per_image_correct, strict=True)]
+                robust[name], curves[name][budget] = now, sum(now) / len(now)
+            unbounded = dataclasses.replace(spec, name=f"{spec.name}__unbounded")
+            (rec,) = run_cells(victims=[v], specs=[unbounded], eps_values=[self.unbounded_eps], **common)
+            flags = convergence_flags(curves["steps"], what=f"{spec.name} steps at eps={eps:g}")
+            flags += convergence_flags(curves["eot"], what=f"{spec.name} EOT samples at eps={eps:g}") if eot else []
+            flags += unbounded_flags(rec.accuracy, eps=self.unbounded_eps, what=spec.name)
+            out[v.model, v.defence] = ({"attack": spec.name, "eps": eps, "n": m, **curves, "single": raw,
+                                        "unbounded": {"eps": self.unbounded_eps, "accuracy": rec.accuracy}}, flags)  # fmt: skip
+        return out

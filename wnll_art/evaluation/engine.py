@@ -93,28 +93,17 @@ def adversarial(
     spec: AttackSpec, source: Victim, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int,
     raw_cache: dict[Any, torch.Tensor],
 ) -> torch.Tensor:  # fmt: skip
-    """The adversarials of one batch under ``spec``, crafted on ``source`` (``x`` itself for the clean spec).
-
-    Args:
-        spec: The attack as run in the protocol.
-        source: The victim the attacker differentiates (the attacked one, or a transfer source).
-        x: ``(N, 3, H, W)`` float images in [0, 1] (one WNLL batch).
-        y: ``(N,)`` int64 labels.
-        eps: L-inf radius in [0, 1].
-        seed: Seed of the attack's random starts and of the purifier's draws during the attack.
-        raw_cache: Unconstrained results of eps-independent attacks (C&W), keyed per spec, source and seed,
-            so they run once per batch and are projected onto each eps; filled in place.
-
-    Returns:
-        ``(N, 3, H, W)`` images (in the eps ball around ``x`` and in [0, 1] unless the attack is broken: the
-        engine checks, :func:`threat_model`), on ``x``'s device.
-    """
+    """The adversarials ``(N, 3, H, W)`` of one WNLL batch ``x`` (float in [0, 1]; ``y``: ``(N,)`` int64) under
+    ``spec``, crafted on ``source`` (the attacked victim or a transfer source; ``x`` itself for the clean spec).
+    ``seed`` seeds the attack's random starts and the purifier's draws during the attack; ``raw_cache`` keeps
+    the unconstrained results of eps-independent attacks (C&W), run once per batch and projected onto each eps.
+    Whether the result keeps to the threat model is :func:`threat_model`'s check."""
     if spec.attack is None:
         return x
     # EOT only over a randomised purifier (a deterministic one, e.g. JPEG, gives the same draw each time); a view
     # is built in its victim's (eval) mode, and Attack.__call__ restores the mode it found
-    eot = spec.eot_samples if source.randomised else 1
-    view = source.view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot, score=spec.score)
+    eot = spec.eot_samples if source.module.randomised else 1
+    view = source.module.view(gradient=spec.gradient, tvm=spec.tvm, eot_samples=eot, score=spec.score)
     raw = spec.attack.eps_independent  # run once per batch unconstrained, projected onto each eps
     key = (spec.name, source.model, source.defence, seed)
     if not raw or key not in raw_cache:
@@ -139,7 +128,7 @@ def predict_correct(
         ``(correct under the rule (0/1 per image), fraction of draws correct per image)``.
     """
     hits = []
-    for i in range(draws if victim.randomised else 1):
+    for i in range(draws if victim.module.randomised else 1):
         with victim.module.drawing(seed if i == 0 else derive_seed(seed, "draw", i)):
             hits.append((predict_labels(victim.module, x) == y).float())
     stacked = torch.stack(hits)
@@ -232,7 +221,7 @@ def run_cells(
                     correct = [c for b in sorted(merged) for c in merged[b][0]]
                     mean = [m for b in sorted(merged) for m in merged[b][1]]
                     threat = merge_threat([merged[b][2] for b in sorted(merged)])
-                    extra = {"tvm_draws": tvm_draws if victim.randomised else 1, "per_image_draw_mean": [round(m, 6) for m in mean],
+                    extra = {"tvm_draws": tvm_draws if victim.module.randomised else 1, "per_image_draw_mean": [round(m, 6) for m in mean],
                              "accuracy_draw_mean": sum(mean) / len(mean), "threat_model": threat}  # fmt: skip
                     record = CellRecord(**expected, accuracy=sum(correct) / len(correct), per_image_correct=correct,
                                         time_s=time.perf_counter() - start, extra=extra)  # fmt: skip

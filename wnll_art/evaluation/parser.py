@@ -8,24 +8,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from wnll_art import _argparse as ap
-from wnll_art.evaluation.config import EvalConfig
 from wnll_art._files import results_lock
+from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.protocols import PlanOptions
 from wnll_art.tvm.settings import PRESETS, TVMSettings
 
-__all__ = [
-    "add_run_options",
-    "config_from_args",
-    "plan_from_args",
-    "run_script",
-    "script_parser",
-    "template_size",
-]
+__all__ = ["add_run_options", "config_from_args", "plan_from_args", "run_script", "script_parser",
+           "template_size"]  # fmt: skip
 
 
 def template_size(text: str) -> int:
@@ -130,23 +123,18 @@ def plan_from_args(args: argparse.Namespace) -> PlanOptions:
 
 def run_script(body: Callable[[], object], prog: str, args: argparse.Namespace, *, lock: bool = True) -> int:
     """Runs a script body after the shared option checks (``--out`` writable, ``--deterministic`` applied),
-    holding ``--out``'s lock (:func:`~wnll_art.evaluation.outdir.results_lock`; under ``torchrun`` rank 0 holds
-    it), turning user errors (a lock held by another run among them) into a one-line message and exit status 2,
-    I/O faults (a full disk) into one line and exit status 1. ``lock=False``: the body takes the lock itself
-    (:func:`~wnll_art.evaluation.jobs.main.evaluate` does)."""
-    try:
+    holding ``--out``'s lock (:func:`~wnll_art._files.results_lock`; under ``torchrun`` rank 0 holds it;
+    ``lock=False``: the body takes it itself, as :func:`~wnll_art.evaluation.jobs.main.evaluate` does), with
+    ``wnll-art``'s one-line errors and exit statuses (:func:`~wnll_art._argparse.run_command`)."""
+
+    def checked() -> None:
         ap.check_out_dir(args.out)
         if args.deterministic:
             from wnll_art._device import set_deterministic
 
             set_deterministic(True)
-        rank0 = os.environ.get("RANK", "0") == "0"
-        with results_lock(args.out) if rank0 and lock else contextlib.nullcontext():
+        with results_lock(args.out) if lock and os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
             body()
-    except (ValueError, FileNotFoundError, KeyError, ap.UsageError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a full disk, a dangling --out link
-        print(f"{prog}: error: {ap.os_error_line(exc, resume=True)}", file=sys.stderr)
-        return 1
-    return 0
+
+    kept = f"finished cells are kept in {args.out}; re-run the same command to resume"
+    return ap.run_command(prog, checked, resume=True, kept=kept)

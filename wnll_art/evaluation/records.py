@@ -6,15 +6,9 @@ a killed run loses at most the cell in flight, and a re-run with the same output
 finished cells back.
 
 Every record read back is validated before it is used: its ``sha256`` (over all its other fields), its
-internal consistency (``accuracy`` = mean of ``per_image_correct``, one entry per image) and its fit to the
-run (``settings.run``, image indices, library versions, device facts, and for a resumed cell every expected
-field). A record that fails is never deleted: :class:`RunStore` moves it to ``<root>/rejected/``, logs one line
-naming the file and the reason, and the engine recomputes the cell.
-
-Library versions and device facts (:func:`wnll_art._device.device_facts`: device, thread count, determinism,
-GPU and TF32 flags) are facts of the machine, not settings: a folder made elsewhere is not refused, but each of
-its cells computed under other facts is set aside and recomputed. This module writes no markdown and draws no
-figures (see :mod:`wnll_art.evaluation.report`).
+internal consistency and its fit to the run (``settings.run``, image indices, and, as facts of the machine that
+set a cell aside without refusing the folder, library versions and device facts); a record that fails is never
+deleted but moved to ``<root>/rejected/`` with a logged line, and the cell recomputed (:class:`RunStore`).
 """
 
 from __future__ import annotations
@@ -31,17 +25,8 @@ from typing import Any, Literal
 from wnll_art._device import library_versions
 from wnll_art._files import atomic_write
 
-__all__ = [
-    "DEVICE_FACTS",
-    "SCHEMA",
-    "CellRecord",
-    "RecordError",
-    "RunStore",
-    "cell_key",
-    "load_record",
-    "per_image_minimum",
-    "read_records",
-]
+__all__ = ["DEVICE_FACTS", "SCHEMA", "CellRecord", "RecordError", "RunStore", "cell_key", "load_record",
+           "per_image_minimum", "read_records"]  # fmt: skip
 
 SCHEMA = "wnll-art/cell/v2"
 DEVICE_FACTS = (

@@ -22,17 +22,8 @@ from wnll_art.evaluation.records import CellRecord, RunStore
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = [
-    "attach_flags",
-    "flag_section",
-    "headline",
-    "markdown_table",
-    "pct",
-    "save_png",
-    "write_markdown",
-    "write_plots",
-    "write_text",
-]
+__all__ = ["attach_flags", "flag_section", "headline", "markdown_table", "pct", "save_png", "write_markdown",
+           "write_plots", "write_text"]  # fmt: skip
 
 
 def pct(value: float) -> str:

@@ -118,5 +118,5 @@ def victim_flags(
     """``{(model, defence): flags}`` of :func:`~wnll_art.evaluation.checks.model_flags` on the first batch,
     each victim differentiated as attacked (EOT over ``eot_samples`` draws when its defence is randomised)."""
     x, y = batches.get(0)
-    return {(v.model, v.defence): model_flags(v.module, v.view(eot_samples=eot_samples if v.randomised else 1), x, y)
+    return {(v.model, v.defence): model_flags(v.module, v.module.view(eot_samples=eot_samples if v.module.randomised else 1), x, y)
             for v in victims}  # fmt: skip

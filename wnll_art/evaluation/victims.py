@@ -4,10 +4,8 @@ A victim is a :class:`wnll_art.defence.Defence` named by its table cell (model l
 classifier is :func:`wnll_art.defence.load_classifier`'s, the function :func:`wnll_art.load_defence` itself
 uses, so a table's numbers are the public object's; its purifier comes from :data:`PURIFIERS` (``"none"``, our
 ``"tvm"``, ART's preprocessors). Models are named by :data:`MODELS` (``"softmax"`` / ``"wnll"``: the public
-ResNet-56 and its post-hoc WNLL head) or by any trained zoo name (``wnll-art info``).
-
-Adding a purifier is one entry: ``PURIFIERS.register("name", factory)`` with ``factory(cfg, **options)``
-returning an ``nn.Module`` (images in [0, 1] -> images in [0, 1]; ``randomised = True`` if it draws) or ``None``.
+ResNet-56 and its post-hoc WNLL head) or by any trained zoo name (``wnll-art info``). Adding either is one
+entry (``DEVELOPERS.md``, "Extending the evaluation").
 """
 
 from __future__ import annotations
@@ -95,17 +93,6 @@ class Victim:
     model: str
     defence: str
     module: Defence = field(repr=False)
-
-    @property
-    def randomised(self) -> bool:
-        """Whether the deployed model draws (EOT and the K-draw rule then apply)."""
-        return self.module.randomised
-
-    def view(
-        self, *, gradient: str = "exact", tvm: str = "bpda", eot_samples: int = 1, score: str = "log"
-    ) -> Defence:
-        """What an attacker differentiates (:meth:`Defence.view`: shares every parameter and the purifier)."""
-        return self.module.view(gradient=gradient, tvm=tvm, eot_samples=eot_samples, score=score)  # type: ignore[arg-type]
 
     def settings(self) -> dict[str, Any]:
         """The cell's names and every setting of its defence (recorded with each result)."""

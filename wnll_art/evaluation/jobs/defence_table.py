@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from wnll_art._device import Dist
-from wnll_art.evaluation.checks import Convergence, run_convergence
+from wnll_art.evaluation.checks import Convergence
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import Batches, run_cells
 from wnll_art.evaluation.protocols import (
     ALL,
     FAMILIES,
-    AttackSpec,
     PlanOptions,
     adaptive_minimum,
     plan,
@@ -116,8 +115,10 @@ def defence_table(
                                       run_settings=settings, on_cell=on_cell, tvm_draws=cfg.tvm_draws)  # fmt: skip
         paper_records = run_cells(victims=chosen, specs=paper, protocol="paper", **common)
         attack_records = run_cells(victims=chosen, specs=adaptive, protocol="adaptive", **common)
-        checks = _convergence(conv, chosen, sources, adaptive, attack_records, batches, cfg, settings,
-                              Path(out_dir) / row.name / "convergence")  # fmt: skip
+        sub_settings = {**settings, "run": {**settings["run"], "n": min(conv.images, cfg.n)}}
+        checks = conv.run(chosen, sources, adaptive, attack_records, batches, open_store(
+            Path(out_dir) / row.name / "convergence", sub_settings, dist), eps=min(cfg.eps), seed=cfg.seed,
+            run_settings=sub_settings, tvm_draws=cfg.tvm_draws)  # fmt: skip
         results[row.name] = _finish(
             store, chosen, batches, options, paper_records, attack_records, row.name, checks
         )
@@ -137,38 +138,6 @@ def _check_victims(cfg: EvalConfig, victims: Sequence[tuple[str, str]] | None) -
 
 
 Checks = dict[tuple[str, str], tuple[dict[str, Any], list[str]]]
-
-
-def _convergence(
-    conv: Convergence, victims: Sequence[Victim], sources: Mapping[str, Victim], specs: Sequence[AttackSpec],
-    records: Sequence[CellRecord], batches: Batches, cfg: EvalConfig, settings: dict[str, Any], root: Path,
-) -> Checks:  # fmt: skip
-    """``{(model, defence): (curves, flags)}``: each victim's strongest gradient attack (lowest accuracy at the
-    smallest eps) re-run with :attr:`Convergence.steps` / :attr:`Convergence.eot` on a sub-sample."""
-    ladder = {
-        s.name: s for s in specs if s.source == "self" and s.attack is not None and hasattr(s.attack, "steps")
-    }
-    if not conv.steps or not ladder:
-        return {}
-    m = min(conv.images, len(batches.indices))
-    sub = Batches(batches.x[:m], batches.y[:m], batches.indices[:m], batches.batch_size, batches.dist)
-    sub_settings = {**settings, "run": {**settings["run"], "n": m}}
-    store = open_store(root, sub_settings, batches.dist)
-    eps = min(cfg.eps)
-    out: Checks = {}
-    for v in victims:
-        cells = [
-            r
-            for r in records
-            if (r.model, r.defence, r.eps) == (v.model, v.defence, eps) and r.attack in ladder
-        ]
-        if cells:
-            strongest = min(cells, key=lambda r: (r.accuracy, list(ladder).index(r.attack)))
-            out[v.model, v.defence] = run_convergence(
-                v, sources, ladder[strongest.attack], batches=sub, store=store, seed=cfg.seed,
-                run_settings=sub_settings, eps=eps, steps=conv.steps, eot=conv.eot,
-                unbounded_eps=conv.unbounded_eps, tvm_draws=cfg.tvm_draws)  # fmt: skip
-    return out
 
 
 def _finish(
