@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
+from wnll_art._device import Dist
 from wnll_art._random import derive_seed
 from wnll_art.adapters.attacks import ArtBIM
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art._device import Dist
 from wnll_art.evaluation.engine import Batches
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.report import markdown_table, pct, save_png, write_text

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from wnll_art import _files as file_io
 from wnll_art.attacks import base as attack_base
 from wnll_art.cli import main
-from wnll_art.evaluation import engine, outdir, records
+from wnll_art.evaluation import engine, records
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import ThreatModelError
 from wnll_art.evaluation.jobs.main import evaluate
@@ -255,9 +256,9 @@ def test_a_dangling_link_is_one_line_exit_1(
 
 
 def _disk_full(monkeypatch: pytest.MonkeyPatch, *, after: int = 0, starting: bytes = b"") -> None:
-    """``outdir._write_all`` writes half then fails with ENOSPC: from the ``after + 1``-th write on, or for data
+    """``file_io._write_all`` writes half then fails with ENOSPC: from the ``after + 1``-th write on, or for data
     starting with ``starting``."""
-    real, calls = outdir._write_all, []
+    real, calls = file_io._write_all, []
 
     def full(fd: int, data: bytes) -> None:
         calls.append(1)
@@ -266,7 +267,7 @@ def _disk_full(monkeypatch: pytest.MonkeyPatch, *, after: int = 0, starting: byt
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real(fd, data)
 
-    monkeypatch.setattr(outdir, "_write_all", full)
+    monkeypatch.setattr(file_io, "_write_all", full)
 
 
 def test_disk_full_is_one_line_exit_1_and_keeps_finished_cells(

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from wnll_art import _files
 from wnll_art._argparse import UsageError, check_out_dir
-from wnll_art.evaluation import outdir, records
+from wnll_art.evaluation import records
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import ThreatModelError, merge_threat, threat_model
 from wnll_art.evaluation.outdir import LOCK_NAME, LockHeldError, atomic_write, check_results_dir, results_lock
@@ -78,13 +79,13 @@ def test_threat_model_measures_and_refuses() -> None:
 
 
 def _enospc_after_half(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = outdir._write_all
+    real = _files._write_all
 
     def full(fd: int, data: bytes) -> None:
         real(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(outdir, "_write_all", full)
+    monkeypatch.setattr(_files, "_write_all", full)
 
 
 def test_atomic_write_on_a_full_disk_keeps_the_old_file(
@@ -163,7 +164,7 @@ def test_stale_lock_taken_over_with_a_warning(
     flock: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     if not flock:  # a file system without flock: the pid decides
-        monkeypatch.setattr(outdir, "_flock", lambda fd: None)
+        monkeypatch.setattr(_files, "_flock", lambda fd: None)
     pid = _dead_pid()
     _lock_file(tmp_path, pid)
     with caplog.at_level(logging.WARNING, logger="wnll_art.evaluation"), results_lock(tmp_path):
@@ -175,7 +176,7 @@ def test_stale_lock_taken_over_with_a_warning(
 def test_without_flock_a_live_or_foreign_holder_is_respected(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(outdir, "_flock", lambda fd: None)
+    monkeypatch.setattr(_files, "_flock", lambda fd: None)
     path = _lock_file(tmp_path, os.getppid())  # alive
     with pytest.raises(LockHeldError, match=f"pid {os.getppid()} on"), results_lock(tmp_path):
         pass

@@ -126,6 +126,30 @@ def test_deterministic_is_set_before_training_and_restored(
     capsys.readouterr()
 
 
+def test_a_second_training_into_a_held_folder_exits_2_naming_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two trainings into one --out would overwrite each other's checkpoints: the run folder's lock refuses the
+    second (one line, exit 2) and the first keeps it; the lock is gone when the first ends."""
+    import types
+
+    from wnll_art._files import LOCK_NAME, results_lock
+    from wnll_art.train import recipe
+
+    ran: list[bool] = []
+    monkeypatch.setattr(recipe, "train", lambda config, **kw: ran.append(True) or types.SimpleNamespace(
+        epochs_done=1, test_accuracy=None, linear_accuracy=None, wall_s=0.0, final_weights=None, zoo_record=None))  # fmt: skip
+    out = tmp_path / "run"
+    with results_lock(out):  # the first training, still running
+        assert _exit_code(["train", "--out", str(out), "--epochs", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is in use by another run" in err[0] and f"pid {os.getpid()}" in err[0], err
+    assert ran == [] and not (out / LOCK_NAME).exists()
+    assert _exit_code(["train", "--out", str(out), "--epochs", "1"]) == 0 and ran == [True]
+    assert not (out / LOCK_NAME).exists()
+    capsys.readouterr()
+
+
 TINY = [*SMALL, "--train-subset", "300", "--no-progress"]  # the last --train-subset wins
 
 

@@ -135,13 +135,10 @@ def predict_correct(
     return stacked.amin(0).int().tolist(), stacked.mean(0).tolist()
 
 
-Correct = tuple[list[int], list[float], dict[str, float]]
-
-
 def _cell(
     spec: AttackSpec, victim: Victim, source: Victim, *, eps: float, batches: Batches, seed: int, draws: int,
     raw_cache: dict[Any, torch.Tensor], transfers: dict[Any, torch.Tensor],
-) -> dict[int, Correct]:  # fmt: skip
+) -> dict[int, tuple[list[int], list[float], dict[str, float]]]:  # fmt: skip
     """One cell on this rank's batches: ``{batch: (0/1 correct per image under the K-draw rule, mean correctness
     over the draws, the adversarials' :func:`threat_model` measurements)}``.
 
