@@ -138,3 +138,24 @@ def test_deterministic_is_set_before_anything_is_built(
     calls.clear()
     assert main(["evaluate", "--n", "20000", "--out", str(tmp_path / "x")]) == 2
     assert calls == []
+
+
+def test_an_attack_and_a_defence_added_by_one_entry_each_run_end_to_end(
+    tmp_path: Path, cifar_root: Path, hub_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MI-FGSM (one class + one registration) and ART's Gaussian noise (one ``ART_PREPROCESSORS`` entry) reach
+    the command line, the plan, the victims and the records with nothing else edited."""
+    monkeypatch.setenv("TORCH_HOME", str(hub_dir))
+    out = tmp_path / "run"
+    assert main(["evaluate", "--protocol", "adaptive", "--attacks", "mifgsm_smooth_eot", "--models", "softmax",
+                 "--defences", "none,gaussian_noise", "--n", "4", "--wnll-batch-size", "4", "--eps", "0.03",
+                 "--steps", "3", "--tvm-draws", "2", "--no-progress", "--data-root", str(cifar_root), "--out", str(out)]) == 0  # fmt: skip
+    cells = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    mi = cells["adaptive__softmax__none__mifgsm_smooth_eot__eps0.0300"]
+    assert mi["settings"]["spec"]["attack"]["name"] == "mifgsm" and mi["settings"]["spec"]["attack"]["steps"] == 3
+    assert mi["accuracy"] < cells["adaptive__softmax__none__clean__eps0.0000"]["accuracy"]
+    noisy = cells["adaptive__softmax__gaussian_noise__mifgsm_smooth_eot__eps0.0300"]
+    purifier = noisy["settings"]["victim"]["purifier"]
+    assert purifier["art_class"] == "GaussianAugmentation" and purifier["randomised"] is True
+    assert noisy["extra"]["tvm_draws"] == 2  # a randomised defence: the K-draw rule applies
+    assert noisy["settings"]["spec"]["eot_samples"] == 2  # and EOT over its draws

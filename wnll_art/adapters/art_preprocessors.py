@@ -65,6 +65,14 @@ ART_PREPROCESSORS: dict[str, ArtEntry] = {
     "feature_squeezing": ArtEntry("FeatureSqueezing", {"bit_depth": 5},
                                   "BPDA: ART FeatureSqueezing.estimate_gradient (identity; the true gradient is 0 a.e.)",
                                   channels_first=False),
+    # TotalVarMin at Guo et al.'s settings (keep 50 %, TV weight 0.03; ART's defaults are 30 % and 0.5)
+    "art_tvm_guo": ArtEntry("TotalVarMin", {"prob": 0.5, "norm": 2, "lamb": 0.03, "solver": "L-BFGS-B", "max_iter": 10},
+                            "BPDA: ART TotalVarMin.estimate_gradient (identity); EOT over its Bernoulli masks",
+                            channels_first=False, channels_last=True, randomised=True),
+    # Gaussian noise at test time (GaussianAugmentation without augmentation: every image replaced by a noisy one)
+    "gaussian_noise": ArtEntry("GaussianAugmentation", {"sigma": 8 / 255, "augmentation": False},
+                               "BPDA: identity through the added noise; EOT over its draws", channels_first=False,
+                               randomised=True),
 }  # fmt: skip
 
 

@@ -19,8 +19,8 @@ from torch import nn
 
 from wnll_art.attacks import Attack
 
-__all__ = ["ArtAPGD", "ArtAutoAttack", "ArtBIM", "ArtCarliniL2", "ArtFGSM", "ArtPGD", "ArtSquare", "FoolboxL2CW",
-           "FoolboxLinfPGD"]  # fmt: skip
+__all__ = ["ArtAPGD", "ArtAutoAttack", "ArtBIM", "ArtCarliniL2", "ArtFGSM", "ArtMomentumIterative", "ArtPGD",
+           "ArtSquare", "FoolboxL2CW", "FoolboxLinfPGD"]  # fmt: skip
 
 
 def _art(model: nn.Module) -> Any:
@@ -183,6 +183,31 @@ class ArtAPGD(Attack):
         attack = AutoProjectedGradientDescent(_art(model), norm=np.inf, eps=eps, eps_step=2 * eps, max_iter=self.steps,
                                               nb_random_init=self.restarts, batch_size=len(x), loss_type=self.loss,
                                               verbose=False)  # fmt: skip
+        return torch.from_numpy(attack.generate(_np(x), y=_np(y)))
+
+
+@dataclass(frozen=True)
+class ArtMomentumIterative(Attack):
+    """ART ``MomentumIterativeMethod`` (Y. Dong et al., "Boosting Adversarial Attacks with Momentum", CVPR 2018;
+    L-inf MI-FGSM): signed steps along an accumulated, L1-normalised gradient.
+
+    Attributes:
+        steps: Iterations.
+        decay: Momentum decay (Dong et al.: 1.0).
+        step_scale: Step size ``step_scale * eps / steps`` (as :class:`ArtPGD`).
+    """
+
+    name: ClassVar[str] = "mifgsm"
+    library: ClassVar[str] = "art"
+    steps: int = 20
+    decay: float = 1.0
+    step_scale: float = 2.5
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
+        from art.attacks.evasion import MomentumIterativeMethod
+
+        attack = MomentumIterativeMethod(_art(model), norm=np.inf, eps=eps, eps_step=self.step_scale * eps / self.steps,
+                                         decay=self.decay, max_iter=self.steps, batch_size=len(x), verbose=False)  # fmt: skip
         return torch.from_numpy(attack.generate(_np(x), y=_np(y)))
 
 

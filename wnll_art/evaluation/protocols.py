@@ -32,6 +32,7 @@ from wnll_art.adapters.attacks import (
     ArtBIM,
     ArtCarliniL2,
     ArtFGSM,
+    ArtMomentumIterative,
     ArtPGD,
     ArtSquare,
     FoolboxL2CW,
@@ -274,6 +275,8 @@ register("adaptive", "cw_l2_exact_eot", lambda o: ArtCarliniL2(steps=o.cw_steps,
 register("adaptive", "transfer_ifgsm", lambda o: ArtBIM(steps=o.steps, step_fraction=0.1), default=False, eot=False,
          source="softmax", tvm="oblivious", skip=_is_source, checks=(Check("ifgsm_exact_eot", "black_box_stronger", _TRANSFER),))  # fmt: skip
 register("adaptive", "autoattack", lambda o: ArtAutoAttack(steps=o.steps), default=False)
+register("adaptive", "mifgsm_smooth_eot", lambda o: ArtMomentumIterative(steps=o.steps), **_SMOOTH, default=False,
+         checks=(Check(_PGD, "momentum_stronger", "MI-FGSM beats PGD: a rugged loss surface, raise PGD's budget"),))  # fmt: skip
 
 ALL = "all"  # the adaptive minimum over clean, every paper attack and every adaptive attack
 
