@@ -3,8 +3,8 @@
 Paper: B. Wang, A. T. Lin, Z. Shi, W. Zhu, P. Yin, A. L. Bertozzi, S. J. Osher, "Adversarial Defense via
 Data Dependent Activation Function and Total Variation Minimization", arXiv:1809.08516 (2018).
 
-The core (data, models, WNLL, TVM algorithm) needs only PyTorch, NumPy and SciPy. The ART and Foolbox
-adapters are imported lazily on first attribute access, so ``import wnll_art`` stays light.
+The core (data, models, WNLL, TVM algorithm) needs only PyTorch, NumPy and SciPy. The ART, Foolbox and
+MAITE adapters are imported lazily on first attribute access, so ``import wnll_art`` stays light.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ _LAZY: dict[str, str] = {
     "WNLLClassifier": "wnll_art.adapters.art_estimator",
     "TotalVarMinimization": "wnll_art.adapters.art_tvm",
     "to_foolbox": "wnll_art.adapters.foolbox_model",
+    "to_maite": "wnll_art.adapters.maite",
+    "maite_cifar10": "wnll_art.adapters.maite",
 }
 
 __all__ = ["CifarResNet", "ZOO", "load_cifar10", "load_pretrained", "resnet56", *_LAZY]

@@ -9,9 +9,11 @@ same function. This class only sets the right defaults and keeps the WNLL batch 
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,9 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from wnll_art._device import check_device
 from wnll_art.adapters._batches import SmallBatchWarner, find_setting
+from wnll_art.adapters._saved import estimator_settings, read_saved, write_saved
 from wnll_art.defence import score_view
 from wnll_art.wnll.score import Score
 
@@ -151,6 +155,9 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
     Training: ``fit`` and ``fit_generator`` (hence ART's ``AdversarialTrainer``) raise
     ``NotImplementedError``: cross-entropy on every parameter is not the paper's recipe; train with
     ``wnll-art train`` and wrap the loaded result.
+
+    Saving: ``clf.save("my_defence")`` writes a folder (the module's whole state dict, sha256-recorded, and its
+    architecture and settings as JSON); ``WNLLClassifier.load("my_defence")`` builds the same estimator back.
 
     Args:
         model: The ``nn.Module`` (images ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` logits or log-scores).
@@ -317,6 +324,66 @@ class WNLLClassifier(PyTorchClassifier):  # type: ignore[misc]
             hint = " (0-255 images? divide them by 255)" if high <= 1.0 < x_max else ""
             raise ValueError(f"x must lie in the estimator's clip_values [{low}, {high}], got values in "
                              f"[{x_min:.4g}, {x_max:.4g}]{hint}")  # fmt: skip
+
+    def save(  # type: ignore[override]
+        self,
+        filename: str | os.PathLike[str],
+        path: str | os.PathLike[str] | None = None,
+        *,
+        overwrite: bool = False,
+    ) -> Path:
+        """Saves the module and the estimator's settings to the folder ``path/filename`` (or ``filename``).
+
+        ART's ``save`` writes a bare state dict (by default under ``~/.art/data``) that nothing loads back; this
+        writes what :meth:`load` needs: ``weights.pt`` (the module's whole state dict) and ``classifier.json`` (the
+        module's architecture and settings, e.g. a :class:`~wnll_art.Defence`'s TVM settings and seed, WNLL options
+        and score; the estimator's shapes and clip values; the sha256 of ``weights.pt``), each file written whole
+        or not at all. The optimizer and :attr:`observed_batches` are not saved.
+
+        Args:
+            filename: The folder to write (relative to ``path`` when given).
+            path: Parent folder of ``filename`` (ART's argument); default: ``filename`` as given.
+            overwrite: Replace a classifier already saved in that folder.
+
+        Returns:
+            The folder written.
+
+        Raises:
+            TypeError: A module :meth:`load` could not build back (supported: ``Defence`` with TVM or no
+                purifier, ``WNLLNet``, ``CifarResNet``, the zoo's ``LinearHead``).
+            ValueError: Settings that are not saved and would be lost: a loss other than the default
+                cross-entropy, ``preprocessing`` other than the identity, pre- or postprocessing defences
+                (save without them; pass them to :meth:`load`).
+            FileExistsError: The folder holds a saved classifier (without ``overwrite``), other files, or is a file.
+        """
+        if not isinstance(overwrite, bool):
+            raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
+        directory = Path(path) / filename if path is not None else Path(filename)
+        estimator = estimator_settings(self, warn_small_batches=self._small_batches.enabled)
+        return write_saved(directory.expanduser(), self.model, estimator, overwrite=overwrite)
+
+    @classmethod
+    def load(
+        cls, directory: str | os.PathLike[str], *, device: str | torch.device = "cpu", **kwargs: Any
+    ) -> WNLLClassifier:
+        """The estimator saved by :meth:`save` in ``directory``, its module in eval mode on ``device``.
+
+        ``weights.pt`` is checked against the sha256 that ``classifier.json`` records, then loaded with
+        ``weights_only=True`` into a module built from the recorded architecture (every tensor must fit). A TVM
+        purifier's mask generator starts again from its seed.
+
+        Args:
+            directory: A folder written by :meth:`save`.
+            device: Where the module goes (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
+            **kwargs: Estimator arguments to add or override (``loss``, ``preprocessing_defences``, ``score``, ...).
+
+        Raises:
+            FileNotFoundError: A missing file. ValueError: Another format, a sha256 mismatch, or weights that do not
+                fit the recorded architecture.
+        """
+        dev = check_device(device)
+        model, options = read_saved(Path(directory).expanduser())
+        return cls(model.to(dev), **{**options, **kwargs})
 
     def settings(self) -> dict[str, object]:
         """``settings()`` of every sub-module that has one, keyed by class name (``"WNLLNet"``,
