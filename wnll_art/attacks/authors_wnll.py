@@ -1,8 +1,8 @@
 """What the authors' WNLL attack script differentiates, and how it draws its template.
 
 ``Fool_WNLLDNN.py`` (@67fe264; BaoWangMath/DNN-DataDependentActivation) attacks the whole batch template +
-test images through ``ResNet_Cifar.forward(..., stage_flag=2, train_flag=0)`` (lines 167-246): the buffer
-block's features go through ``WNLL`` (lines 248-315), whose output is ``x = self.fc(x); x.data =
+test images through ``ResNet_Cifar.forward(..., stage_flag=2, train_flag=0)`` (lines 168-249): the buffer
+block's features go through ``WNLL`` (lines 251-315), whose output is ``x = self.fc(x); x.data =
 Predict.data`` (lines 313-314) - the value is the WNLL label function (exactly one-hot on the template rows,
 ``uf[id_o] = g``, ``WNLL.py`` line 84), the backward pass that of the linear head ``fc`` - and the loss is
 ``nn.CrossEntropyLoss`` (mean) of those raw values against the labels of the whole batch (line 243).
