@@ -1,0 +1,388 @@
+"""The authors' public attack scripts, replicated step by step and expressed in our pixel space.
+
+B. Wang et al., arXiv:1809.08516; code: github.com/BaoWangMath/DNN-DataDependentActivation, read whole:
+``Fool_StandardDNN.py`` (@ede8d50, softmax ResNet), ``Fool_WNLLDNN.py`` (@67fe264, WNLL ResNet) and
+``Cifar10-Robust/Attack_ResNet_WNLL_PGD.py`` (@c56fd67, adversarially trained WNLL ResNet; same attacks, other
+constants: :data:`ROBUST_SCRIPT`). Every step, the script lines it mirrors and their translation are in
+``evaluations/authors_scripts.md``; the scripts have no TVM step (TVM never enters the attack).
+
+Pixel space. Our models take images ``x`` in [0, 1] and normalise inside. ``Fool_StandardDNN.py`` attacks the
+normalised ``z = (x - mean) / std`` with its own ``mean = (0.507, 0.487, 0.441)``, ``std = (0.267, 0.256,
+0.276)`` (:data:`SCRIPT_MEAN`, :data:`SCRIPT_STD`): its eps, step and ball are ``eps * std[c]`` pixels in
+channel ``c``, and its clamp of ``z`` to [0, 1] is a clamp of pixels to ``[mean[c], mean[c] + std[c]]``, which
+moves every pixel outside that band (a black pixel by ``mean[c]``): the softmax attacks have no small L-inf
+radius at all (:meth:`StandardFGSM.max_linf`). The WNLL scripts feed ``x`` itself: eps is in pixels.
+
+Models. A softmax attack takes ``model``: ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` logits. A WNLL attack
+takes the whole-batch scores the script differentiates, ``model(x_whole) -> (M + N, C)`` with ``x_whole`` =
+template (``M`` rows, its labels bound in ``model``) followed by the ``N`` attacked images: the value is the
+WNLL label function (one-hot on template rows), the gradient that of the linear head (straight through), and
+the loss is cross-entropy on those raw values (:func:`wnll_art.attacks.authors_wnll.script_wnll_view`). The
+template rows are part of the attacked batch, as in the scripts; the returned images are the ``N`` rows only
+(the scripts classify them against the unperturbed template of the same draw).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from wnll_art._checks import check_images, check_labels, check_positive_int
+from wnll_art.attacks._authors_choices import CHOICES, SOFTMAX, WNLL_COMMON
+
+__all__ = ["ROBUST_SCRIPT", "SCRIPT_MEAN", "SCRIPT_STD", "Scores", "StandardCW", "StandardFGSM",
+           "StandardIFGSM", "WNLLCW", "WNLLFGSM", "WNLLIFGSM"]  # fmt: skip
+
+Triple = tuple[float, float, float]
+Scores = Callable[[Tensor], Tensor]
+SCRIPT_MEAN: Triple = (0.507, 0.487, 0.441)  # Fool_StandardDNN.py line 404
+SCRIPT_STD: Triple = (0.267, 0.256, 0.276)
+# Cifar10-Robust/Attack_ResNet_WNLL_PGD.py: IFGSM 100 steps of eps in a 0.031 ball (lines 793-795), C&W 50
+# Adam steps of lr 0.0006 (lines 926-927), template and test batches of 1000 (lines 609, 616)
+ROBUST_SCRIPT: dict[str, dict[str, float | int]] = {
+    "WNLLIFGSM": {"steps": 100, "ball": 0.031}, "WNLLCW": {"steps": 50, "learning_rate": 0.0006},
+    "batches": {"template": 1000, "test": 1000},
+}  # fmt: skip
+_ADAM = (0.9, 0.999, 1e-8)  # torch.optim.Adam defaults (the scripts pass only lr)
+
+
+def _check(x: Tensor, y: Tensor, eps: float | None) -> None:
+    check_images(x, "x")
+    check_labels(y, "y")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} images in x")
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps)
+                            or eps < 0):  # fmt: skip
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+
+
+def _channels(values: Triple, like: Tensor) -> Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+
+
+def _whole(x: Tensor, y: Tensor, template: Tensor, template_labels: Tensor) -> tuple[Tensor, Tensor]:
+    check_images(template, "template")
+    check_labels(template_labels, "template_labels")
+    if template_labels.shape[0] != template.shape[0] or template.shape[1:] != x.shape[1:]:
+        raise ValueError(f"template {tuple(template.shape)} and template_labels {tuple(template_labels.shape)} "
+                         f"do not match x {tuple(x.shape)}")  # fmt: skip
+    return torch.cat([template, x]).to(x.dtype).detach(), torch.cat([template_labels, y]).long()
+
+
+def _grad(loss: Tensor, wrt: Tensor) -> Tensor:
+    (g,) = torch.autograd.grad(loss, wrt)
+    return g
+
+
+def _adam03(w: Tensor, g: Tensor, m: Tensor, v: Tensor, t: int, lr: float) -> None:
+    """One Adam step in place, as torch 0.3 took it (the scripts' version: ``loss.data.cpu()[0]``, line 592):
+    ``w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + 1e-8)``."""
+    b1, b2, tiny = _ADAM
+    m.mul_(b1).add_(g, alpha=1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    w.addcdiv_(m, v.sqrt().add_(tiny), value=-lr * math.sqrt(1 - b2**t) / (1 - b1**t))
+
+
+def _softmax_radius(eps: float, mean: Triple, std: Triple) -> Triple:
+    # |clamp(x + d, m, m + s) - x| over x in [0, 1], |d| <= eps * s: attained at x = 0 (-> m) or x = 1 (-> m + s)
+    r = [min(1.0, max(eps * s, m, 1.0 - m - s)) for m, s in zip(mean, std, strict=True)]
+    return r[0], r[1], r[2]
+
+
+def _settings(attack: Any, common: dict[str, str]) -> dict[str, Any]:
+    name = type(attack).__name__
+    return {"name": name, "script": attack.script, **asdict(attack), **common, **CHOICES[name]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Softmax:
+    mean: Triple = SCRIPT_MEAN
+    std: Triple = SCRIPT_STD
+
+    script: ClassVar[str] = "Fool_StandardDNN.py@ede8d50"
+
+    def _ms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return _channels(self.mean, x), _channels(self.std, x)
+
+    def settings(self) -> dict[str, Any]:
+        """Every replicated choice (the dataclass fields and the fixed ones), for records."""
+        return _settings(self, SOFTMAX)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StandardFGSM(_Softmax):
+    """``Fool_StandardDNN.py -method fgsm`` (lines 440-465), one image per batch (line 416).
+
+    Pixel space: ``x_adv = clamp(x + sign * eps * std[c] * sign(grad_x CE), mean[c], mean[c] + std[c])``.
+    The script's step is ``x - epsilon*x.grad`` (line 463): it descends the cross-entropy of the true label
+    (``sign = -1``); ``sign = +1`` is the ascent FGSM the paper describes.
+
+    Attributes:
+        sign: Direction of the step (-1: the script).
+        mean: Normalisation mean of the script's input pipeline (line 404).
+        std: Its standard deviation.
+    """
+
+    sign: Literal[-1, 1] = -1
+
+    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float) -> Tensor:
+        """Adversarial images ``(N, 3, H, W)`` in ``[mean, mean + std] ⊂ [0, 1]``, dtype/device of ``x``.
+
+        Args:
+            model: Images in [0, 1] -> ``(N, C)`` logits (eval mode, as the script's checkpoint was saved).
+            x: ``(N, 3, H, W)`` float in [0, 1].
+            y: ``(N,)`` int64 true labels.
+            eps: The script's ``-epsilon`` (the paper's table label), in normalised units.
+        """
+        _check(x, y, eps)
+        m, s = self._ms(x)
+        xr = x.detach().clone().requires_grad_(True)
+        g = _grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)  # sign(grad_z) = sign(std * grad_x)
+        z = (x.detach() - m) / s
+        return m + s * (z + self.sign * eps * g.sign()).clamp(0.0, 1.0)
+
+    def max_linf(self, eps: float) -> Triple:
+        """Largest ``|x_adv - x|`` per channel over all ``x`` in [0, 1]: ``max(eps*std, mean, 1-mean-std)``."""
+        return _softmax_radius(eps, self.mean, self.std)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StandardIFGSM(_Softmax):
+    """``Fool_StandardDNN.py -method ifgsm`` (lines 494-523): 10 steps of size 1.0 (normalised), each clipped
+    to the eps ball around the clean ``z`` and clamped to [0, 1], in that order.
+
+    Pixel space, per step: ``x_adv = clamp(clip(x_adv + step * std[c] * sign(grad CE), x +- eps * std[c]),
+    mean[c], mean[c] + std[c])``. The script negates the loss and subtracts (lines 509, 517): an ascent. A
+    step of 1.0 (>= 2 eps) lands every non-zero-gradient pixel on the ball's face ``z +- eps`` at every step.
+
+    Attributes:
+        steps: Iterations (line 494).
+        step_size: Step in normalised units (line 494: ``alpha = 1.0``).
+        mean: Normalisation mean (line 404).
+        std: Its standard deviation.
+    """
+
+    steps: int = 10
+    step_size: float = 1.0
+
+    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float) -> Tensor:
+        """Adversarial images in ``[mean, mean + std]``; arguments as :meth:`StandardFGSM.__call__`."""
+        _check(x, y, eps)
+        check_positive_int(self.steps, "steps")
+        m, s = self._ms(x)
+        z0 = (x.detach() - m) / s
+        z = z0.clone()
+        for i in range(self.steps):
+            # the pixels of z (step 0: the clean image itself); sign(grad_z) = sign(std * grad_x)
+            pixels = (x.detach() if i == 0 else m + s * z).clone().requires_grad_(True)
+            g = _grad(F.cross_entropy(model(pixels), y, reduction="sum"), pixels)
+            z = z + self.step_size * g.sign()
+            z = torch.where(z > z0 + eps, z0 + eps, z)
+            z = torch.where(z < z0 - eps, z0 - eps, z).clamp(0.0, 1.0)
+        return m + s * z
+
+    def max_linf(self, eps: float) -> Triple:
+        """Per-channel bound, as :meth:`StandardFGSM.max_linf`."""
+        return _softmax_radius(eps, self.mean, self.std)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StandardCW(_Softmax):
+    """``Fool_StandardDNN.py -method cwl2`` (lines 552-599): 10 Adam steps (lr 0.01, normalised units) on
+    ``||w - z||^2 + 10 * max(Z[pred] - Z[t] + 0, 0)``, ``pred`` the clean prediction, ``t`` the class with the
+    largest logit once ``Z[pred]`` is set to -1 (lines 568-574: when every other logit is below -1, ``t = pred``
+    and the image is left as it is). The distance term is identically zero in the script: ``w`` and the
+    reference ``input_var`` wrap the same tensor (lines 558, 560), which the Adam step moves in place
+    (``l2_penalty=True`` adds it as evidently meant, a deviation). The iterate is never clamped (a model that
+    refuses pixels outside [0, 1] may raise), and the kept ``best_w`` is ``w`` AFTER the step whose loss,
+    computed before it, was the lowest so far (lines 592-597). eps is not used (only in the file name, line 618).
+
+    Attributes:
+        steps: Adam steps (line 553).
+        learning_rate: Adam's lr, normalised units (line 552).
+        c: Weight of the hinge (``lambdaf``, line 554).
+        kappa: Confidence (line 555).
+        l2_penalty: Add ``||w - z||^2`` (False: the script, where it is zero).
+        clip: Clamp the returned pixels to [0, 1] (False: the script's images, which may leave it).
+        mean: Normalisation mean (line 404).
+        std: Its standard deviation.
+    """
+
+    steps: int = 10
+    learning_rate: float = 0.01
+    c: float = 10.0
+    kappa: float = 0.0
+    l2_penalty: bool = False
+    clip: bool = True
+
+    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float | None = None) -> Tensor:
+        """Adversarial images (in [0, 1] when ``clip``); ``y`` is checked but unused (the script attacks the
+        predicted class), ``eps`` ignored."""
+        _check(x, y, eps)
+        check_positive_int(self.steps, "steps")
+        m, s = self._ms(x)
+        z0 = (x.detach() - m) / s
+        with torch.no_grad():
+            logits = model(x.detach())
+        pred = logits.argmax(1, keepdim=True)
+        target = logits.scatter(1, pred, -1.0).argmax(1, keepdim=True)
+        w, mom, vel = z0.clone(), torch.zeros_like(z0), torch.zeros_like(z0)
+        best = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
+        best_w = z0.clone()
+        for t in range(1, self.steps + 1):
+            wr = w.clone().requires_grad_(True)
+            out = model(m + s * wr)
+            loss = (
+                self.c * (out.gather(1, pred) - out.gather(1, target) + self.kappa).clamp(min=0.0).flatten()
+            )
+            if self.l2_penalty:
+                loss = loss + (wr - z0).pow(2).flatten(1).sum(1)
+            g = _grad(loss.sum(), wr)  # images are independent: one Adam per image, as with batch 1
+            _adam03(w, g, mom, vel, t, self.learning_rate)
+            better = loss.detach() < best
+            best = torch.where(better, loss.detach(), best)
+            best_w[better] = w[better]
+        x_adv = m + s * best_w
+        return x_adv.clamp(0.0, 1.0) if self.clip else x_adv
+
+    def max_linf(self, eps: float | None = None) -> None:
+        """No bound: no ball, no clamp; the displacement is whatever the Adam steps make (measure it)."""
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _WNLL:
+    script: ClassVar[str] = "Fool_WNLLDNN.py@67fe264"
+
+    def settings(self) -> dict[str, Any]:
+        """Every replicated choice (the dataclass fields and the fixed ones), for records."""
+        return _settings(self, WNLL_COMMON)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WNLLFGSM(_WNLL):
+    """``Fool_WNLLDNN.py -method fgsm`` (lines 433-451): ``x_adv = clamp(x + eps * sign(grad CE), 0, 1)`` in
+    pixels, one step on the whole batch (template rows too, then dropped)."""
+
+    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
+                 template_labels: Tensor) -> Tensor:  # fmt: skip
+        """Adversarial images ``(N, 3, H, W)`` in [0, 1].
+
+        Args:
+            model: Whole-batch scores (see the module docstring), ``(M + N, 3, H, W) -> (M + N, C)``.
+            x: ``(N, 3, H, W)`` float in [0, 1], the attacked test batch.
+            y: ``(N,)`` int64 true labels.
+            eps: Step in pixels (the script's ``-epsilon``).
+            template: ``(M, 3, H, W)`` float in [0, 1], the template draw (see ``script_template``).
+            template_labels: ``(M,)`` int64 labels (those bound in ``model``).
+        """
+        _check(x, y, eps)
+        xw, yw = _whole(x, y, template, template_labels)
+        xr = xw.clone().requires_grad_(True)
+        g = _grad(F.cross_entropy(model(xr), yw), xr)
+        return (xw + eps * g.sign()).clamp(0.0, 1.0)[template.shape[0] :]
+
+    def max_linf(self, eps: float) -> Triple:
+        """``eps`` in every channel."""
+        return eps, eps, eps
+
+
+@dataclass(frozen=True, kw_only=True)
+class WNLLIFGSM(_WNLL):
+    """``Fool_WNLLDNN.py -method ifgsm`` (lines 545-573): 10 steps of size eps in pixels, each clipped to a
+    ball of FIXED radius 0.1 around the clean whole batch and clamped to [0, 1]; the template rows move too
+    and stay moved for the following steps (the graph of step ``i`` holds the perturbed template).
+
+    Attributes:
+        steps: Iterations (line 547; 100 in :data:`ROBUST_SCRIPT`).
+        ball: Projection radius in pixels (line 546: ``eps = 0.1``; 0.031 in :data:`ROBUST_SCRIPT`).
+    """
+
+    steps: int = 10
+    ball: float = 0.1
+
+    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
+                 template_labels: Tensor) -> Tensor:  # fmt: skip
+        """Adversarial images in [0, 1]; arguments as :meth:`WNLLFGSM.__call__` (``eps``: the step)."""
+        _check(x, y, eps)
+        check_positive_int(self.steps, "steps")
+        xw, yw = _whole(x, y, template, template_labels)
+        adv = xw.clone()
+        for _ in range(self.steps):
+            ar = adv.clone().requires_grad_(True)
+            adv = adv + eps * _grad(F.cross_entropy(model(ar), yw), ar).sign()
+            adv = torch.where(adv > xw + self.ball, xw + self.ball, adv)
+            adv = torch.where(adv < xw - self.ball, xw - self.ball, adv).clamp(0.0, 1.0)
+        return adv[template.shape[0] :]
+
+    def max_linf(self, eps: float) -> Triple:
+        """``min(steps * eps, ball)`` in every channel: 0.1, not eps, for every eps >= 0.01."""
+        r = min(self.steps * eps, self.ball)
+        return r, r, r
+
+
+@dataclass(frozen=True, kw_only=True)
+class WNLLCW(_WNLL):
+    """``Fool_WNLLDNN.py -method cwl2`` (lines 660-758), then ``x + eps * (x_cw - x)`` (lines 757-758).
+
+    As :class:`StandardCW` (distance term identically zero, lines 679, 682; no clamp; ``best_w`` = the iterate
+    after the best step), in pixels, on the whole batch, with one scalar loss for the batch (``best_w`` is kept
+    for the whole batch, not per image). The hinge of test image ``j`` pushes its WNLL prediction towards
+    class ``argmax(S[j])`` of the clean whole-batch scores ``S`` (template rows first): the script indexes the
+    per-row arg-max of the WHOLE batch with the test index (line 729), so with the 500-image template, images
+    0..499 are pushed towards template labels and images 500..999 towards the predictions of images 0..499.
+    (Its ``probs_data[0][top1_idx] = -1`` only changes row 0, and ``argmax_numpy == y_pred`` compares shapes
+    (1500,) and (1000, 10), which NumPy answers with a scalar False: lines 695-702 change no target.)
+
+    Attributes:
+        steps: Adam steps (line 671; 50 in :data:`ROBUST_SCRIPT`).
+        learning_rate: Adam's lr in pixels (line 670; 0.0006 in :data:`ROBUST_SCRIPT`).
+        c: Weight of the hinge (line 672).
+        kappa: Confidence (line 673).
+        l2_penalty: Add ``||w - x||^2`` (False: the script, where it is zero).
+        clip: Clamp the returned pixels to [0, 1] (False: the script's images, which may leave it).
+    """
+
+    steps: int = 10
+    learning_rate: float = 0.01
+    c: float = 10.0
+    kappa: float = 0.0
+    l2_penalty: bool = False
+    clip: bool = True
+
+    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
+                 template_labels: Tensor) -> Tensor:  # fmt: skip
+        """Adversarial images ``x + eps * (x_cw - x)`` (in [0, 1] when ``clip``); arguments as
+        :meth:`WNLLFGSM.__call__` (``eps``: the noise scale; ``y`` only enters through the whole-batch labels)."""
+        _check(x, y, eps)
+        check_positive_int(self.steps, "steps")
+        xw, _ = _whole(x, y, template, template_labels)
+        n_t, n = template.shape[0], x.shape[0]
+        with torch.no_grad():
+            clean = model(xw)
+        pred = clean[n_t:].argmax(1, keepdim=True)
+        target = clean[:n].argmax(1, keepdim=True)  # the script's row indexing, line 729
+        w, mom, vel = xw.clone(), torch.zeros_like(xw), torch.zeros_like(xw)
+        best, best_w = math.inf, xw.clone()
+        for t in range(1, self.steps + 1):
+            wr = w.clone().requires_grad_(True)
+            out = model(wr)[n_t:]
+            loss = self.c * (out.gather(1, pred) - out.gather(1, target) + self.kappa).clamp(min=0.0).sum()
+            if self.l2_penalty:
+                loss = loss + (wr - xw).pow(2).sum()
+            g = _grad(loss, wr)
+            _adam03(w, g, mom, vel, t, self.learning_rate)
+            if float(loss.detach()) < best:
+                best, best_w = float(loss.detach()), w.clone()
+        x_adv = x.detach() + eps * (best_w[n_t:] - x.detach())
+        return x_adv.clamp(0.0, 1.0) if self.clip else x_adv
+
+    def max_linf(self, eps: float) -> None:
+        """No bound: ``eps`` times the Adam displacement, which has no ball (measure it)."""
+        return None
