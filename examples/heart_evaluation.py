@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 import torch
+from _common import example_parser, parse_example_args
 from art.attacks.evasion import ProjectedGradientDescent
 from heart_library.attacks.attack import JaticAttack
 from heart_library.estimators.classification.pytorch import JaticPyTorchClassifier
@@ -43,31 +44,8 @@ from maite.tasks import evaluate
 import wnll_art
 
 
-def fraction(text: str) -> float:
-    """``"8/255"`` or ``"0.03"`` as a float (argparse type)."""
-    try:
-        num, _, den = text.partition("/")
-        return float(num) / float(den or 1)
-    except (ValueError, ZeroDivisionError) as err:
-        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from err
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    p.add_argument("--n", type=int, default=50, help="test images, solved as one WNLL batch (default 50)")
-    p.add_argument("--eps", type=fraction, default=8 / 255, help="L-inf radius (default 8/255)")
-    p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
-    p.add_argument("--step-size", type=fraction, default=2 / 255, help="PGD step (default 2/255)")
-    p.add_argument(
-        "--model", default="resnet56", help="zoo name for wnll_art.load_defence (default resnet56)"
-    )
-    p.add_argument("--weights", default=None, help="ResNet-56 weights file (default: the torch hub cache)")
-    p.add_argument("--data-root", default=None, help="CIFAR-10 root (default: $WNLL_ART_DATA)")
-    p.add_argument("--seed", type=int, default=0, help="template draw and TVM masks (default 0)")
-    args = p.parse_args(argv)
-    if args.n < 1 or args.steps < 1:
-        p.error("--n and --steps must be positive")
-    return args
+    return parse_example_args(example_parser(__doc__), argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,9 +14,13 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from wnll_art.wnll.model import WNLLNet
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -114,6 +118,20 @@ def pretrained_resnet56(hub_dir: Path) -> torch.nn.Module:
             os.environ.pop("TORCH_HOME")
         else:
             os.environ["TORCH_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def tiny_wnll_net() -> WNLLNet:
+    """A random 10-class WNLLNet over a one-block CIFAR ResNet (eval mode, CPU): template of 40 random images
+    (labels ``arange(40) % 10``), ``k=6``, ``sigma_neighbor=3``, transductive batches of 8. One per test module."""
+    from wnll_art.models.resnet import CifarResNet
+    from wnll_art.wnll.model import WNLLNet
+
+    torch.manual_seed(0)
+    images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return WNLLNet(
+        CifarResNet(1, 10), images, torch.arange(40) % 10, k=6, sigma_neighbor=3, wnll_batch_size=8
+    ).eval()
 
 
 def inject_fault(cell: Path, fault: str, other: Path) -> None:

@@ -4,6 +4,7 @@ global RNGs that third-party attacks draw from.
 Everything in ``wnll_art`` draws from an explicit ``torch.Generator``. ART and Foolbox draw their random starts
 (and ART's ``TotalVarMin`` its masks) from Python's, NumPy's and torch's *global* generators: those draws go
 through :func:`seeded_globals`, which seeds the three for one block and gives back their previous states.
+Modules that draw hold a ``generator``; their ``drawing`` blocks replace it through :func:`drawing_from`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["as_generator", "derive_seed", "seed_generator", "seeded_globals"]
+__all__ = ["as_generator", "derive_seed", "drawing_from", "seed_generator", "seeded_globals"]
 
 
 def derive_seed(*parts: object) -> int:
@@ -59,6 +60,26 @@ def as_generator(
     if isinstance(seed_or_generator, bool) or not isinstance(seed_or_generator, int):
         raise TypeError(f"{name} must be an int or a torch.Generator, got {type(seed_or_generator).__name__}")
     return seed_generator(seed_or_generator)
+
+
+@contextlib.contextmanager
+def drawing_from(owner: object, seed_or_generator: int | torch.Generator) -> Iterator[None]:
+    """Sets ``owner.generator`` to :func:`as_generator` of ``seed_or_generator`` for one block and puts the previous
+    generator back on exit (also when the block raises); the body of every module's ``drawing``.
+
+    Args:
+        owner: An object with a ``generator`` attribute (a purifier).
+        seed_or_generator: An int (a fresh generator seeded with it) or a ``torch.Generator`` (used as is).
+
+    Raises:
+        TypeError: ``seed_or_generator`` is neither an int nor a ``torch.Generator`` (on entering the block).
+    """
+    previous = owner.generator  # type: ignore[attr-defined]
+    owner.generator = as_generator(seed_or_generator)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        owner.generator = previous  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from wnll_art.adapters.maite import Cifar10Dataset, to_maite
-from wnll_art.models.resnet import CifarResNet
 from wnll_art.wnll.model import WNLLNet
 
 maite_tasks = pytest.importorskip("maite.tasks", reason="MAITE is not installed (pip install -e '.[heart]')")
@@ -42,15 +41,6 @@ class Accuracy:
         return {"accuracy": self.correct / self.total}
 
 
-@pytest.fixture(scope="module")
-def net() -> WNLLNet:
-    torch.manual_seed(0)
-    images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    return WNLLNet(
-        CifarResNet(1, 10), images, torch.arange(40) % 10, k=6, sigma_neighbor=3, wnll_batch_size=8
-    ).eval()
-
-
 def _dataset(target: str) -> Cifar10Dataset:
     images = torch.randint(
         0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
@@ -59,8 +49,8 @@ def _dataset(target: str) -> Cifar10Dataset:
 
 
 @pytest.mark.parametrize("target", ["one_hot", "label"])
-def test_evaluate_scores_whole_wnll_batches(net: WNLLNet, target: str) -> None:
-    model, dataset = to_maite(net), _dataset(target)
+def test_evaluate_scores_whole_wnll_batches(tiny_wnll_net: WNLLNet, target: str) -> None:
+    model, dataset = to_maite(tiny_wnll_net), _dataset(target)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # batches of 8 = wnll_batch_size: no small-batch warning
         result, preds, _ = maite_tasks.evaluate(model=model, dataset=dataset, metric=Accuracy(), batch_size=8,
@@ -68,20 +58,20 @@ def test_evaluate_scores_whole_wnll_batches(net: WNLLNet, target: str) -> None:
     assert model.observed_batches == {8: 2}
     x = torch.from_numpy(np.stack([dataset[i][0] for i in range(16)]))
     with torch.no_grad():
-        expected = torch.cat([net(x[:8]), net(x[8:])]).numpy()
+        expected = torch.cat([tiny_wnll_net(x[:8]), tiny_wnll_net(x[8:])]).numpy()
     np.testing.assert_array_equal(np.stack([p for batch in preds for p in batch]), expected)
     labels = np.arange(16) % 10
     assert result["accuracy"] == pytest.approx(float((expected.argmax(1) == labels).mean()))
 
 
-def test_evaluates_default_batch_of_one_warns(net: WNLLNet) -> None:
+def test_evaluates_default_batch_of_one_warns(tiny_wnll_net: WNLLNet) -> None:
     with pytest.warns(UserWarning, match="to_maite.*1 image"):
-        maite_tasks.evaluate(model=to_maite(net), dataset=_dataset("label"), metric=Accuracy())
+        maite_tasks.evaluate(model=to_maite(tiny_wnll_net), dataset=_dataset("label"), metric=Accuracy())
 
 
-def test_heart_accuracy_metric_needs_micro_average(net: WNLLNet) -> None:
+def test_heart_accuracy_metric_needs_micro_average(tiny_wnll_net: WNLLNet) -> None:
     metrics = pytest.importorskip("heart_library.metrics", reason="heart-library is not installed")
-    model, dataset = to_maite(net), _dataset("label")
+    model, dataset = to_maite(tiny_wnll_net), _dataset("label")
     mine, _, _ = maite_tasks.evaluate(model=model, dataset=dataset, metric=Accuracy(), batch_size=8)
     micro = metrics.HeartAccuracyMetric(task="multiclass", num_classes=10, average="micro")
     heart, _, _ = maite_tasks.evaluate(model=model, dataset=dataset, metric=micro, batch_size=8)

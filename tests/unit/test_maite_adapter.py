@@ -23,36 +23,26 @@ from wnll_art.tvm.settings import TVMSettings
 from wnll_art.wnll.model import WNLLNet
 
 
-@pytest.fixture(scope="module")
-def net() -> WNLLNet:
-    """A random 10-class WNLLNet over a one-block CIFAR ResNet: template 40, transductive batches of 8."""
-    torch.manual_seed(0)
-    images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    return WNLLNet(
-        CifarResNet(1, 10), images, torch.arange(40) % 10, k=6, sigma_neighbor=3, wnll_batch_size=8
-    ).eval()
-
-
 def _batch(n: int, seed: int = 0) -> list[np.ndarray]:
     return list(np.random.default_rng(seed).random((n, 3, 32, 32), dtype=np.float32))
 
 
-def test_metadata_and_call_give_the_models_scores_per_image(net: WNLLNet) -> None:
-    model = to_maite(net, warn_small_batches=False)
+def test_metadata_and_call_give_the_models_scores_per_image(tiny_wnll_net: WNLLNet) -> None:
+    model = to_maite(tiny_wnll_net, warn_small_batches=False)
     assert isinstance(model, MaiteClassifier)
     assert model.metadata == {"id": "wnll-art:WNLLNet", "index2label": dict(enumerate(CIFAR10_CLASSES))}
     batch = _batch(8)
     out = model(batch)
     with torch.no_grad():
-        expected = net(torch.from_numpy(np.stack(batch))).numpy()
+        expected = tiny_wnll_net(torch.from_numpy(np.stack(batch))).numpy()
     assert isinstance(out, list) and len(out) == 8
     assert all(isinstance(o, np.ndarray) and o.shape == (10,) and o.dtype == np.float32 for o in out)
     np.testing.assert_array_equal(np.stack(out), expected)  # one call: the batch is solved together
     assert model.observed_batches == {8: 1}
 
 
-def test_call_takes_tensors_4d_arrays_and_empty_batches(net: WNLLNet) -> None:
-    model = to_maite(net, model_id="mine", warn_small_batches=False)
+def test_call_takes_tensors_4d_arrays_and_empty_batches(tiny_wnll_net: WNLLNet) -> None:
+    model = to_maite(tiny_wnll_net, model_id="mine", warn_small_batches=False)
     batch = _batch(8, seed=1)
     ref = np.stack(model(batch))
     np.testing.assert_array_equal(np.stack(model([torch.from_numpy(b) for b in batch])), ref)
@@ -61,17 +51,19 @@ def test_call_takes_tensors_4d_arrays_and_empty_batches(net: WNLLNet) -> None:
     assert model([]) == [] and model.metadata["id"] == "mine"
 
 
-def test_call_restores_modes_and_builds_no_graph(net: WNLLNet) -> None:
-    model = to_maite(net, warn_small_batches=False)
-    net.train()
+def test_call_restores_modes_and_builds_no_graph(tiny_wnll_net: WNLLNet) -> None:
+    model = to_maite(tiny_wnll_net, warn_small_batches=False)
+    tiny_wnll_net.train()
     try:
         out = model(_batch(8))
-        assert net.training and all(m.training for m in net.modules())
+        assert tiny_wnll_net.training and all(m.training for m in tiny_wnll_net.modules())
         with torch.no_grad():
-            net.eval()
-            np.testing.assert_array_equal(np.stack(out), net(torch.from_numpy(np.stack(_batch(8)))).numpy())
+            tiny_wnll_net.eval()
+            np.testing.assert_array_equal(
+                np.stack(out), tiny_wnll_net(torch.from_numpy(np.stack(_batch(8)))).numpy()
+            )
     finally:
-        net.eval()
+        tiny_wnll_net.eval()
 
 
 @pytest.mark.parametrize(
@@ -86,31 +78,33 @@ def test_call_restores_modes_and_builds_no_graph(net: WNLLNet) -> None:
         (3, TypeError, "sequence"),
     ],
 )
-def test_call_refuses_bad_batches(net: WNLLNet, batch: object, error: type[Exception], match: str) -> None:
+def test_call_refuses_bad_batches(
+    tiny_wnll_net: WNLLNet, batch: object, error: type[Exception], match: str
+) -> None:
     with pytest.raises(error, match=match):
-        to_maite(net, warn_small_batches=False)(batch)  # type: ignore[arg-type]
+        to_maite(tiny_wnll_net, warn_small_batches=False)(batch)  # type: ignore[arg-type]
 
 
-def test_small_batches_warn_once(net: WNLLNet) -> None:
-    model = to_maite(net)
+def test_small_batches_warn_once(tiny_wnll_net: WNLLNet) -> None:
+    model = to_maite(tiny_wnll_net)
     with pytest.warns(UserWarning, match="to_maite.*wnll_batch_size=8"):
         model(_batch(2))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model(_batch(2))
-        to_maite(net, warn_small_batches=False)(_batch(1))
+        to_maite(tiny_wnll_net, warn_small_batches=False)(_batch(1))
     assert model.observed_batches == {2: 2}
 
 
-def test_defence_id_score_views_and_argument_checks(net: WNLLNet) -> None:
-    defence = Defence(net, tvm=TVMSettings(iterations=2)).eval()
+def test_defence_id_score_views_and_argument_checks(tiny_wnll_net: WNLLNet) -> None:
+    defence = Defence(tiny_wnll_net, tvm=TVMSettings(iterations=2)).eval()
     assert to_maite(defence).metadata["id"] == "wnll-art:Defence(wnll, tvm)"
-    assert to_maite(Defence(net)).metadata["id"] == "wnll-art:Defence(wnll)"
-    view = to_maite(net, score="log64", warn_small_batches=False)
-    assert view.model is not net and view.model.score == "log64" and net.score == "log"
+    assert to_maite(Defence(tiny_wnll_net)).metadata["id"] == "wnll-art:Defence(wnll)"
+    view = to_maite(tiny_wnll_net, score="log64", warn_small_batches=False)
+    assert view.model is not tiny_wnll_net and view.model.score == "log64" and tiny_wnll_net.score == "log"
     assert (
         np.argmax(np.stack(view(_batch(8))), 1).tolist()
-        == np.argmax(np.stack(to_maite(net)(_batch(8))), 1).tolist()
+        == np.argmax(np.stack(to_maite(tiny_wnll_net)(_batch(8))), 1).tolist()
     )
     four = CifarResNet(1, 4)
     assert "index2label" not in to_maite(four).metadata
@@ -118,17 +112,17 @@ def test_defence_id_score_views_and_argument_checks(net: WNLLNet) -> None:
     with pytest.raises(TypeError, match="nn.Module"):
         to_maite(lambda x: x)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="score"):
-        to_maite(net, score="nope")  # type: ignore[arg-type]
+        to_maite(tiny_wnll_net, score="nope")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="WNLL"):
         to_maite(four, score="log64")
     with pytest.raises(ValueError, match="model_id"):
-        to_maite(net, model_id=" ")
+        to_maite(tiny_wnll_net, model_id=" ")
     with pytest.raises(TypeError, match="model_id"):
-        to_maite(net, model_id=3)  # type: ignore[arg-type]
+        to_maite(tiny_wnll_net, model_id=3)  # type: ignore[arg-type]
 
 
-def test_defence_with_tvm_runs_one_draw_per_call(net: WNLLNet) -> None:
-    defence = Defence(net, tvm=TVMSettings(iterations=2), seed=0).eval()
+def test_defence_with_tvm_runs_one_draw_per_call(tiny_wnll_net: WNLLNet) -> None:
+    defence = Defence(tiny_wnll_net, tvm=TVMSettings(iterations=2), seed=0).eval()
     out = to_maite(defence, warn_small_batches=False)(_batch(8))
     assert np.isfinite(np.stack(out)).all() and len(out) == 8
 

@@ -17,8 +17,7 @@ draws from another seed or generator for one block, as :meth:`wnll_art.tvm.modul
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wnll_art._random import as_generator, seed_generator, seeded_globals
+from wnll_art._random import drawing_from, seed_generator, seeded_globals
 
 __all__ = ["ART_PREPROCESSORS", "ArtEntry", "ArtPreprocessor", "art_defence"]
 
@@ -129,19 +128,14 @@ class ArtPreprocessor(nn.Module):
         self.generator: torch.Generator = seed_generator(seed)  # checks seed
         self.seed: int = seed
 
-    @contextlib.contextmanager
-    def drawing(self, seed_or_generator: int | torch.Generator) -> Iterator[None]:
+    def drawing(self, seed_or_generator: int | torch.Generator) -> AbstractContextManager[None]:
         """Inside the block, calls draw from ``seed_or_generator`` (an int: a fresh generator seeded with it);
         the previous generator is back on exit (no effect on deterministic preprocessors).
 
         Raises:
             TypeError: ``seed_or_generator`` is neither an int nor a ``torch.Generator``.
         """
-        previous, self.generator = self.generator, as_generator(seed_or_generator)
-        try:
-            yield
-        finally:
-            self.generator = previous
+        return drawing_from(self, seed_or_generator)
 
     def with_gradient(self, gradient: str) -> ArtPreprocessor:
         if gradient != "bpda":

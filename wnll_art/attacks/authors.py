@@ -193,7 +193,19 @@ class StandardIFGSM(_Softmax):
 
 
 @dataclass(frozen=True, kw_only=True)
-class StandardCW(_Softmax):
+class _CWOptions:
+    """The fields :class:`StandardCW` and :class:`WNLLCW` share, in this order (documented there)."""
+
+    steps: int = 10
+    learning_rate: float = 0.01
+    c: float = 10.0
+    kappa: float = 0.0
+    l2_penalty: bool = False
+    clip: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class StandardCW(_CWOptions, _Softmax):
     """``Fool_StandardDNN.py -method cwl2`` (lines 552-599): 10 Adam steps (lr 0.01, normalised units) on
     ``||w - z||^2 + 10 * max(Z[pred] - Z[t] + 0, 0)``, ``pred`` the clean prediction, ``t`` the class with the
     largest logit once ``Z[pred]`` is set to -1 (lines 568-574: when every other logit is below -1, ``t = pred``
@@ -213,13 +225,6 @@ class StandardCW(_Softmax):
         mean: Normalisation mean (line 404).
         std: Its standard deviation.
     """
-
-    steps: int = 10
-    learning_rate: float = 0.01
-    c: float = 10.0
-    kappa: float = 0.0
-    l2_penalty: bool = False
-    clip: bool = True
 
     def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float | None = None) -> Tensor:
         """Adversarial images (in [0, 1] when ``clip``); ``y`` is checked but unused (the script attacks the
@@ -328,7 +333,7 @@ class WNLLIFGSM(_WNLL):
 
 
 @dataclass(frozen=True, kw_only=True)
-class WNLLCW(_WNLL):
+class WNLLCW(_CWOptions, _WNLL):
     """``Fool_WNLLDNN.py -method cwl2`` (lines 660-758), then ``x + eps * (x_cw - x)`` (lines 757-758).
 
     As :class:`StandardCW` (distance term identically zero, lines 679, 682; no clamp; ``best_w`` = the iterate
@@ -348,13 +353,6 @@ class WNLLCW(_WNLL):
         l2_penalty: Add ``||w - x||^2`` (False: the script, where it is zero).
         clip: Clamp the returned pixels to [0, 1] (False: the script's images, which may leave it).
     """
-
-    steps: int = 10
-    learning_rate: float = 0.01
-    c: float = 10.0
-    kappa: float = 0.0
-    l2_penalty: bool = False
-    clip: bool = True
 
     def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
                  template_labels: Tensor) -> Tensor:  # fmt: skip

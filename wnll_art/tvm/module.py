@@ -11,15 +11,14 @@ its mask generator. EOT is not here: it lives in :mod:`wnll_art.eot` and is appl
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from wnll_art._random import as_generator, seed_generator
+from wnll_art._random import drawing_from, seed_generator
 from wnll_art.tvm.algorithm import bernoulli_mask, total_variation_minimize
 from wnll_art.tvm.settings import TVMSettings
 
@@ -78,19 +77,14 @@ class TVMPurifier(nn.Module):
         """``True``: outputs depend on the random masks (``not fixed_masks``)."""
         return not self._fixed_masks
 
-    @contextlib.contextmanager
-    def drawing(self, seed_or_generator: int | torch.Generator) -> Iterator[None]:
+    def drawing(self, seed_or_generator: int | torch.Generator) -> AbstractContextManager[None]:
         """Inside the block, masks come from ``seed_or_generator`` (an int: a fresh generator seeded with it);
         the previous generator is back on exit. No effect with ``fixed_masks``.
 
         Raises:
             TypeError: ``seed_or_generator`` is neither an int nor a ``torch.Generator``.
         """
-        previous, self.generator = self.generator, as_generator(seed_or_generator)
-        try:
-            yield
-        finally:
-            self.generator = previous
+        return drawing_from(self, seed_or_generator)
 
     def with_gradient(self, gradient: Literal["bpda", "unrolled"]) -> TVMPurifier:
         """A copy with another gradient mode, the same seed and (until either enters :meth:`drawing`) the same
