@@ -161,7 +161,6 @@ import wnll_art
 from wnll_art.data import CIFAR10_CLASSES
 from wnll_art.adapters.attacks import ArtBIM
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.jobs.geometry import feature_geometry
 from wnll_art.evaluation.jobs.main import evaluate
 from wnll_art.evaluation.jobs.defence_table import Convergence, defence_table
 from wnll_art.evaluation.protocols import PlanOptions
@@ -189,7 +188,12 @@ image_grid(rows, labels=[CIFAR10_CLASSES[int(c)] for c in y], title="Fig. 2: ori
     ("md", "## Fig. 4: the first two principal components of the 64-D features"),
     (
         "code",
-        """summary = feature_geometry(EvalConfig(n=N, eps=(EPS,), defences=("none", "tvm")), out_dir="fig4")
+        """import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(wnll_art.__file__).resolve().parents[1]))  # the repository's evaluations/ scripts
+from evaluations.feature_geometry import feature_geometry
+
+summary = feature_geometry(EvalConfig(n=N, eps=(EPS,), defences=("none", "tvm")), out_dir="fig4")
 display(Image("fig4/feature_geometry.png"))""",
     ),
     ("md", "## Fig. 5: accuracy vs eps, read back from the harness's JSON records"),
@@ -240,7 +244,7 @@ model) against no defence, our TVM, ART's `TotalVarMin`, `JpegCompression`, `Spa
         "code",
         """%matplotlib inline
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.jobs.defence_comparison import compare_defences
+from wnll_art.evaluation.jobs.main import evaluate
 from wnll_art.evaluation.protocols import PlanOptions
 from wnll_art.tvm.settings import TVMSettings
 from wnll_art.plots import accuracy_bars""",
@@ -248,8 +252,10 @@ from wnll_art.plots import accuracy_bars""",
     (
         "code",
         """defences = ("none", "tvm", "art_tvm", "jpeg", "spatial_smoothing", "feature_squeezing")
-records = compare_defences(EvalConfig(n=N, eps=EPS, defences=defences, tvm=TVMSettings(eot_samples=2)),
-                           out_dir="compare", options=PlanOptions(eot_samples=2, steps=5))
+# the comparison is the adaptive protocol over every defence (wnll-art evaluate --protocol adaptive --defences ...)
+records = evaluate(EvalConfig(n=N, eps=EPS, defences=defences, tvm=TVMSettings(eot_samples=2)), out_dir="compare",
+                   protocol="adaptive", attacks=["fgsm_exact_eot", "ifgsm_exact_eot", "transfer_ifgsm"],
+                   options=PlanOptions(eot_samples=2, steps=5))
 worst = {}
 for r in records:
     if r.attack == "worst_case":
