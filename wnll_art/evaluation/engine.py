@@ -19,7 +19,7 @@ from wnll_art._random import derive_seed
 from wnll_art.attacks import project_linf
 from wnll_art.evaluation.protocols import AttackSpec, skipped
 from wnll_art.evaluation.records import CellRecord, RunStore, cell_key
-from wnll_art.evaluation.victims import Victim, predict_labels
+from wnll_art.evaluation.victims import UNDECIDED, Victim, predict_labels
 
 __all__ = ["Batches", "Dist", "ThreatModelError", "adversarial", "cell_key", "derive_seed", "merge_threat",
            "predict_correct", "run_cells", "threat_model"]  # fmt: skip
@@ -117,7 +117,7 @@ def adversarial(
 
 def predict_correct(
     victim: Victim, x: torch.Tensor, y: torch.Tensor, *, draws: int, seed: int
-) -> tuple[list[int], list[float]]:
+) -> tuple[list[int], list[float], list[int]]:
     """Correctness of ``victim`` on ``x`` under the K-draw rule of a randomised victim.
 
     A randomised victim (TVM) classifies ``x`` with ``draws`` independent purifier draws (the first from
@@ -125,22 +125,25 @@ def predict_correct(
     so an attacker need only win one draw. A deterministic victim is asked once.
 
     Returns:
-        ``(correct under the rule (0/1 per image), fraction of draws correct per image)``.
+        ``(correct under the rule (0/1 per image), fraction of draws correct per image, 1 for an image some draw
+        left undecided: all scores equal, counted as an error; see :func:`~wnll_art.evaluation.victims.predict_labels`)``.
     """
-    hits = []
+    hits, undecided = [], []
     for i in range(draws if victim.module.randomised else 1):
         with victim.module.drawing(seed if i == 0 else derive_seed(seed, "draw", i)):
-            hits.append((predict_labels(victim.module, x) == y).float())
+            labels = predict_labels(victim.module, x)
+        hits.append((labels == y).float())
+        undecided.append(labels == UNDECIDED)
     stacked = torch.stack(hits)
-    return stacked.amin(0).int().tolist(), stacked.mean(0).tolist()
+    return stacked.amin(0).int().tolist(), stacked.mean(0).tolist(), torch.stack(undecided).any(0).int().tolist()
 
 
 def _cell(
     spec: AttackSpec, victim: Victim, source: Victim, *, eps: float, batches: Batches, seed: int, draws: int,
     raw_cache: dict[Any, torch.Tensor], transfers: dict[Any, torch.Tensor],
-) -> dict[int, tuple[list[int], list[float], dict[str, float]]]:  # fmt: skip
-    """One cell on this rank's batches: ``{batch: (0/1 correct per image under the K-draw rule, mean correctness
-    over the draws, the adversarials' :func:`threat_model` measurements)}``.
+) -> dict[int, tuple[list[int], list[float], list[int], dict[str, float]]]:  # fmt: skip
+    """One cell on this rank's batches: ``{batch: (*predict_correct's three lists, the adversarials'
+    :func:`threat_model` measurements)}``.
 
     A transfer spec's adversarials depend on the source only, so they are kept in ``transfers`` for the next victim.
 
@@ -217,9 +220,11 @@ def run_cells(
                     merged = {b: c for part in parts for b, c in part.items()}
                     correct = [c for b in sorted(merged) for c in merged[b][0]]
                     mean = [m for b in sorted(merged) for m in merged[b][1]]
-                    threat = merge_threat([merged[b][2] for b in sorted(merged)])
+                    undecided = sum(u for b in merged for u in merged[b][2])
+                    threat = merge_threat([merged[b][3] for b in sorted(merged)])
                     extra = {"tvm_draws": tvm_draws if victim.module.randomised else 1, "per_image_draw_mean": [round(m, 6) for m in mean],
-                             "accuracy_draw_mean": sum(mean) / len(mean), "threat_model": threat}  # fmt: skip
+                             "accuracy_draw_mean": sum(mean) / len(mean), "threat_model": threat,
+                             **({"undecided_images": undecided} if undecided else {})}  # fmt: skip
                     record = CellRecord(**expected, accuracy=sum(correct) / len(correct), per_image_correct=correct,
                                         time_s=time.perf_counter() - start, extra=extra)  # fmt: skip
                     if batches.dist.rank == 0:
