@@ -108,7 +108,7 @@ def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
 
 
 def write_text(path: str | os.PathLike[str], lines: Sequence[str]) -> str:
-    """Writes ``lines`` (joined by newlines) to ``path`` atomically (:func:`~wnll_art.evaluation.outdir.atomic_write`);
+    """Writes ``lines`` (joined by newlines) to ``path`` atomically (:func:`~wnll_art._files.atomic_write`);
     returns the text."""
     text = "\n".join(lines)
     atomic_write(path, text)
