@@ -51,13 +51,13 @@ class ThreatModelError(RuntimeError):
     """Adversarials outside the threat model: farther than eps from their images (L-inf) or outside [0, 1]."""
 
 
-def threat_model(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float, what: str) -> dict[str, float]:
+def threat_model(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float | None, what: str) -> dict[str, float]:
     """Measures adversarials against the threat model, independently of the attack (and projection) that made them.
 
     Args:
         x_adv: ``(N, 3, H, W)`` adversarial images.
         x: ``(N, 3, H, W)`` float images in [0, 1] they were made from.
-        eps: L-inf radius in [0, 1].
+        eps: L-inf radius in [0, 1] (an attack's declared bound, :meth:`Attack.max_linf`; ``None``: measured only).
         what: The cell and batch, for the error message.
 
     Returns:
@@ -74,7 +74,7 @@ def threat_model(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float, what: str)
     measured = {"linf_max": float((x_adv - x).abs().amax()), "x_adv_min": float(x_adv.amin()),
                 "x_adv_max": float(x_adv.amax()), "linf_tolerance": tol}  # fmt: skip
     # written as "not inside" so that NaN fails too
-    if not measured["linf_max"] <= eps + tol:
+    if eps is not None and not measured["linf_max"] <= eps + tol:
         raise ThreatModelError(f"{what}: max |x_adv - x| = {measured['linf_max']:.8g} exceeds eps = {eps:g} "
                                f"(+ {tol:.1g}); the cell is not recorded")  # fmt: skip
     if not 0.0 <= measured["x_adv_min"] <= measured["x_adv_max"] <= 1.0:
@@ -84,9 +84,11 @@ def threat_model(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float, what: str)
 
 
 def merge_threat(parts: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Per-batch :func:`threat_model` measurements combined over a cell's batches."""
+    """Per-batch :func:`threat_model` measurements combined over a cell's batches (and the attack's declared
+    ``bound`` where it is not eps)."""
     return {"linf_max": max(p["linf_max"] for p in parts), "x_adv_min": min(p["x_adv_min"] for p in parts),
-            "x_adv_max": max(p["x_adv_max"] for p in parts), "linf_tolerance": max(p["linf_tolerance"] for p in parts)}  # fmt: skip
+            "x_adv_max": max(p["x_adv_max"] for p in parts), "linf_tolerance": max(p["linf_tolerance"] for p in parts),
+            **{k: parts[0][k] for k in ("bound",) if k in parts[0]}}  # fmt: skip
 
 
 def adversarial(
@@ -161,8 +163,11 @@ def _cell(
             x_adv = adversarial(spec, source, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
             if spec.source != "self":
                 transfers[key] = x_adv
-        measured = threat_model(x_adv, x, eps=eps, what=f"{victim.model}/{victim.defence}/{spec.name} at eps={eps:g}, "
+        bound = eps if spec.attack is None else spec.attack.max_linf(eps)  # a replicated script's own bound
+        measured = threat_model(x_adv, x, eps=bound, what=f"{victim.model}/{victim.defence}/{spec.name} at eps={eps:g}, "
                                 f"batch {b}")  # fmt: skip
+        if bound != eps:
+            measured["bound"] = bound  # type: ignore[assignment]
         predict_seed = derive_seed(seed, "predict", b, spec.name, eps)
         out[b] = (*predict_correct(victim, x_adv, y, draws=draws, seed=predict_seed), measured)
     return out
