@@ -3,6 +3,8 @@
 * :func:`atomic_write` writes every file of a run folder (cells, ``run.json``, ``results.md``, PNGs, training
   checkpoints): a temporary file beside the target, then ``os.replace``, so a reader or a killed run never sees
   half a file and a failed write (disk full) leaves the earlier file as it was.
+* :func:`check_results_dir` refuses, before anything is written, an ``--out`` that holds files but no run of
+  ours (an evaluation's: no ``run.json``, no ``cells/``): the user's own ``results.md`` or PNGs are never overwritten.
 * :func:`results_lock` holds ``<out>/.wnll-art.lock`` for a whole run. The lock is an ``flock`` on that file
   (the kernel drops it when its holder dies, however it dies); the file names the holder (pid, host, start
   time) so a second run can say who holds it. A lock file found unlocked was left by a run that was killed: it
@@ -26,9 +28,10 @@ from typing import Any
 
 from wnll_art._argparse import UsageError
 
-__all__ = ["LOCK_NAME", "LockHeldError", "atomic_write", "results_lock"]
+__all__ = ["LOCK_NAME", "LockHeldError", "atomic_write", "check_results_dir", "results_lock"]
 
 LOCK_NAME = ".wnll-art.lock"
+_OURS = ("run.json", "cells")  # what makes a folder an evaluation run of ours
 _log = logging.getLogger("wnll_art.evaluation")  # the logger the lock's take-over warning has always used
 
 
@@ -185,3 +188,25 @@ def _remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             return
+
+
+def check_results_dir(path: str | os.PathLike[str], flag: str = "--out", *, ours: tuple[str, ...] = _OURS) -> None:
+    """Refuses, writing nothing, a folder that holds files but no run of ours: the user's own files are never
+    overwritten.
+
+    A folder is ours when it is missing, empty (a lock file and temporary files aside), or holds one of ``ours``
+    (an evaluation's ``run.json`` or ``cells/``); whether its settings fit the run is the run's own check.
+
+    Raises:
+        UsageError: ``path`` holds files and none of ``ours``.
+    """
+    out = Path(path)
+    if not out.is_dir() or any((out / name).exists() for name in ours):
+        return
+    # a lock, and temporary files of an interrupted write (".<name>.<hex>.tmp"), are not the user's
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name != LOCK_NAME and not (p.name.startswith(".") and p.name.endswith(".tmp")))  # fmt: skip
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UsageError(f"{flag} {out} holds files that are not a wnll-art run ({shown}); choose a new or empty "
+                         f"folder, or the folder of an earlier run")  # fmt: skip

@@ -159,3 +159,23 @@ def test_an_attack_and_a_defence_added_by_one_entry_each_run_end_to_end(
     assert purifier["art_class"] == "GaussianAugmentation" and purifier["randomised"] is True
     assert noisy["extra"]["tvm_draws"] == 2  # a randomised defence: the K-draw rule applies
     assert noisy["settings"]["spec"]["eot_samples"] == 2  # and EOT over its draws
+
+
+def test_the_authors_protocol_replicates_the_softmax_script_and_records_its_bound(
+    tmp_path: Path, cifar_root: Path, hub_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--protocol authors`` (issue 19's command, on 8 images): cells of protocol ``authors``; the script's
+    normalised-space clamp squeezes every pixel into [mean, mean + std] of its channel, so the declared bound
+    (0.507, not eps) is recorded beside the measured radius, and the engine checks against that bound."""
+    monkeypatch.setenv("TORCH_HOME", str(hub_dir))
+    out = tmp_path / "run"
+    assert main(["evaluate", "--protocol", "authors", "--models", "softmax", "--defences", "none", "--attacks",
+                 "fgsm,ifgsm", "--eps", "0.02,0.08", "--n", "8", "--wnll-batch-size", "8", "--no-progress",
+                 "--data-root", str(cifar_root), "--out", str(out)]) == 0  # fmt: skip
+    cells = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    assert {r["protocol"] for r in cells.values()} == {"authors"} and len(cells) == 1 + 2 * 2 + 2
+    fgsm = cells["authors__softmax__none__fgsm__eps0.0200"]
+    assert fgsm["settings"]["spec"]["attack"]["script"]["sign"] == -1  # the script descends the loss
+    threat = fgsm["extra"]["threat_model"]
+    assert threat["bound"] == pytest.approx(0.507) and threat["linf_max"] > 0.02  # far outside the eps ball
+    assert threat["x_adv_min"] >= 0.44 and threat["x_adv_max"] <= 0.775  # [min mean, max mean + std]

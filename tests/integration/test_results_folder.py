@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 
 from wnll_art import _files as file_io
+from wnll_art._files import LOCK_NAME
 from wnll_art.attacks import base as attack_base
 from wnll_art.cli import main
 from wnll_art.evaluation import engine, records
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import ThreatModelError
 from wnll_art.evaluation.jobs.main import evaluate
-from wnll_art.evaluation.outdir import LOCK_NAME
 from wnll_art.evaluation.protocols import AttackSpec, PlanOptions
 from wnll_art.evaluation.victims import Victim
 

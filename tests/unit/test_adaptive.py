@@ -68,19 +68,20 @@ def _images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_k_draw_rule_counts_an_image_only_if_every_draw_is_correct() -> None:
     x, y = _images(200)
     victim = Victim("toy", "flip", Defence(PixelClassifier(), purifier=FlippingPurifier()).eval())
-    rule, mean = predict_correct(victim, x, y, draws=3, seed=5)
+    rule, mean, undecided = predict_correct(victim, x, y, draws=3, seed=5)
     assert rule == [int(m == 1.0) for m in mean]  # correct under the rule iff all 3 draws were correct
     assert 0.3 < sum(mean) / len(mean) < 0.7  # each draw: about half correct
     assert 0.05 < sum(rule) / len(rule) < 0.25  # all three: about 1/8
-    one, _ = predict_correct(victim, x, y, draws=1, seed=5)
+    one, _, _ = predict_correct(victim, x, y, draws=1, seed=5)
+    assert undecided == [0] * 200  # one-hot scores: every image decided
     assert sum(rule) < sum(one) and all(r <= o for r, o in zip(rule, one, strict=True))  # same first draw
-    assert predict_correct(victim, x, y, draws=3, seed=5) == (rule, mean)  # reproducible
+    assert predict_correct(victim, x, y, draws=3, seed=5) == (rule, mean, undecided)  # reproducible
 
 
 def test_deterministic_victims_are_asked_once() -> None:
     x, y = _images(20)
     victim = Victim("toy", "none", Defence(PixelClassifier()).eval())
-    rule, mean = predict_correct(victim, x, y, draws=3, seed=0)
+    rule, mean, _ = predict_correct(victim, x, y, draws=3, seed=0)
     assert rule == [1] * 20 and mean == [1.0] * 20
 
 

@@ -36,7 +36,6 @@ LAYERS: dict[str, int] = {
     # evaluation, in layers: configuration < victims/records/protocols < engine < report < jobs
     "wnll_art.evaluation": 5,
     "wnll_art.evaluation.config": 5,
-    "wnll_art.evaluation.outdir": 5,  # the results folder: ownership (files and lock: _files)
     "wnll_art.evaluation.victims": 6,
     "wnll_art.evaluation.records": 6,
     "wnll_art.evaluation.protocols": 6,  # the attack and protocol registries

@@ -20,10 +20,10 @@ import torch
 
 from wnll_art import _files
 from wnll_art._argparse import UsageError, check_out_dir
+from wnll_art._files import LOCK_NAME, LockHeldError, atomic_write, check_results_dir, results_lock
 from wnll_art.evaluation import records
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import ThreatModelError, merge_threat, threat_model
-from wnll_art.evaluation.outdir import LOCK_NAME, LockHeldError, atomic_write, check_results_dir, results_lock
 from wnll_art.evaluation.parser import run_script
 from wnll_art.evaluation.records import cell_key
 

@@ -36,6 +36,9 @@ class Attack(ABC):
         library: ``"art"`` or ``"foolbox"``.
         eps_independent: The raw attack ignores ``eps`` (C&W): the engine runs it once per batch and
             projects the result onto each eps ball.
+
+    An attack whose threat model is not the eps ball (a replicated script, :mod:`wnll_art.attacks.authors`)
+    says so in :meth:`max_linf`; the engine checks and records its outputs against that bound.
     """
 
     name: ClassVar[str]
@@ -52,7 +55,8 @@ class Attack(ABC):
             model: The attacker's view (images in [0, 1] -> ``(N, C)`` scores), defence inside.
             x: ``(N, 3, H, W)`` float in [0, 1], on the model's device.
             y: ``(N,)`` int64 true labels.
-            eps: L-inf radius; every output lies in the eps ball around ``x`` and in [0, 1].
+            eps: L-inf radius; every output lies in the ball of radius :meth:`max_linf` around ``x`` (``eps``
+                unless the attack declares otherwise) and in [0, 1].
             seed: Seed of the global RNGs (Python, NumPy, torch) during :meth:`run`
                 (:func:`wnll_art._random.seeded_globals`: their states are restored afterwards).
 
@@ -75,7 +79,13 @@ class Attack(ABC):
         x_adv = x_adv.to(device=x.device, dtype=x.dtype)
         if not bool(torch.isfinite(x_adv).all()):
             raise RuntimeError(f"{self.name} returned non-finite images")
-        return project_linf(x_adv, x, eps)
+        bound = self.max_linf(eps)
+        return x_adv.clamp(0.0, 1.0) if bound is None else project_linf(x_adv, x, bound)
+
+    def max_linf(self, eps: float) -> float | None:
+        """The L-inf radius this attack's outputs keep to at ``eps``: ``eps`` (the threat model of every attack
+        but a replicated script's, which may declare a wider one, or ``None``: no bound, measured only)."""
+        return eps
 
     @abstractmethod
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:

@@ -24,7 +24,7 @@ from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.victims import Victim
 
 __all__ = ["VANISHING", "Convergence", "convergence_flags", "convergence_specs", "eps_monotonicity_flags",
-           "model_flags", "unbounded_flags"]  # fmt: skip
+           "model_flags", "unbounded_flags", "undecided_flags"]  # fmt: skip
 
 # A loss gradient whose largest entry is below this is useless to sign- and step-based attacks in float32
 # (the softmax ResNet-56's median on CIFAR-10 is ~1e-3; saturated WNLL outputs reach ~1e-13).
@@ -78,6 +78,13 @@ def model_flags(predict: nn.Module, attack_view: nn.Module, x: torch.Tensor, y: 
             "(saturated outputs): trust surrogate/transfer attacks over exact-gradient ones"
         )
     return flags
+
+
+def undecided_flags(records: Sequence[CellRecord]) -> dict[str, list[str]]:
+    """``undecided_images`` on cells where some images got all-equal scores (no graph path to the template, see
+    :func:`~wnll_art.evaluation.victims.predict_labels`): counted as errors, never as class 0, and named here."""
+    return {r.key: [f"undecided_images: {r.extra['undecided_images']} of {r.n} images had all scores equal (no graph "
+                    "path to the template) and count as errors"] for r in records if r.extra.get("undecided_images")}  # fmt: skip
 
 
 def eps_monotonicity_flags(records: Sequence[CellRecord], *, slack: int = 1) -> dict[str, list[str]]:

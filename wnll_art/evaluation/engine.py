@@ -19,7 +19,7 @@ from wnll_art._random import derive_seed
 from wnll_art.attacks import project_linf
 from wnll_art.evaluation.protocols import AttackSpec, skipped
 from wnll_art.evaluation.records import CellRecord, RunStore, cell_key
-from wnll_art.evaluation.victims import Victim, predict_labels
+from wnll_art.evaluation.victims import UNDECIDED, Victim, predict_labels
 
 __all__ = ["Batches", "Dist", "ThreatModelError", "adversarial", "cell_key", "derive_seed", "merge_threat",
            "predict_correct", "run_cells", "threat_model"]  # fmt: skip
@@ -51,13 +51,13 @@ class ThreatModelError(RuntimeError):
     """Adversarials outside the threat model: farther than eps from their images (L-inf) or outside [0, 1]."""
 
 
-def threat_model(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float, what: str) -> dict[str, float]:
+def threat_model(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float | None, what: str) -> dict[str, float]:
     """Measures adversarials against the threat model, independently of the attack (and projection) that made them.
 
     Args:
         x_adv: ``(N, 3, H, W)`` adversarial images.
         x: ``(N, 3, H, W)`` float images in [0, 1] they were made from.
-        eps: L-inf radius in [0, 1].
+        eps: L-inf radius in [0, 1] (an attack's declared bound, :meth:`Attack.max_linf`; ``None``: measured only).
         what: The cell and batch, for the error message.
 
     Returns:
@@ -74,7 +74,7 @@ def threat_model(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float, what: str)
     measured = {"linf_max": float((x_adv - x).abs().amax()), "x_adv_min": float(x_adv.amin()),
                 "x_adv_max": float(x_adv.amax()), "linf_tolerance": tol}  # fmt: skip
     # written as "not inside" so that NaN fails too
-    if not measured["linf_max"] <= eps + tol:
+    if eps is not None and not measured["linf_max"] <= eps + tol:
         raise ThreatModelError(f"{what}: max |x_adv - x| = {measured['linf_max']:.8g} exceeds eps = {eps:g} "
                                f"(+ {tol:.1g}); the cell is not recorded")  # fmt: skip
     if not 0.0 <= measured["x_adv_min"] <= measured["x_adv_max"] <= 1.0:
@@ -84,9 +84,11 @@ def threat_model(x_adv: torch.Tensor, x: torch.Tensor, *, eps: float, what: str)
 
 
 def merge_threat(parts: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Per-batch :func:`threat_model` measurements combined over a cell's batches."""
+    """Per-batch :func:`threat_model` measurements combined over a cell's batches (and the attack's declared
+    ``bound`` where it is not eps)."""
     return {"linf_max": max(p["linf_max"] for p in parts), "x_adv_min": min(p["x_adv_min"] for p in parts),
-            "x_adv_max": max(p["x_adv_max"] for p in parts), "linf_tolerance": max(p["linf_tolerance"] for p in parts)}  # fmt: skip
+            "x_adv_max": max(p["x_adv_max"] for p in parts), "linf_tolerance": max(p["linf_tolerance"] for p in parts),
+            **{k: parts[0][k] for k in ("bound",) if k in parts[0]}}  # fmt: skip
 
 
 def adversarial(
@@ -117,7 +119,7 @@ def adversarial(
 
 def predict_correct(
     victim: Victim, x: torch.Tensor, y: torch.Tensor, *, draws: int, seed: int
-) -> tuple[list[int], list[float]]:
+) -> tuple[list[int], list[float], list[int]]:
     """Correctness of ``victim`` on ``x`` under the K-draw rule of a randomised victim.
 
     A randomised victim (TVM) classifies ``x`` with ``draws`` independent purifier draws (the first from
@@ -125,22 +127,25 @@ def predict_correct(
     so an attacker need only win one draw. A deterministic victim is asked once.
 
     Returns:
-        ``(correct under the rule (0/1 per image), fraction of draws correct per image)``.
+        ``(correct under the rule (0/1 per image), fraction of draws correct per image, 1 for an image some draw
+        left undecided: all scores equal, counted as an error; see :func:`~wnll_art.evaluation.victims.predict_labels`)``.
     """
-    hits = []
+    hits, undecided = [], []
     for i in range(draws if victim.module.randomised else 1):
         with victim.module.drawing(seed if i == 0 else derive_seed(seed, "draw", i)):
-            hits.append((predict_labels(victim.module, x) == y).float())
+            labels = predict_labels(victim.module, x)
+        hits.append((labels == y).float())
+        undecided.append(labels == UNDECIDED)
     stacked = torch.stack(hits)
-    return stacked.amin(0).int().tolist(), stacked.mean(0).tolist()
+    return stacked.amin(0).int().tolist(), stacked.mean(0).tolist(), torch.stack(undecided).any(0).int().tolist()
 
 
 def _cell(
     spec: AttackSpec, victim: Victim, source: Victim, *, eps: float, batches: Batches, seed: int, draws: int,
     raw_cache: dict[Any, torch.Tensor], transfers: dict[Any, torch.Tensor],
-) -> dict[int, tuple[list[int], list[float], dict[str, float]]]:  # fmt: skip
-    """One cell on this rank's batches: ``{batch: (0/1 correct per image under the K-draw rule, mean correctness
-    over the draws, the adversarials' :func:`threat_model` measurements)}``.
+) -> dict[int, tuple[list[int], list[float], list[int], dict[str, float]]]:  # fmt: skip
+    """One cell on this rank's batches: ``{batch: (*predict_correct's three lists, the adversarials'
+    :func:`threat_model` measurements)}``.
 
     A transfer spec's adversarials depend on the source only, so they are kept in ``transfers`` for the next victim.
 
@@ -158,8 +163,11 @@ def _cell(
             x_adv = adversarial(spec, source, x, y, eps=eps, seed=attack_seed, raw_cache=raw_cache)
             if spec.source != "self":
                 transfers[key] = x_adv
-        measured = threat_model(x_adv, x, eps=eps, what=f"{victim.model}/{victim.defence}/{spec.name} at eps={eps:g}, "
+        bound = eps if spec.attack is None else spec.attack.max_linf(eps)  # a replicated script's own bound
+        measured = threat_model(x_adv, x, eps=bound, what=f"{victim.model}/{victim.defence}/{spec.name} at eps={eps:g}, "
                                 f"batch {b}")  # fmt: skip
+        if bound != eps:
+            measured["bound"] = bound  # type: ignore[assignment]
         predict_seed = derive_seed(seed, "predict", b, spec.name, eps)
         out[b] = (*predict_correct(victim, x_adv, y, draws=draws, seed=predict_seed), measured)
     return out
@@ -217,9 +225,11 @@ def run_cells(
                     merged = {b: c for part in parts for b, c in part.items()}
                     correct = [c for b in sorted(merged) for c in merged[b][0]]
                     mean = [m for b in sorted(merged) for m in merged[b][1]]
-                    threat = merge_threat([merged[b][2] for b in sorted(merged)])
+                    undecided = sum(u for b in merged for u in merged[b][2])
+                    threat = merge_threat([merged[b][3] for b in sorted(merged)])
                     extra = {"tvm_draws": tvm_draws if victim.module.randomised else 1, "per_image_draw_mean": [round(m, 6) for m in mean],
-                             "accuracy_draw_mean": sum(mean) / len(mean), "threat_model": threat}  # fmt: skip
+                             "accuracy_draw_mean": sum(mean) / len(mean), "threat_model": threat,
+                             **({"undecided_images": undecided} if undecided else {})}  # fmt: skip
                     record = CellRecord(**expected, accuracy=sum(correct) / len(correct), per_image_correct=correct,
                                         time_s=time.perf_counter() - start, extra=extra)  # fmt: skip
                     if batches.dist.rank == 0:

@@ -39,6 +39,7 @@ from wnll_art.adapters.attacks import (
     FoolboxLinfPGD,
 )
 from wnll_art.attacks import Attack
+from wnll_art.attacks.authors_protocol import AuthorsSoftmax
 from wnll_art.evaluation.records import CellRecord, per_image_minimum
 from wnll_art.registry import Registry
 
@@ -277,6 +278,12 @@ register("adaptive", "transfer_ifgsm", lambda o: ArtBIM(steps=o.steps, step_frac
 register("adaptive", "autoattack", lambda o: ArtAutoAttack(steps=o.steps), default=False)
 register("adaptive", "mifgsm_smooth_eot", lambda o: ArtMomentumIterative(steps=o.steps), **_SMOOTH, default=False,
          checks=(Check(_PGD, "momentum_stronger", "MI-FGSM beats PGD: a rugged loss surface, raise PGD's budget"),))  # fmt: skip
+
+# --------------------------------------------------------------------------------------------- authors
+PROTOCOLS.register("authors", "the authors' attack scripts replicated: normalised-space steps and clamp, no C&W distance")
+_SCRIPT = {"eot": False, "tvm": "oblivious", "skip": lambda v: v.module.wnll is not None}  # softmax scripts only
+for _method in FAMILIES:
+    register("authors", _method, lambda o, m=_method: AuthorsSoftmax(method=m), **_SCRIPT)  # type: ignore[arg-type]
 
 ALL = "all"  # the adaptive minimum over clean, every paper attack and every adaptive attack
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wnll_art._files import atomic_write
-from wnll_art.evaluation.checks import eps_monotonicity_flags
+from wnll_art.evaluation.checks import eps_monotonicity_flags, undecided_flags
 from wnll_art.evaluation.protocols import registry_flags
 from wnll_art.evaluation.records import CellRecord, RunStore
 
@@ -51,7 +51,7 @@ def flag_section(flags: Iterable[str], *, empty: str | None = "- none") -> list[
 
 # the flags a reader of a robustness number must see (first word of a flag line)
 HEADLINE_FLAGS = ("not_converged", "unbounded_not_zero", "gradient_free_stronger", "black_box_stronger",
-                  "surrogate_stronger", "zero_gradients", "non_monotone_eps")  # fmt: skip
+                  "surrogate_stronger", "zero_gradients", "non_monotone_eps", "undecided_images")  # fmt: skip
 
 
 def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
@@ -108,7 +108,7 @@ def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:
 
 
 def write_text(path: str | os.PathLike[str], lines: Sequence[str]) -> str:
-    """Writes ``lines`` (joined by newlines) to ``path`` atomically (:func:`~wnll_art.evaluation.outdir.atomic_write`);
+    """Writes ``lines`` (joined by newlines) to ``path`` atomically (:func:`~wnll_art._files.atomic_write`);
     returns the text."""
     text = "\n".join(lines)
     atomic_write(path, text)
@@ -170,13 +170,13 @@ def attach_flags(
 ) -> list[CellRecord]:
     """Sets each record's flags to its victim's (:func:`~wnll_art.evaluation.checks.model_flags`, by ``(model,
     defence)``) plus its cell's: accuracy rising with eps (:func:`~wnll_art.evaluation.checks.eps_monotonicity_flags`)
-    and the registered masking checks among ``records`` (:func:`~wnll_art.evaluation.protocols.registry_flags`).
+    images left undecided (:func:`~wnll_art.evaluation.checks.undecided_flags`) and the registered masking checks among ``records`` (:func:`~wnll_art.evaluation.protocols.registry_flags`).
 
     Old flags are replaced (a resumed run keeps no stale flag); records whose flags change are rewritten in
     ``store`` (``None``: write nothing, as on ranks > 0). Returns the records in the order given.
     """
     cells: dict[str, set[str]] = {}
-    for found in (eps_monotonicity_flags(records), registry_flags(records)):
+    for found in (eps_monotonicity_flags(records), registry_flags(records), undecided_flags(records)):
         for key, flags in found.items():
             cells.setdefault(key, set()).update(flags)
     out = []

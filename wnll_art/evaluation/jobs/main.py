@@ -12,9 +12,9 @@ from typing import Any
 
 from wnll_art import _argparse
 from wnll_art._device import Dist
+from wnll_art._files import check_results_dir, results_lock
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import run_cells
-from wnll_art.evaluation.outdir import check_results_dir, results_lock
 from wnll_art.evaluation.protocols import PlanOptions, plan
 from wnll_art.evaluation.records import CellRecord, RunStore, per_image_minimum
 from wnll_art.evaluation.report import attach_flags, write_markdown, write_plots
@@ -58,12 +58,12 @@ def evaluate(
     Everything is checked before anything is written: the settings (when ``cfg`` was built), ``out_dir``
     (a writable folder, empty or one of our runs, and no run with other settings in it), the data, the
     weights and the defences; ``run.json`` comes with the first cell. The run holds ``out_dir``'s lock
-    throughout (rank 0 for all ranks; :func:`~wnll_art.evaluation.outdir.results_lock`).
+    throughout (rank 0 for all ranks; :func:`~wnll_art._files.results_lock`).
 
     Raises:
         ValueError: ``out_dir`` holding another run; an unknown protocol, attack, model or defence.
         UsageError: ``out_dir`` is empty text, a file, not writable, holds files not of a run, or is in use
-            by another run (:class:`~wnll_art.evaluation.outdir.LockHeldError`, naming its pid, host and start).
+            by another run (:class:`~wnll_art._files.LockHeldError`, naming its pid, host and start).
         FileNotFoundError: Missing data or weights.
         OSError: A write failed (e.g. a full disk; finished cells are kept), or ``out_dir`` is a dangling link.
         ThreatModelError: An attack's adversarials left the eps ball or [0, 1] (that cell is not written).
