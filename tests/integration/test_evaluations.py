@@ -234,10 +234,13 @@ def test_transfer_table_on_the_shipped_training_rows(tmp_path: Path, common: lis
 def test_compare_defences(tmp_path: Path, common: list[str]) -> None:
     out = tmp_path / "compare"
     args = ["--n", "4", "--wnll-batch-size", "4", "--eps", "0.08", "--steps", "2", "--attacks",
-            "fgsm_exact_eot,transfer_ifgsm", "--defence-options", '{"art_tvm": {"max_iter": 3}}', "--out", str(out)]  # fmt: skip
+            "fgsm_exact_eot,transfer_ifgsm", "--defence-options", '{"art_tvm": {"max_iter": 3}, "art_tvm_guo": {"max_iter": 3}}', "--out", str(out)]  # fmt: skip
     assert _script("compare_defences").main([*args, *common]) == 0
     recs = _records(out)
-    defences = {"none", "tvm", "art_tvm", "jpeg", "spatial_smoothing", "feature_squeezing"}
+    from wnll_art.evaluation.victims import PURIFIERS
+
+    defences = set(PURIFIERS)  # every registered defence (the script's default)
+    assert {"none", "tvm", "art_tvm", "jpeg", "spatial_smoothing", "feature_squeezing", "gaussian_noise"} <= defences
     assert {(r.model, r.defence) for r in recs.values()} == {
         (m, d) for m in ("softmax", "wnll") for d in defences
     }
