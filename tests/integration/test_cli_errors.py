@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
         (["--defences", "tvm,jpg"], "unknown defences ['jpg']; choose from none, tvm, art_tvm, jpeg"),
         (["--attacks", "nope"], "main attacks: unknown ['nope'] or none given; choose from fgsm, bim"),
         (["--protocol", "paper", "--attacks", "linf_pgd"], "paper attacks: unknown ['linf_pgd']"),
-        (["--protocol", "nope"], "--protocol: invalid choice: 'nope' (choose from 'main', 'paper', 'adaptive')"),
+        (["--protocol", "nope"], "--protocol: invalid choice: 'nope' (choose from 'main', 'paper', 'adaptive', 'authors')"),
         (["--n", "20000"], "start + n <= 10000"),
     ],
 )

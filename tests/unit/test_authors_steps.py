@@ -283,3 +283,31 @@ def test_settings_name_the_replicated_choices() -> None:
     assert StandardCW().settings()["l2_penalty"] is False
     with pytest.raises(ValueError, match="eps"):
         WNLLFGSM()(linear2(A), X, Y0, eps=-1.0, template=X, template_labels=Y0)
+
+
+def test_ablation_switches_turn_the_script_into_the_paper_attack_step_by_step() -> None:
+    """The switches of issue 19's ablation: with the paper's ascent, eps in pixels and a pixel clamp, the script's
+    FGSM is the textbook ``clip(x + eps * sign(grad), 0, 1)``; eps in normalised units shrinks the step to
+    ``eps * std``; the normalised clamp squeezes pixels into ``[mean, mean + std]`` (the script)."""
+    from wnll_art.attacks.authors_protocol import AuthorsSoftmax
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
+    x, y = torch.rand(6, 3, 4, 4), torch.randint(0, 5, (6,))
+    xr = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(net(xr), y, reduction="sum").backward()
+    textbook = (x + 0.03 * xr.grad.sign()).clamp(0, 1)  # type: ignore[union-attr]
+    pixel = StandardFGSM(sign=1, eps_space="pixel", clamp_space="pixel")(net, x, y, eps=0.03)
+    torch.testing.assert_close(pixel, textbook, rtol=0, atol=1e-6)
+    small = StandardFGSM(sign=1, eps_space="normalised", clamp_space="pixel")(net, x, y, eps=0.03)
+    std = torch.tensor(SCRIPT_STD).view(1, 3, 1, 1)
+    assert torch.all((small - x).abs() <= 0.03 * std + 1e-6) and (small - x).abs().amax() > 0.03 * 0.25
+    script = StandardFGSM()(net, x, y, eps=0.03)
+    mean = torch.tensor(SCRIPT_MEAN).view(1, 3, 1, 1)
+    assert torch.all(script >= mean - 1e-6) and torch.all(script <= mean + std + 1e-6)
+    ball = StandardIFGSM(eps_space="pixel", clamp_space="pixel")(net, x, y, eps=0.03)
+    assert float((ball - x).abs().amax()) <= 0.03 + 1e-6
+    assert AuthorsSoftmax("fgsm", 1, "pixel", "pixel").max_linf(0.03) == 0.03
+    assert AuthorsSoftmax("fgsm").max_linf(0.03) == max(SCRIPT_MEAN)  # the squeeze dominates at small eps
+    with pytest.raises(ValueError, match="do not apply"):
+        AuthorsSoftmax("cw_l2", 1)

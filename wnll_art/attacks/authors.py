@@ -116,7 +116,36 @@ class _Softmax:
 
 
 @dataclass(frozen=True, kw_only=True)
-class StandardFGSM(_Softmax):
+class _Switches(_Softmax):
+    """The ablation switches of issue 19 (the script's choices by default): eps (with IFGSM's ball and step) in
+    the normalised space or in pixels (``eps_space``); the clamp to [0, 1] of normalised values or of pixels
+    (``clamp_space``).
+    """
+
+    eps_space: Literal["normalised", "pixel"] = "normalised"
+    clamp_space: Literal["normalised", "pixel"] = "normalised"
+
+    def _units(self, eps: float, s: Tensor) -> Tensor | float:
+        """``eps`` in normalised units: as given (the script) or ``eps / std`` (``eps_space="pixel"``)."""
+        return eps if self.eps_space == "normalised" else eps / s
+
+    def _box(self, z: Tensor, m: Tensor, s: Tensor) -> Tensor:
+        """The clamp: of ``z`` to [0, 1] (the script) or of the pixels ``m + s z`` to [0, 1] (``clamp_space="pixel"``)."""
+        return (
+            z.clamp(0.0, 1.0)
+            if self.clamp_space == "normalised"
+            else torch.maximum(torch.minimum(z, (1 - m) / s), -m / s)
+        )
+
+    def _radius(self, eps: float) -> Triple:
+        if self.clamp_space == "pixel":  # no squeeze into [mean, mean + std]: the eps ball (in pixels, or eps * std)
+            r = [eps if self.eps_space == "pixel" else eps * s for s in self.std]
+            return r[0], r[1], r[2]
+        return _softmax_radius(eps, self.mean, self.std)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StandardFGSM(_Switches):
     """``Fool_StandardDNN.py -method fgsm`` (lines 440-465), one image per batch (line 416).
 
     Pixel space: ``x_adv = clamp(x + sign * eps * std[c] * sign(grad_x CE), mean[c], mean[c] + std[c])``.
@@ -145,15 +174,16 @@ class StandardFGSM(_Softmax):
         xr = x.detach().clone().requires_grad_(True)
         g = _grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)  # sign(grad_z) = sign(std * grad_x)
         z = (x.detach() - m) / s
-        return m + s * (z + self.sign * eps * g.sign()).clamp(0.0, 1.0)
+        return m + s * self._box(z + self.sign * self._units(eps, s) * g.sign(), m, s)
 
     def max_linf(self, eps: float) -> Triple:
-        """Largest ``|x_adv - x|`` per channel over all ``x`` in [0, 1]: ``max(eps*std, mean, 1-mean-std)``."""
-        return _softmax_radius(eps, self.mean, self.std)
+        """Largest ``|x_adv - x|`` per channel over all ``x`` in [0, 1]: ``max(eps*std, mean, 1-mean-std)`` for
+        the script (its normalised clamp); the eps ball with a pixel clamp."""
+        return self._radius(eps)
 
 
 @dataclass(frozen=True, kw_only=True)
-class StandardIFGSM(_Softmax):
+class StandardIFGSM(_Switches):
     """``Fool_StandardDNN.py -method ifgsm`` (lines 494-523): 10 steps of size 1.0 (normalised), each clipped
     to the eps ball around the clean ``z`` and clamped to [0, 1], in that order.
 
@@ -177,19 +207,19 @@ class StandardIFGSM(_Softmax):
         check_positive_int(self.steps, "steps")
         m, s = self._ms(x)
         z0 = (x.detach() - m) / s
-        z = z0.clone()
+        z, ball, step = z0.clone(), self._units(eps, s), self._units(self.step_size, s)
         for i in range(self.steps):
             # the pixels of z (step 0: the clean image itself); sign(grad_z) = sign(std * grad_x)
             pixels = (x.detach() if i == 0 else m + s * z).clone().requires_grad_(True)
             g = _grad(F.cross_entropy(model(pixels), y, reduction="sum"), pixels)
-            z = z + self.step_size * g.sign()
-            z = torch.where(z > z0 + eps, z0 + eps, z)
-            z = torch.where(z < z0 - eps, z0 - eps, z).clamp(0.0, 1.0)
+            z = z + step * g.sign()
+            z = torch.where(z > z0 + ball, z0 + ball, z)
+            z = self._box(torch.where(z < z0 - ball, z0 - ball, z), m, s)
         return m + s * z
 
     def max_linf(self, eps: float) -> Triple:
         """Per-channel bound, as :meth:`StandardFGSM.max_linf`."""
-        return _softmax_radius(eps, self.mean, self.std)
+        return self._radius(eps)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,19 +32,32 @@ class AuthorsSoftmax(Attack):
 
     Attributes:
         method: ``"fgsm"``, ``"ifgsm"`` or ``"cw_l2"``.
+        sign: FGSM's direction (``None``: the script's descent, -1; +1: the paper's ascent).
+        eps_space: Where eps (and IFGSM's ball) is measured: ``"normalised"`` (the script) or ``"pixel"``.
+        clamp_space: What is clamped to [0, 1]: ``"normalised"`` values (the script) or ``"pixel"`` s.
+            The last three are the ablation switches of ``evaluations/paper_numbers.py`` (FGSM / IFGSM only).
     """
 
     name: ClassVar[str] = "authors_softmax"
     library: ClassVar[str] = "authors"
     method: Literal["fgsm", "ifgsm", "cw_l2"] = "fgsm"
+    sign: Literal[-1, 1] | None = None
+    eps_space: Literal["normalised", "pixel"] = "normalised"
+    clamp_space: Literal["normalised", "pixel"] = "normalised"
 
     def __post_init__(self) -> None:
         if self.method not in _SCRIPTS:
             raise ValueError(f"method must be one of {sorted(_SCRIPTS)}, got {self.method!r}")
+        switched = self.sign is not None or (self.eps_space, self.clamp_space) != ("normalised", "normalised")
+        if self.method == "cw_l2" and switched or self.method == "ifgsm" and self.sign is not None:
+            raise ValueError(f"{self.method}: these switches do not apply (the script's C&W has no eps or clamp)")
 
     @property
     def script(self) -> StandardFGSM | StandardIFGSM | StandardCW:
-        return _SCRIPTS[self.method]()  # type: ignore[return-value]
+        if self.method == "cw_l2":
+            return StandardCW()
+        switches: dict[str, Any] = {"eps_space": self.eps_space, "clamp_space": self.clamp_space}
+        return StandardIFGSM(**switches) if self.method == "ifgsm" else StandardFGSM(sign=self.sign or -1, **switches)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float) -> torch.Tensor:
         return self.script(model, x, y, eps=eps)

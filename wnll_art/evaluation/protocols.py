@@ -284,6 +284,11 @@ PROTOCOLS.register("authors", "the authors' attack scripts replicated: normalise
 _SCRIPT = {"eot": False, "tvm": "oblivious", "skip": lambda v: v.module.wnll is not None}  # softmax scripts only
 for _method in FAMILIES:
     register("authors", _method, lambda o, m=_method: AuthorsSoftmax(method=m), **_SCRIPT)  # type: ignore[arg-type]
+# the ablation (evaluations/paper_numbers.py): from the paper's attack, the script's steps switched on one at a time
+for _name, _switches in (("fgsm_pixel_ascent", ("fgsm", 1, "pixel", "pixel")), ("fgsm_normalised_eps", ("fgsm", 1, "normalised", "pixel")),
+                         ("fgsm_normalised_clamp", ("fgsm", 1, "normalised", "normalised")),
+                         ("ifgsm_pixel", ("ifgsm", None, "pixel", "pixel")), ("ifgsm_normalised_eps", ("ifgsm", None, "normalised", "pixel"))):  # fmt: skip
+    register("authors", _name, lambda o, a=_switches: AuthorsSoftmax(*a), default=False, **_SCRIPT)  # type: ignore[arg-type]
 
 ALL = "all"  # the adaptive minimum over clean, every paper attack and every adaptive attack
 
