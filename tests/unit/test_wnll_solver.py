@@ -373,3 +373,19 @@ def test_same_values_and_gradients_on_the_test_device(solver: Solver, device: to
         results.append([t.detach().cpu() for t in (u, a.grad, b.grad)])
     for cpu_t, dev_t in zip(*results, strict=True):
         torch.testing.assert_close(dev_t, cpu_t, rtol=1e-7, atol=1e-9)
+
+
+def test_a_numerically_singular_dense_system_is_solved_with_a_ridge_and_a_warning() -> None:
+    """Two unlabelled points joined to each other and (in this dtype) to nothing else: ``[[1, -1], [-1, 1]]`` is
+    singular; Cholesky and LU fail, and the solve (which once raised ``LinAlgError`` mid-training) must still
+    return finite label functions, with a warning."""
+    from wnll_art.wnll.solver import _dense_solve
+
+    diag = torch.tensor([1.0, 1.0], requires_grad=True)
+    rows, cols, vals = torch.tensor([0]), torch.tensor([1]), torch.tensor([1.0])
+    rhs = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
+    with pytest.warns(RuntimeWarning, match="numerically singular"):
+        u = _dense_solve(diag, rows, cols, vals, rhs)
+    assert torch.isfinite(u).all()
+    u.sum().backward()  # still differentiable
+    assert diag.grad is not None and torch.isfinite(diag.grad).all()

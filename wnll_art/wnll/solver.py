@@ -363,11 +363,20 @@ def _assemble(
 
 
 def _dense_solve(diag: Tensor, rows: Tensor, cols: Tensor, vals: Tensor, rhs: Tensor) -> Tensor:
-    """Solves ``(diag(d) - S) u = rhs`` densely (Cholesky, LU fallback); differentiable."""
+    """Solves ``(diag(d) - S) u = rhs`` densely (Cholesky, LU fallback, a ridge if numerically singular);
+    differentiable."""
     n = diag.shape[0]
     off = vals.new_zeros(n * n).index_add(0, rows * n + cols, vals).index_add(0, cols * n + rows, vals)
     mat = torch.diag(diag) - off.view(n, n)
     chol, info = torch.linalg.cholesky_ex(mat)
     if int(info) == 0:
         return torch.cholesky_solve(rhs, chol)
-    return torch.linalg.solve(mat, rhs)
+    out, info = torch.linalg.solve_ex(mat, rhs)
+    if int(info) == 0:
+        return out
+    # numerically singular: a component joined to the template only by edges too weak for this dtype (their
+    # weights round away in the row sums); a ridge of one unit in the last place keeps the solve defined
+    ridge = torch.finfo(mat.dtype).eps * float(diag.detach().abs().max().clamp_min(1.0))
+    warnings.warn(f"wnll_interpolate: the system is numerically singular (weak links to the template); solved with a "
+                  f"ridge of {ridge:.1g}", RuntimeWarning, stacklevel=4)  # fmt: skip
+    return torch.linalg.solve(mat + ridge * torch.eye(n, dtype=mat.dtype, device=mat.device), rhs)
