@@ -170,10 +170,12 @@ def test_the_authors_protocol_replicates_the_softmax_script_and_records_its_boun
     monkeypatch.setenv("TORCH_HOME", str(hub_dir))
     out = tmp_path / "run"
     assert main(["evaluate", "--protocol", "authors", "--models", "softmax", "--defences", "none", "--attacks",
-                 "fgsm,ifgsm", "--eps", "0.02,0.08", "--n", "8", "--wnll-batch-size", "8", "--no-progress",
+                 "fgsm,ifgsm,cw_l2", "--eps", "0.02,0.08", "--n", "8", "--wnll-batch-size", "8", "--no-progress",
                  "--data-root", str(cifar_root), "--out", str(out)]) == 0  # fmt: skip
     cells = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
-    assert {r["protocol"] for r in cells.values()} == {"authors"} and len(cells) == 1 + 2 * 2 + 2
+    assert {r["protocol"] for r in cells.values()} == {"authors"} and len(cells) == 1 + 3 * 2 + 2
+    cw = cells["authors__softmax__none__cw_l2__eps0.0800"]  # no ball at all: measured, not checked against eps
+    assert cw["extra"]["threat_model"]["bound"] is None and "model_input" in cw["settings"]["spec"]["attack"]
     fgsm = cells["authors__softmax__none__fgsm__eps0.0200"]
     assert fgsm["settings"]["spec"]["attack"]["script"]["sign"] == -1  # the script descends the loss
     threat = fgsm["extra"]["threat_model"]
