@@ -289,7 +289,7 @@ def test_ablation_switches_turn_the_script_into_the_paper_attack_step_by_step() 
     """The switches of issue 19's ablation: with the paper's ascent, eps in pixels and a pixel clamp, the script's
     FGSM is the textbook ``clip(x + eps * sign(grad), 0, 1)``; eps in normalised units shrinks the step to
     ``eps * std``; the normalised clamp squeezes pixels into ``[mean, mean + std]`` (the script)."""
-    from wnll_art.attacks.authors_protocol import AuthorsSoftmax
+    from wnll_art.attacks.authors_protocol import AuthorsScript
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
@@ -307,7 +307,7 @@ def test_ablation_switches_turn_the_script_into_the_paper_attack_step_by_step() 
     assert torch.all(script >= mean - 1e-6) and torch.all(script <= mean + std + 1e-6)
     ball = StandardIFGSM(eps_space="pixel", clamp_space="pixel")(net, x, y, eps=0.03)
     assert float((ball - x).abs().amax()) <= 0.03 + 1e-6
-    assert AuthorsSoftmax("fgsm", 1, "pixel", "pixel").max_linf(0.03) == 0.03
-    assert AuthorsSoftmax("fgsm").max_linf(0.03) == max(SCRIPT_MEAN)  # the squeeze dominates at small eps
+    assert AuthorsScript("fgsm", 1, "pixel", "pixel").max_linf(0.03) == 0.03
+    assert AuthorsScript("fgsm").max_linf(0.03) == max(SCRIPT_MEAN)  # the squeeze dominates at small eps
     with pytest.raises(ValueError, match="do not apply"):
-        AuthorsSoftmax("cw_l2", 1)
+        AuthorsScript("cw_l2", 1)

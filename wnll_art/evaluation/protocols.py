@@ -39,7 +39,7 @@ from wnll_art.adapters.attacks import (
     FoolboxLinfPGD,
 )
 from wnll_art.attacks import Attack
-from wnll_art.attacks.authors_protocol import AuthorsSoftmax
+from wnll_art.attacks.authors_protocol import AuthorsScript
 from wnll_art.evaluation.records import CellRecord, per_image_minimum
 from wnll_art.registry import Registry
 
@@ -280,15 +280,16 @@ register("adaptive", "mifgsm_smooth_eot", lambda o: ArtMomentumIterative(steps=o
          checks=(Check(_PGD, "momentum_stronger", "MI-FGSM beats PGD: a rugged loss surface, raise PGD's budget"),))  # fmt: skip
 
 # --------------------------------------------------------------------------------------------- authors
-PROTOCOLS.register("authors", "the authors' attack scripts replicated: normalised-space steps and clamp, no C&W distance")
-_SCRIPT = {"eot": False, "tvm": "oblivious", "skip": lambda v: v.module.wnll is not None}  # softmax scripts only
+PROTOCOLS.register("authors", "the authors' attack scripts replicated (Fool_StandardDNN.py, Fool_WNLLDNN.py), bounds of their own")
+_SCRIPT = {"eot": False, "tvm": "oblivious"}  # Fool_StandardDNN.py on softmax victims, Fool_WNLLDNN.py on WNLL ones
 for _method in FAMILIES:
-    register("authors", _method, lambda o, m=_method: AuthorsSoftmax(method=m), **_SCRIPT)  # type: ignore[arg-type]
+    register("authors", _method, lambda o, m=_method: AuthorsScript(method=m), **_SCRIPT)  # type: ignore[arg-type]
+_SCRIPT["skip"] = lambda v: v.module.wnll is not None  # the ablation switches are the softmax script's
 # the ablation (evaluations/paper_numbers.py): from the paper's attack, the script's steps switched on one at a time
 for _name, _switches in (("fgsm_pixel_ascent", ("fgsm", 1, "pixel", "pixel")), ("fgsm_normalised_eps", ("fgsm", 1, "normalised", "pixel")),
                          ("fgsm_normalised_clamp", ("fgsm", 1, "normalised", "normalised")),
                          ("ifgsm_pixel", ("ifgsm", None, "pixel", "pixel")), ("ifgsm_normalised_eps", ("ifgsm", None, "normalised", "pixel"))):  # fmt: skip
-    register("authors", _name, lambda o, a=_switches: AuthorsSoftmax(*a), default=False, **_SCRIPT)  # type: ignore[arg-type]
+    register("authors", _name, lambda o, a=_switches: AuthorsScript(*a), default=False, **_SCRIPT)  # type: ignore[arg-type]
 
 ALL = "all"  # the adaptive minimum over clean, every paper attack and every adaptive attack
 
