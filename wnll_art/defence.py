@@ -368,11 +368,14 @@ def load_classifier(
     Args: as :func:`load_defence` (``template_size=None``: 500 for a post-hoc WNLL head).
 
     Raises:
-        ValueError: ``wnll_options`` for a softmax head; what :func:`load_trained` and the zoo raise.
+        ValueError: An unknown ``head``, a ``template_size`` with no effect, ``wnll_options`` for a softmax head;
+            what :func:`load_trained` and the zoo raise.
     """
     from wnll_art.zoo_trained import load_trained, trained_models
 
-    if name in trained_models():
+    trained = name in trained_models()
+    _check_load_arguments(name, head=head, tvm=False, template_size=template_size, device="cpu", trained=trained)
+    if trained:
         return load_trained(name, output=head, weights=weights, **wnll_options)
     if head in (None, "wnll"):
         size = DEFAULT_TEMPLATE_SIZE if template_size is None else template_size

@@ -97,6 +97,10 @@ def test_training_rows_place_each_shipped_model_and_build_its_victims(hub_dir: P
                                                        ("wnll", "tvm")]  # fmt: skip
     plain = sources["softmax"]
     assert plain is victims[0] and isinstance(plain.module.classifier, LinearHead)
+    # attacking only the WNLL model, the transfer source is still the row's own softmax model, not the public one
+    (wnll_only,) = table_rows(EvalConfig(n=4, eps=(0.02,), models=("wnll",), defences=("none",)), ["tvm"])
+    _, alone = victims_of(wnll_only, cfg, sources={"softmax"}, weights=weights)
+    assert isinstance(alone["softmax"].module.classifier, LinearHead)
     wnll = victims[2].module.classifier
     expected = load_trained(row_name := rows["tvm"]["wnll"], weights=weights)
     assert isinstance(wnll, WNLLNet) and wnll.wnll_batch_size == 7, row_name

@@ -217,3 +217,14 @@ def test_load_defence_refuses_bad_template_sizes(
 
     with pytest.raises(error, match=match):
         load_defence(**kwargs)  # type: ignore[arg-type]
+
+
+def test_load_classifier_checks_its_arguments_before_loading_anything() -> None:
+    """The factory every job's victims come from refuses what load_defence refuses (a misspelt head once
+    silently gave the softmax network), before any weights or data are read."""
+    from wnll_art.defence import load_classifier
+
+    with pytest.raises(ValueError, match="head must be 'wnll' or 'softmax'"):
+        load_classifier("resnet56", head="sofmax", weights="/nonexistent")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="template_size has no effect"):
+        load_classifier("resnet56", head="softmax", template_size=100, weights="/nonexistent")

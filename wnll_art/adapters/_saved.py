@@ -16,9 +16,8 @@ saving (``TypeError`` naming the supported ones) rather than written in a form n
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wnll_art._files import atomic_write
 from wnll_art.defence import Defence
 from wnll_art.models.resnet import CifarResNet
 from wnll_art.tvm.module import TVMPurifier
@@ -148,18 +148,6 @@ def _dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """``write(temporary path)``, then the temporary file replaces ``path`` (a failed write leaves no half file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_saved(directory: Path, model: nn.Module, estimator: Mapping[str, Any], *, overwrite: bool) -> Path:
     """Writes ``model`` and the estimator settings as a ``classifier/v1`` folder; returns the folder.
 
@@ -184,12 +172,14 @@ def write_saved(directory: Path, model: nn.Module, estimator: Mapping[str, Any],
             )
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: torch.save({"format": FORMAT, "state": state}, p))
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "state": state}, buffer)
+    atomic_write(directory / WEIGHTS_FILE, buffer.getvalue())
     record = {"format": FORMAT, "wnll_art_version": __version__, "dtype": str(_dtype(model)).replace("torch.", ""),
               "module": spec, "estimator": dict(estimator),
               "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(directory / WEIGHTS_FILE)}}  # fmt: skip
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-    _atomic_write(directory / SETTINGS_FILE, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(directory / SETTINGS_FILE, text)
     return directory
 
 

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from wnll_art._random import seed_generator
 from wnll_art.attacks.authors import WNLLCW, WNLLFGSM, WNLLIFGSM, StandardCW, StandardFGSM, StandardIFGSM
 from wnll_art.attacks.authors_wnll import script_template, script_wnll_view
 from wnll_art.attacks.base import Attack
@@ -88,7 +89,7 @@ class AuthorsScript(Attack):
             raise ValueError("the ablation switches are the softmax script's; this victim has a WNLL head")
         images, labels = _training_set()
         # the template draw: from the global generator, which Attack.__call__ seeded with this batch's seed
-        generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
+        generator = seed_generator(int(torch.randint(2**31 - 1, (1,))))
         template, t_labels = script_template(images, labels, size=self.template_size, generator=generator)
         template, t_labels = template.to(x.device), t_labels.to(x.device)
         scores = script_wnll_view(wnll, t_labels)
@@ -97,7 +98,10 @@ class AuthorsScript(Attack):
         return _WNLL[self.method]()(scores, x, y, eps=eps, template=template, template_labels=t_labels)
 
     def max_linf(self, eps: float) -> float | None:
-        """The larger of the two scripts' bounds at ``eps`` (the largest over the channels), ``None`` for C&W."""
+        """The larger of the two scripts' bounds at ``eps`` (the largest over the channels), ``None`` for C&W; with an
+        ablation switch set (softmax victims only), the softmax script's own bound."""
+        if self.sign is not None or (self.eps_space, self.clamp_space) != ("normalised", "normalised"):
+            return max(self.script.max_linf(eps))  # type: ignore[arg-type]
         bounds = [b for b in (self.script.max_linf(eps), _WNLL[self.method]().max_linf(eps)) if b is not None]
         return max(max(b) for b in bounds) if len(bounds) == 2 else None
 

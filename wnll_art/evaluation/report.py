@@ -51,7 +51,8 @@ def flag_section(flags: Iterable[str], *, empty: str | None = "- none") -> list[
 
 # the flags a reader of a robustness number must see (first word of a flag line)
 HEADLINE_FLAGS = ("not_converged", "unbounded_not_zero", "gradient_free_stronger", "black_box_stronger",
-                  "surrogate_stronger", "zero_gradients", "non_monotone_eps", "undecided_images")  # fmt: skip
+                  "surrogate_stronger", "zero_gradients", "non_monotone_eps", "undecided_images",
+                  "paper_attack_stronger", "momentum_stronger")  # fmt: skip
 
 
 def headline(worst: Sequence[CellRecord], *, what: str) -> list[str]:

@@ -100,12 +100,13 @@ def victims_of(
     weights: str | os.PathLike[str] | None = None,
 ) -> tuple[list[Victim], dict[str, Victim]]:  # fmt: skip
     """A row's victims (``defences``, default ``cfg.defences``) and its transfer sources: ``{label: undefended
-    victim}`` for each label in ``sources`` (the row's model of that label, or :data:`MODELS`'s when the row has
-    none; built on its own when not among the victims)."""
+    victim}`` for each label in ``sources`` (the row's model of that label, even when ``cfg.models`` leaves it out
+    of the victims, else :data:`MODELS`'s; built on its own when not among the victims)."""
     victims = build_victims(cfg, models=row.models, defences=defences or cfg.defences, options=options,
                             data_root=data_root, weights=weights)  # fmt: skip
     found = {v.model: v for v in victims if v.defence == "none"}
-    missing = {s: row.models.get(s) or MODELS[s] for s in sources if s not in found}
+    pair = row.origin.get("zoo", {})  # a trained row's own models, whichever cfg.models attacks
+    missing = {s: row.models.get(s) or (ModelRef(pair[s], s) if s in pair else MODELS[s]) for s in sources if s not in found}
     if missing:
         found.update({v.model: v for v in build_victims(cfg, models=missing, defences=("none",), data_root=data_root,
                                                         weights=weights)})  # fmt: skip
