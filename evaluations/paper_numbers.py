@@ -11,7 +11,7 @@ softmax victims; the WNLL scripts and the TVM victims are not run here); ``repor
     WNLL_ART_DATA=../shared/data python evaluations/paper_numbers.py run --rows original --weights ../shared/weights/resnet56-4bfd9763.th
     WNLL_ART_DATA=../shared/data wnll-art evaluate --protocol authors --models resnet56-wnll-tvmaug --defences none,tvm \
         --eps 0.02,0.08 --n 500 --wnll-batch-size 500 --out evaluations/results/paper_numbers/original+tvm/authors_wnll \
-        --weights ../shared/weights/resnet56-4bfd9763.th
+        --weights ../shared/weights/resnet56-4bfd9763.th   # and resnet56-wnll -> original/, resnet56-wnll-tvm -> tvm/
     python evaluations/paper_numbers.py report
 """
 
@@ -169,10 +169,10 @@ def _summary(ours: dict[tuple[str, str, str, float], Any], figure: dict[tuple[An
 NOTES = [
     "## What the table does not cover yet",
     "",
-    "- The WNLL scripts (`Fool_WNLLDNN.py`) run under `authors` on one model so far (`resnet56-wnll-tvmaug`, eps "
-    "0.02 / 0.08, with and without TVM), with one deviation: the script scores the attacked test images against "
+    "- The WNLL scripts (`Fool_WNLLDNN.py`) run under `authors` on the three rows' WNLL models (`resnet56-wnll`, "
+    "`resnet56-wnll-tvm`, `resnet56-wnll-tvmaug`; eps 0.02 / 0.08, with and without TVM), with one deviation: the script scores the attacked test images against "
     "its per-batch random template; here the template is drawn and attacked as in the script, but the victim scores "
-    "with its own template. The other WNLL rows, and the softmax rows of the TVM-trained models, are not run.",
+    "with its own template. The softmax models of the TVM-trained rows are not run under `authors`.",
     "- TVM victims under `authors` and `paper` at the three new eps, and the `adaptive` column at eps 0.04, 0.06 and "
     "0.1, are not run (CPU time; the adaptive protocol at those eps needs a GPU). The `adaptive` column at 0.02 and "
     "0.08 comes from the GPU run of 2026-11-30 (`gpu_2026-11-30/records.tgz`).",
