@@ -46,18 +46,36 @@ LADDERS = {
 }  # fmt: skip
 
 
+NEW_EPS = (0.04, 0.06, 0.1)  # the GPU run of 2026-11-30 has the paper protocol at 0.02 and 0.08
+WNLL_MODELS = {"original": "resnet56-wnll", "tvm": "resnet56-wnll-tvm", "original+tvm": "resnet56-wnll-tvmaug"}
+
+
+def jobs(row: str) -> list[tuple[str, str, tuple[str, ...], str, tuple[float, ...]]]:
+    """The runs of one training-data row, most informative first: ``(folder, model, defences, protocol, eps)``
+    (``protocol`` ``"authors+"``: the authors' scripts and the ablation steps)."""
+    soft, wnll = ROWS[row], WNLL_MODELS[row]
+    return [("authors", soft, ("none",), "authors+", EPS), ("paper", soft, ("none",), "paper", EPS),
+            ("authors_wnll", wnll, ("none", "tvm"), "authors", (0.02, 0.08)),
+            ("authors_wnll_more", wnll, ("none", "tvm"), "authors", NEW_EPS),
+            ("authors_softmax_tvm", soft, ("tvm",), "authors", EPS),
+            ("paper_wnll", wnll, ("none", "tvm"), "paper", NEW_EPS),
+            ("paper_softmax_tvm", soft, ("tvm",), "paper", NEW_EPS)]  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> None:
-    """Both protocols on each row's softmax model, resumable (finished cells are read back)."""
+    """Every job of :func:`jobs` for each row, in order, resumable (finished cells are read back)."""
     from wnll_art.evaluation.config import EvalConfig
     from wnll_art.evaluation.jobs.main import evaluate
     from wnll_art.evaluation.protocols import SPECS
 
-    authors = [k.split(":", 1)[1] for k in SPECS if SPECS[k].protocol == "authors"]
-    for row in args.rows:
-        cfg = EvalConfig(n=args.n, eps=EPS, models=(ROWS[row],), defences=("none",), wnll_batch_size=args.n)
-        for protocol, attacks in (("authors", authors), ("paper", None)):
-            evaluate(cfg, out_dir=OUT / row / protocol, protocol=protocol, attacks=attacks, weights=args.weights,
-                     on_cell=lambda r, row=row: print(f"{row} {r.protocol} {r.attack} {r.eps:g}: {100 * r.accuracy:.1f}%", flush=True))  # fmt: skip
+    everything = [k.split(":", 1)[1] for k in SPECS if SPECS[k].protocol == "authors"]
+    order = [(row, job) for stage in args.stages for row in args.rows for i, job in enumerate(jobs(row)) if i == stage]
+    for row, (folder, model, defences, protocol, eps) in order:
+        cfg = EvalConfig(n=args.n, eps=eps, models=(model,), defences=defences, wnll_batch_size=args.n)
+        attacks = everything if protocol == "authors+" else None
+        evaluate(cfg, out_dir=OUT / row / folder, protocol=protocol.rstrip("+"), attacks=attacks, weights=args.weights,
+                 on_cell=lambda r, row=row: print(f"{row} {r.protocol} {r.model} {r.defence} {r.attack} "
+                                                                  f"{r.eps:g}: {100 * r.accuracy:.1f}%", flush=True))  # fmt: skip
 
 
 def _records(folder: Path) -> dict[tuple[str, str, str, float], Any]:
@@ -189,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--rows", type=lambda t: [x for x in t.split(",") if x], default=list(ROWS))
     r.add_argument("--n", type=int, default=500)
     r.add_argument("--weights", default=None)
+    r.add_argument("--stages", type=lambda t: [int(x) for x in t.split(",") if x], default=list(range(7)),
+                   help="indices into jobs(row), run stage by stage across the rows")
     sub.add_parser("report")
     args = p.parse_args(argv)
     {"run": run, "report": report}[args.command](args)

@@ -38,6 +38,8 @@ class ModelRef:
 MODELS: Registry[ModelRef] = Registry("model")
 MODELS.register("softmax", ModelRef("resnet56", "softmax"))
 MODELS.register("wnll", ModelRef("resnet56", "wnll"))
+# the adversarially trained network (FGSM-RS, Wong et al. 2020) read through its own template by a WNLL head
+MODELS.register("fgsmrs-wnll", ModelRef("resnet56-fgsmrs", "wnll"))
 
 
 def resolve_model(label: str) -> ModelRef:
