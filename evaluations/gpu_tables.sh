@@ -9,6 +9,7 @@
 # Usage (from the repository root):
 #   OUT=/tmp/gpu DEVICE=cuda WNLL_ART_DATA=../shared/data WEIGHTS=../shared/weights/resnet56-4bfd9763.th \
 #       bash evaluations/gpu_tables.sh
+# The paper's other eps (issue 19's adaptive column): EPS=0.04,0.06,0.1 (default 0.02,0.08) with a fresh RES folder.
 # A quick wiring check on the CPU (a few images, tiny budgets): QUICK=1 DEVICE=cpu ... bash evaluations/gpu_tables.sh
 # Every process stops at DEADLINE seconds after the start (default 480); the stores are resumable (same device,
 # torch and thread count only: the device facts are part of each run's settings). Writes $OUT/log.txt (this
@@ -35,7 +36,7 @@ if [ "${QUICK:-0}" = 1 ]; then
 else
     N=500; BATCH=500; SIZES=(--steps 20 --square-queries 100 --convergence-steps 10,20,50,100 --convergence-eot 1,2,4 --convergence-images 20)
 fi
-COMMON=(--n "$N" --wnll-batch-size "$BATCH" --eps 0.02,0.08 --defences none,tvm --tvm-prob 0.5 --tvm-lamb 0.03
+COMMON=(--n "$N" --wnll-batch-size "$BATCH" --eps "${EPS:-0.02,0.08}" --defences none,tvm --tvm-prob 0.5 --tvm-lamb 0.03
         --tvm-iterations 20 --eot-samples 2 --tvm-draws 3 --weights "$WEIGHTS" --device "$DEVICE")
 TABLE2=(evaluations/defence_table.py "${COMMON[@]}" "${SIZES[@]}" --restarts 1 --out "$RES/table2")
 
