@@ -138,24 +138,30 @@ def accuracy_bars(table: Mapping[str, Mapping[str, float]], *, title: str) -> Fi
     return fig
 
 
-_CONDITION_TITLES = {"clean": "clean", "ifgsm": "IFGSM", "tvm_clean": "TVM(clean)", "tvm_ifgsm": "TVM(IFGSM)"}
+_CONDITION_TITLES = {"clean": "clean", "ifgsm": "IFGSM", "tvm_clean": "TVM(clean)", "tvm_ifgsm": "TVM(IFGSM)",
+                     "train": "training images", "fgsm": "FGSM"}  # fmt: skip
 
 
 def feature_planes(
     projections: Mapping[str, Mapping[str, torch.Tensor]],
     summary: Mapping[str, Any],
-    labels: torch.Tensor,
+    labels: torch.Tensor | Mapping[str, torch.Tensor],
     *,
     gradient: str,
+    title: str | None = None,
+    fitted_on: str = "clean",
 ) -> Figure:
     """Fig. 4: one row per model, one panel per condition, features on their first two principal components.
 
     Args:
         projections: ``{model: {condition: (N, 2) projected features}}``.
         summary: ``conditions`` (panel order), ``eps``, ``n`` and per model ``explained_variance_ratio`` and
-            per condition ``accuracy`` (as written by :func:`wnll_art.evaluation.jobs.geometry.feature_geometry`).
-        labels: ``(N,)`` class labels in ``0..9`` (CPU), colouring the points.
-        gradient: The attack's WNLL gradient, for the title.
+            per condition ``accuracy`` (``None``: not shown), as written by ``evaluations/feature_geometry.py``.
+        labels: ``(N,)`` class labels in ``0..9`` (CPU), colouring the points: one tensor for every condition,
+            or ``{condition: (N_c,) labels}`` when the conditions hold different images.
+        gradient: The attack's WNLL gradient, for the default title.
+        title: The figure title (``None``: the IFGSM feature-geometry title).
+        fitted_on: What the principal axes were fitted on, in words (the axis labels).
     """
     from wnll_art.data import CIFAR10_CLASSES
 
@@ -170,21 +176,25 @@ def feature_planes(
         pad = 0.05 * (hi - lo).clamp_min(1e-9)
         for col, c in enumerate(conditions):
             ax, p = axes[r][col], projections[model][c]
+            y = labels[c] if isinstance(labels, Mapping) else labels
             for k in range(10):
-                sel = labels == k
+                sel = y == k
                 if bool(sel.any()):
                     ax.scatter(p[sel, 0], p[sel, 1], s=9, alpha=0.75, color=f"C{k}", label=CIFAR10_CLASSES[k])
             ax.set_xlim(float(lo[0] - pad[0]), float(hi[0] + pad[0]))
             ax.set_ylim(float(lo[1] - pad[1]), float(hi[1] + pad[1]))
-            ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% of clean variance)", fontsize=8)
+            ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% of {fitted_on} variance)", fontsize=8)
             ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}%)", fontsize=8)
             ax.tick_params(labelsize=7)
             acc = ms["conditions"][c]["accuracy"]
-            ax.set_title(f"{model}: {_CONDITION_TITLES.get(c, c)} (acc {100 * acc:.1f}%)", fontsize=9)
+            shown = "" if acc is None else f" (acc {100 * acc:.1f}%)"
+            ax.set_title(f"{model}: {_CONDITION_TITLES.get(c, c)}{shown}", fontsize=9)
             ax.grid(alpha=0.25)
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=8, title="class", markerscale=1.6)
-    fig.suptitle(f"64-D features on their first two principal components (fitted on clean features per model); "
-                 f"IFGSM eps={summary['eps']:g} ({gradient} gradient), n={summary['n']}", fontsize=10)  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 0.95))
+    text = title or (f"64-D features on their first two principal components (fitted on clean features per model); "
+                     f"IFGSM eps={summary['eps']:g} ({gradient} gradient), n={summary['n']}")  # fmt: skip
+    fig.suptitle(text, fontsize=10)
+    top = 0.95 - 0.2 * text.count("\n") / fig.get_figheight()  # room for each further title line
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), top))
     return fig
