@@ -2,8 +2,9 @@ r"""The paper's numbers, explained (issue 19): Table 2 cells under four protocol
 ``authors``, ``paper``, ``adaptive``) and an ablation from our ``paper`` attack to the authors' script, step by step.
 
 ``run`` evaluates, with resume, the softmax model of each training-data row under the ``authors`` protocol (its three
-scripts and the five ablation steps) and the ``paper`` protocol at the paper's five eps (CPU-sized: the undefended
-softmax victims; the WNLL scripts and the TVM victims are not run here); ``report`` writes
+scripts and the five ablation steps) and the ``paper`` protocol at the paper's five eps (stages 0 and 1 of
+:func:`jobs`; the later stages run the WNLL scripts, the TVM victims and, stages 7 and 8, the WNLL ablation of
+:data:`WNLL_LADDERS` on each row's WNLL model behind TVM at eps 0.02 / 0.08); ``report`` writes
 ``evaluations/results/paper_numbers_explained.md`` from those records, the paper's figures
 (``evaluations/results/paper_tables.json``) and the GPU run's ``paper`` / ``adaptive`` records at eps 0.02 and 0.08
 (``evaluations/results/gpu_2026-11-30/records.tgz``).
@@ -44,6 +45,26 @@ LADDERS = {
     "cw_l2": [("paper", "cw_l2", "our paper protocol (Foolbox C&W, c = 10, 10 steps, projected onto the eps ball)"),
               ("authors", "cw_l2", "the script's C&W: no distance term (w and its reference are one tensor), no ball")],
 }  # fmt: skip
+# the same on the WNLL side: the row's WNLL model behind TVM (unseen by both attacks), from our paper attack to
+# Fool_WNLLDNN.py (evaluations/authors_scripts.md section 8; the by-name specs: protocols.WNLL_STEPS)
+WNLL_LADDERS = {
+    "fgsm": [("paper", "fgsm", "our paper protocol (ART FGSM on the straight-through view: CE of log(u + 1e-6), the head's log-softmax gradient; the victim's template)"),
+             ("authors", "wnll_fgsm_victim_graph", "the script's FGSM step on the test images alone, the victim's template and graph, our loss (the same attack: a check)"),
+             ("authors", "wnll_fgsm_script_loss", "+ the script's loss: CE of the raw WNLL values, the linear head's gradient"),
+             ("authors", "wnll_fgsm_script_graph", "+ the script's graph: the victim's template as rows of the attacked batch, quartic weights, 15 / 8 neighbours, gamma (M + N) // M"),
+             ("authors", "fgsm", "+ a fresh random augmented 500-image template per batch (= the authors' script)")],
+    "ifgsm": [("paper", "ifgsm", "our paper protocol (ART BIM: 10 steps of eps in the eps ball, the straight-through view)"),
+              ("authors", "wnll_ifgsm_victim_graph", "the script's IFGSM (10 steps of eps, clip, clamp) in the eps ball, the victim's template and graph, our loss (a check)"),
+              ("authors", "wnll_ifgsm_script_loss", "+ the script's loss: CE of the raw WNLL values"),
+              ("authors", "wnll_ifgsm_script_ball", "+ the script's fixed 0.1 ball (line 546) instead of eps"),
+              ("authors", "wnll_ifgsm_script_graph", "+ the script's graph: the victim's template in the attacked batch, moved by every step"),
+              ("authors", "ifgsm", "+ a fresh random augmented template per batch (= the authors' script)")],
+    "cw_l2": [("paper", "cw_l2", "our paper protocol (Foolbox C&W, c = 10, 10 steps, with its distance term, projected onto the eps ball)"),
+              ("authors", "wnll_cw_projected", "the script's C&W (no distance term, whole-batch-row targets, its template and graph), projected onto the eps ball"),
+              ("authors", "wnll_cw_raw", "- the eps ball: x_cw itself"),
+              ("authors", "cw_l2", "+ the script's scaling x + eps (x_cw - x) (= the authors' script)")],
+}  # fmt: skip
+WNLL_FOLDERS = ("paper_wnll_ablation", "authors_wnll_ablation", "authors_wnll")  # the WNLL ladders' cells
 
 
 NEW_EPS = (0.04, 0.06, 0.1)  # the GPU run of 2026-11-30 has the paper protocol at 0.02 and 0.08
@@ -52,28 +73,34 @@ WNLL_MODELS = {"original": "resnet56-wnll", "tvm": "resnet56-wnll-tvm", "origina
 
 def jobs(row: str) -> list[tuple[str, str, tuple[str, ...], str, tuple[float, ...]]]:
     """The runs of one training-data row, most informative first: ``(folder, model, defences, protocol, eps)``
-    (``protocol`` ``"authors+"``: the authors' scripts and the ablation steps)."""
+    (``protocol`` ``"authors+"``: the authors' scripts and the softmax ablation steps; ``"authors-wnll"``: the WNLL
+    ablation steps alone, whose other ends are the ``authors_wnll`` and ``paper_wnll_ablation`` cells)."""
     soft, wnll = ROWS[row], WNLL_MODELS[row]
     return [("authors", soft, ("none",), "authors+", EPS), ("paper", soft, ("none",), "paper", EPS),
             ("authors_wnll", wnll, ("none", "tvm"), "authors", (0.02, 0.08)),
             ("authors_wnll_more", wnll, ("none", "tvm"), "authors", NEW_EPS),
             ("authors_softmax_tvm", soft, ("tvm",), "authors", EPS),
             ("paper_wnll", wnll, ("none", "tvm"), "paper", NEW_EPS),
-            ("paper_softmax_tvm", soft, ("tvm",), "paper", NEW_EPS)]  # fmt: skip
+            ("paper_softmax_tvm", soft, ("tvm",), "paper", NEW_EPS),
+            ("authors_wnll_ablation", wnll, ("tvm",), "authors-wnll", (0.02, 0.08)),
+            ("paper_wnll_ablation", wnll, ("tvm",), "paper", (0.02, 0.08))]  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
     """Every job of :func:`jobs` for each row, in order, resumable (finished cells are read back)."""
     from wnll_art.evaluation.config import EvalConfig
     from wnll_art.evaluation.jobs.main import evaluate
-    from wnll_art.evaluation.protocols import SPECS
+    from wnll_art.evaluation.protocols import SPECS, WNLL_STEPS
 
-    everything = [k.split(":", 1)[1] for k in SPECS if SPECS[k].protocol == "authors"]
+    # "authors+": the plan its folders were made with (the WNLL steps, registered later, skip softmax victims anyway)
+    names = [k.split(":", 1)[1] for k in SPECS if SPECS[k].protocol == "authors"]
+    everything = [name for name in names if name not in WNLL_STEPS]
+    plans = {"authors+": everything, "authors-wnll": list(WNLL_STEPS)}
     order = [(row, job) for stage in args.stages for row in args.rows for i, job in enumerate(jobs(row)) if i == stage]
     for row, (folder, model, defences, protocol, eps) in order:
         cfg = EvalConfig(n=args.n, eps=eps, models=(model,), defences=defences, wnll_batch_size=args.n)
-        attacks = everything if protocol == "authors+" else None
-        evaluate(cfg, out_dir=OUT / row / folder, protocol=protocol.rstrip("+"), attacks=attacks, weights=args.weights,
+        attacks = plans.get(protocol)
+        evaluate(cfg, out_dir=OUT / row / folder, protocol=protocol.split("-")[0].rstrip("+"), attacks=attacks, weights=args.weights,
                  on_cell=lambda r, row=row: print(f"{row} {r.protocol} {r.model} {r.defence} {r.attack} "
                                                                   f"{r.eps:g}: {100 * r.accuracy:.1f}%", flush=True))  # fmt: skip
 
@@ -107,7 +134,7 @@ def report(_: argparse.Namespace) -> None:
     figure = {(c["training_data"], c["model"], c["defence"], c["attack"], c["eps"]): c["accuracy"]
               for c in paper_fig["table2"]}  # fmt: skip
     gpu = _gpu_records()
-    rows, ablation = [], []
+    rows, ablation, wnll_ablation = [], [], []
     for row, label in ROWS.items():
         ours = {**_records(OUT / row / "paper"), **_records(OUT / row / "authors")}
         wnll_authors = _records(OUT / row / "authors_wnll")  # the WNLL model of the row under the authors' scripts
@@ -122,15 +149,10 @@ def report(_: argparse.Namespace) -> None:
             rows.append(f"| {row} | {model} | {defence} | {attack} | {eps:g} | {_pct(fig) if fig is not None else 'n/a'} | "
                         f"{_pct(cpu['authors']) if cpu['authors'] is not None else 'not run'} | "
                         f"{_pct(paper_p) if paper_p is not None else 'not run'} | {_pct(ada) if ada is not None else 'not run'} |")  # fmt: skip
-        for family, steps in LADDERS.items():
-            for eps in (0.02, 0.08):
-                accs = [ours.get((proto, "none", name, eps)) for proto, name, _ in steps]
-                if all(accs):
-                    line = [f"{100 * r.accuracy:.1f}" for r in accs]  # type: ignore[union-attr]
-                    deltas = [f"{100 * (b.accuracy - a.accuracy):+.1f}" for a, b in zip(accs, accs[1:], strict=False)]  # type: ignore[union-attr]
-                    ablation.append(f"| {row} ({label}) | {family} | {eps:g} | {' -> '.join(line)} | {', '.join(deltas)} |")
-    steps_text = [f"- **{family}**: " + "; ".join(f"({i}) {text}" for i, (_, _, text) in enumerate(steps))
-                  for family, steps in LADDERS.items()]  # fmt: skip
+        ablation += _ablation(f"{row} ({label})", LADDERS, ours, "none")
+        wnll_cells = {k: r for folder in WNLL_FOLDERS for k, r in _records(OUT / row / folder).items()}
+        wnll_ablation += _ablation(f"{row} ({WNLL_MODELS[row]})", WNLL_LADDERS, wnll_cells, "tvm")
+    steps_text, wnll_steps_text = (_steps_text(LADDERS), _steps_text(WNLL_LADDERS))
     ours = {**_records(OUT / "original" / "paper"), **_records(OUT / "original" / "authors")}
     lines = ["# The paper's numbers, explained", "", *_summary(ours, figure), "",
              "## Table 2, four protocols per cell (accuracy %, 500 test images)", "",
@@ -142,11 +164,45 @@ def report(_: argparse.Namespace) -> None:
              "|---|---|---|---|---|---|---|---|---|", *rows, "",
              "## Ablation: from our paper attack to the authors' script, one step at a time", "", *steps_text, "",
              "| training data | attack | eps | accuracy at each step | points each step adds |", "|---|---|---|---|---|",
-             *ablation, "", *NOTES, "", "## Commands", "", "```", *(line.strip() for line in (__doc__ or "").split("\n\n")[-1].strip().splitlines()), "```",
+             *ablation, "", *_wnll_section(wnll_steps_text, wnll_ablation), *NOTES, "", "## Commands", "", "```", *(line.strip() for line in (__doc__ or "").split("\n\n")[-1].strip().splitlines()), "```",
              "", "Wall time on 2 shared CPU cores (another job running beside it): the softmax run of the original row "
              "(both protocols, five eps, 500 images) about 20 minutes; the WNLL authors run about 12 minutes.", ""]  # fmt: skip
     (RESULTS / "paper_numbers_explained.md").write_text("\n".join(lines) + "\n")
     print((RESULTS / "paper_numbers_explained.md").read_text())
+
+
+def _ablation(label: str, ladders: dict[str, list[tuple[str, str, str]]], cells: dict[tuple[str, str, str, float], Any],
+              defence: str) -> list[str]:  # fmt: skip
+    """Table lines of one row's ladders at eps 0.02 and 0.08: each step's accuracy and the points it adds (a ladder
+    with a cell missing, or whose cells are not of the same images, is left out)."""
+    out = []
+    for family, steps in ladders.items():
+        for eps in (0.02, 0.08):
+            accs = [cells.get((proto, defence, name, eps)) for proto, name, _ in steps]
+            if not all(accs) or len({tuple(r.image_indices) for r in accs}) != 1:  # type: ignore[union-attr]
+                continue
+            line = [f"{100 * r.accuracy:.1f}" for r in accs]  # type: ignore[union-attr]
+            deltas = [f"{100 * (b.accuracy - a.accuracy):+.1f}" for a, b in zip(accs, accs[1:], strict=False)]  # type: ignore[union-attr]
+            out.append(f"| {label} | {family} | {eps:g} | {' -> '.join(line)} | {', '.join(deltas)} |")
+    return out
+
+
+def _steps_text(ladders: dict[str, list[tuple[str, str, str]]]) -> list[str]:
+    return [f"- **{family}**: " + "; ".join(f"({i}) {text}" for i, (_, _, text) in enumerate(steps))
+            for family, steps in ladders.items()]  # fmt: skip
+
+
+def _wnll_section(steps_text: list[str], lines: list[str]) -> list[str]:
+    """The WNLL ablation's section (nothing while no ladder is complete)."""
+    if not lines:
+        return []
+    return ["## Ablation on the WNLL side: from our paper attack to `Fool_WNLLDNN.py`, one step at a time", "",
+            "Each row's WNLL model behind TVM (scored with 3 TVM draws; neither attack sees TVM), 500 test images. "
+            "Step (1) is the same attack as step (0) (bit-identical adversarials), so its points are the noise of the "
+            "TVM scoring draws, which are seeded per attack: every step carries that much. What each step isolates, "
+            "and what it cannot, is in `evaluations/authors_scripts.md` section 8.", "",
+            *steps_text, "", "| training data (model) | attack | eps | accuracy at each step | points each step adds |",
+            "|---|---|---|---|---|", *lines, ""]  # fmt: skip
 
 
 def _summary(ours: dict[tuple[str, str, str, float], Any], figure: dict[tuple[Any, ...], Any]) -> list[str]:
@@ -207,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--rows", type=lambda t: [x for x in t.split(",") if x], default=list(ROWS))
     r.add_argument("--n", type=int, default=500)
     r.add_argument("--weights", default=None)
-    r.add_argument("--stages", type=lambda t: [int(x) for x in t.split(",") if x], default=list(range(7)),
+    r.add_argument("--stages", type=lambda t: [int(x) for x in t.split(",") if x], default=list(range(len(jobs("original")))),  # fmt: skip
                    help="indices into jobs(row), run stage by stage across the rows")
     sub.add_parser("report")
     args = p.parse_args(argv)

@@ -67,7 +67,7 @@ def _channels(values: Triple, like: Tensor) -> Tensor:
 
 
 def _whole(x: Tensor, y: Tensor, template: Tensor, template_labels: Tensor) -> tuple[Tensor, Tensor]:
-    check_images(template, "template")
+    check_images(template, "template", allow_empty=True)  # empty: the test images alone (the ablation)
     check_labels(template_labels, "template_labels")
     if template_labels.shape[0] != template.shape[0] or template.shape[1:] != x.shape[1:]:
         raise ValueError(f"template {tuple(template.shape)} and template_labels {tuple(template_labels.shape)} "
@@ -336,11 +336,12 @@ class WNLLIFGSM(_WNLL):
 
     Attributes:
         steps: Iterations (line 547; 100 in :data:`ROBUST_SCRIPT`).
-        ball: Projection radius in pixels (line 546: ``eps = 0.1``; 0.031 in :data:`ROBUST_SCRIPT`).
+        ball: Projection radius in pixels (line 546: ``eps = 0.1``; 0.031 in :data:`ROBUST_SCRIPT`); ``None``: eps
+            (not the script: the ablation's ball of the paper's IFGSM).
     """
 
     steps: int = 10
-    ball: float = 0.1
+    ball: float | None = 0.1
 
     def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
                  template_labels: Tensor) -> Tensor:  # fmt: skip
@@ -348,17 +349,17 @@ class WNLLIFGSM(_WNLL):
         _check(x, y, eps)
         check_positive_int(self.steps, "steps")
         xw, yw = _whole(x, y, template, template_labels)
-        adv = xw.clone()
+        adv, ball = xw.clone(), eps if self.ball is None else self.ball
         for _ in range(self.steps):
             ar = adv.clone().requires_grad_(True)
             adv = adv + eps * _grad(F.cross_entropy(model(ar), yw), ar).sign()
-            adv = torch.where(adv > xw + self.ball, xw + self.ball, adv)
-            adv = torch.where(adv < xw - self.ball, xw - self.ball, adv).clamp(0.0, 1.0)
+            adv = torch.where(adv > xw + ball, xw + ball, adv)
+            adv = torch.where(adv < xw - ball, xw - ball, adv).clamp(0.0, 1.0)
         return adv[template.shape[0] :]
 
     def max_linf(self, eps: float) -> Triple:
         """``min(steps * eps, ball)`` in every channel: 0.1, not eps, for every eps >= 0.01."""
-        r = min(self.steps * eps, self.ball)
+        r = min(self.steps * eps, eps if self.ball is None else self.ball)
         return r, r, r
 
 

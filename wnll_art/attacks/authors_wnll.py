@@ -6,6 +6,8 @@ block's features go through ``WNLL`` (lines 251-315), whose output is ``x = self
 Predict.data`` (lines 313-314) - the value is the WNLL label function (exactly one-hot on the template rows,
 ``uf[id_o] = g``, ``WNLL.py`` line 84), the backward pass that of the linear head ``fc`` - and the loss is
 ``nn.CrossEntropyLoss`` (mean) of those raw values against the labels of the whole batch (line 243).
+:func:`victim_wnll_view` is the ablation's other end (issue 19): the victim's own WNLL (its template, graph
+and coupling; the template outside the attacked batch), with the script's loss or the ``paper`` protocol's.
 The graph: FLANN k-means-tree kNN (approximate) with 15 neighbours counting the point itself, weights
 ``exp(-(d^2 / d_8^2)^2)`` with ``d_8`` the distance to the 8th (``WNLL.py`` lines 27-39: ``kernel="quartic"``),
 template weight ``gamma = n / |template|`` in Python 2 integer division over all ``n`` points (line 91: 3 for
@@ -24,9 +26,25 @@ from torch import Tensor
 from wnll_art._checks import check_images, check_labels, check_positive_int
 from wnll_art.attacks.authors import Scores
 from wnll_art.wnll.model import WNLLNet
+from wnll_art.wnll.score import wnll_scores
 from wnll_art.wnll.solver import wnll_interpolate
 
-__all__ = ["script_template", "script_wnll_view"]
+__all__ = ["Loss", "script_template", "script_wnll_view", "victim_wnll_view"]
+
+Loss = Literal["script", "paper"]
+
+
+def _straight_through(values: Tensor, logits: Tensor, loss: Loss, log_floor: float) -> Tensor:
+    """Scores whose cross-entropy is the script's loss (``"script"``: value ``values``, gradient that of ``logits``,
+    lines 313-314) or the ``paper`` protocol's (``"paper"``: value ``log(values + log_floor)``, gradient that of
+    ``log_softmax(logits)``: the surrogate view, :func:`~wnll_art.wnll.score.wnll_scores`)."""
+    if loss == "paper":
+        return wnll_scores(
+            values.to(logits.dtype), gradient="surrogate", linear_logits=logits, log_floor=log_floor
+        )
+    if loss != "script":
+        raise ValueError(f"loss must be 'script' or 'paper', got {loss!r}")
+    return logits + (values.to(logits.dtype) - logits).detach()
 
 
 def script_wnll_view(
@@ -37,6 +55,7 @@ def script_wnll_view(
     sigma_neighbor: int = 8,
     kernel: Literal["gaussian", "quartic"] = "quartic",
     gamma: float | Literal["script"] = "script",
+    loss: Loss = "script",
 ) -> Scores:
     """The scores ``Fool_WNLLDNN.py`` differentiates, as a function of the whole batch.
 
@@ -48,6 +67,8 @@ def script_wnll_view(
         sigma_neighbor: Neighbour setting the scale (``num_s_normal=8``).
         kernel: ``"quartic"``: the script's ``exp(-(d^2/sigma^2)^2)``.
         gamma: Template weight; ``"script"``: ``(M + N) // M`` as the script's ``n/len(id_o)``.
+        loss: ``"script"`` (the raw values, above) or ``"paper"`` (their ``log(u + 1e-6)``, with the ``paper``
+            protocol's log-softmax straight-through gradient; the ablation's switch).
 
     Returns:
         ``scores(x_whole)``: ``(M + N, 3, H, W)``, template rows first -> ``(M + N, C)`` whose value
@@ -70,9 +91,38 @@ def script_wnll_view(
         with torch.no_grad():
             u = wnll_interpolate(feats[m:].double(), feats[:m].double(), labels.to(feats.device), num_classes=c,
                                  k=k, sigma_neighbor=sigma_neighbor, kernel=kernel, gamma=g)  # fmt: skip
-        values = torch.cat([F.one_hot(labels.to(feats.device), c).to(u.dtype), u]).to(feats.dtype)
-        logits = net.linear_head(feats)
-        return logits + (values - logits).detach()
+        values = torch.cat([F.one_hot(labels.to(feats.device), c).to(u.dtype), u])
+        return _straight_through(values, net.linear_head(feats), loss, net.log_floor)
+
+    return scores
+
+
+def victim_wnll_view(net: WNLLNet, *, loss: Loss = "script") -> Scores:
+    """The victim's own WNLL as the attacked function, with the script's loss or the ``paper`` protocol's.
+
+    Unlike :func:`script_wnll_view`, the template is not part of the attacked batch: ``scores(x)`` takes the
+    ``N`` attacked images alone and solves them against ``net``'s stored template with ``net``'s graph (kernel,
+    ``k``, ``sigma_neighbor``, ``gamma``, coupling, WNLL batch): the function the victim deploys. With
+    ``loss="paper"`` its scores (value and gradient) are those of ``net`` viewed with ``gradient="surrogate"``,
+    ``score="log"``: what the ``paper`` protocol differentiates.
+
+    Args:
+        net: The victim's WNLL network.
+        loss: ``"script"``: value ``u`` (the label functions), gradient of the linear head (the script's
+            ``x.data = Predict.data``, lines 313-314); ``"paper"``: value ``log(u + log_floor)``, gradient of the
+            head's log-softmax.
+
+    Returns:
+        ``scores(x)``: ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)``.
+    """
+    if loss not in ("script", "paper"):
+        raise ValueError(f"loss must be 'script' or 'paper', got {loss!r}")
+
+    def scores(x: Tensor) -> Tensor:
+        feats = net.embed(net.check_input(x))
+        with torch.no_grad():
+            u = net.interpolate(feats.detach(), net.template_features())
+        return _straight_through(u, net.linear_head(feats), loss, net.log_floor)
 
     return scores
 

@@ -46,8 +46,8 @@ from wnll_art.registry import Registry
 if TYPE_CHECKING:
     from wnll_art.evaluation.victims import Victim
 
-__all__ = ["ALL", "CLEAN", "FAMILIES", "PROTOCOLS", "SPECS", "AttackSpec", "Check", "PlanOptions", "SpecEntry",
-           "adaptive_minimum", "plan", "register", "registry_flags"]  # fmt: skip
+__all__ = ["ALL", "CLEAN", "FAMILIES", "PROTOCOLS", "SPECS", "WNLL_STEPS", "AttackSpec", "Check", "PlanOptions",
+           "SpecEntry", "adaptive_minimum", "plan", "register", "registry_flags"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -290,6 +290,22 @@ for _name, _switches in (("fgsm_pixel_ascent", ("fgsm", 1, "pixel", "pixel")), (
                          ("fgsm_normalised_clamp", ("fgsm", 1, "normalised", "normalised")),
                          ("ifgsm_pixel", ("ifgsm", None, "pixel", "pixel")), ("ifgsm_normalised_eps", ("ifgsm", None, "normalised", "pixel"))):  # fmt: skip
     register("authors", _name, lambda o, a=_switches: AuthorsScript(*a), default=False, **_SCRIPT)  # type: ignore[arg-type]
+# the WNLL ablation (Fool_WNLLDNN.py; evaluations/authors_scripts.md section 8), on WNLL victims only
+_SCRIPT["skip"] = _no_wnll
+_VICTIM = {"wnll_graph": "victim", "wnll_template": "victim"}
+WNLL_STEPS: dict[str, dict[str, str]] = {
+    "wnll_fgsm_victim_graph": {"method": "fgsm", **_VICTIM, "wnll_loss": "paper"},
+    "wnll_fgsm_script_loss": {"method": "fgsm", **_VICTIM},
+    "wnll_fgsm_script_graph": {"method": "fgsm", "wnll_template": "victim"},
+    "wnll_ifgsm_victim_graph": {"method": "ifgsm", **_VICTIM, "wnll_loss": "paper", "wnll_ball": "eps"},
+    "wnll_ifgsm_script_loss": {"method": "ifgsm", **_VICTIM, "wnll_ball": "eps"},
+    "wnll_ifgsm_script_ball": {"method": "ifgsm", **_VICTIM},
+    "wnll_ifgsm_script_graph": {"method": "ifgsm", "wnll_template": "victim"},
+    "wnll_cw_projected": {"method": "cw_l2", "cw_output": "projected"},
+    "wnll_cw_raw": {"method": "cw_l2", "cw_output": "raw"},
+}  # fmt: skip
+for _name, _kw in WNLL_STEPS.items():
+    register("authors", _name, lambda o, k=_kw: AuthorsScript(**k), default=False, **_SCRIPT)  # type: ignore[arg-type, misc]
 
 ALL = "all"  # the adaptive minimum over clean, every paper attack and every adaptive attack
 

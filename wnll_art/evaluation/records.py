@@ -34,7 +34,11 @@ DEVICE_FACTS = (
 )
 _log = logging.getLogger("wnll_art.evaluation")
 
-GAINED_SETTINGS: dict[str, Any] = {}
+GAINED_SETTINGS: dict[str, Any] = {
+    # the WNLL ablation switches of the authors' scripts (AuthorsScript; their defaults are the scripts)
+    "attack.wnll_loss": "script", "attack.wnll_graph": "script", "attack.wnll_template": "script",
+    "attack.wnll_ball": "script", "attack.cw_output": "scaled",
+}  # fmt: skip
 """Settings keys added after cells were stored, each with the value that computes what the code did before the key
 existed (``{"attack.restarts": 1}``: any path ending in ``attack.restarts``). Stored settings lacking such a key
 match a run whose value is that one, and no other; an unregistered new key never matches (see ``DEVELOPERS.md``)."""
