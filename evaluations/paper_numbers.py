@@ -111,6 +111,17 @@ def _records(folder: Path) -> dict[tuple[str, str, str, float], Any]:
     return {(r.protocol, r.defence, r.attack, r.eps): r for r in read_records(folder)} if folder.is_dir() else {}
 
 
+def _row_cells(row: str) -> dict[tuple[str, str, str, str, float], Any]:
+    """Every record of one training-data row, from all its folders: ``{(kind, protocol, defence, attack, eps):
+    record}`` with kind ``"softmax"`` (the row's softmax model) or ``"wnll"`` (its WNLL model)."""
+    from wnll_art.evaluation.records import read_records
+
+    kinds = {ROWS[row]: "softmax", WNLL_MODELS[row]: "wnll"}
+    folders = sorted(f for f in (OUT / row).iterdir() if (f / "cells").is_dir()) if (OUT / row).is_dir() else []
+    return {(kinds[r.model], r.protocol, r.defence, r.attack, r.eps): r
+            for folder in folders for r in read_records(folder) if r.model in kinds}  # fmt: skip
+
+
 def _gpu_records() -> dict[tuple[str, str, str, str, str, float], float]:
     """``{(row, protocol, model, defence, attack, eps): accuracy %}`` of the GPU run (``table2/<row>/cells``)."""
     out = {}
@@ -136,13 +147,12 @@ def report(_: argparse.Namespace) -> None:
     gpu = _gpu_records()
     rows, ablation, wnll_ablation = [], [], []
     for row, label in ROWS.items():
-        ours = {**_records(OUT / row / "paper"), **_records(OUT / row / "authors")}
-        wnll_authors = _records(OUT / row / "authors_wnll")  # the WNLL model of the row under the authors' scripts
+        cells = _row_cells(row)
+        ours = {k[1:]: r for k, r in cells.items() if k[0] == "softmax"}
         for model, defence, attack, eps in ((m, d, a, e) for m in ("softmax", "wnll") for d in ("none", "tvm")
                                             for a in ("fgsm", "ifgsm", "cw_l2") for e in EPS):  # fmt: skip
-            mine = {p: ours.get((p, defence, attack, eps)) if model == "softmax" else None for p in ("authors", "paper")}
-            mine["authors"] = mine["authors"] or (wnll_authors.get(("authors", defence, attack, eps)) if model == "wnll" else None)
-            cpu = {p: None if r is None else 100 * r.accuracy for p, r in mine.items()}
+            cpu = {p: None if (r := cells.get((model, p, defence, attack, eps))) is None else 100 * r.accuracy
+                   for p in ("authors", "paper")}  # fmt: skip
             paper_p = cpu["paper"] if cpu["paper"] is not None else gpu.get((row, "paper", model, defence, attack, eps))
             ada = gpu.get((row, "adaptive", model, defence, attack, eps))
             fig = figure.get((row, model, defence, attack, eps))
@@ -150,7 +160,7 @@ def report(_: argparse.Namespace) -> None:
                         f"{_pct(cpu['authors']) if cpu['authors'] is not None else 'not run'} | "
                         f"{_pct(paper_p) if paper_p is not None else 'not run'} | {_pct(ada) if ada is not None else 'not run'} |")  # fmt: skip
         ablation += _ablation(f"{row} ({label})", LADDERS, ours, "none")
-        wnll_cells = {k: r for folder in WNLL_FOLDERS for k, r in _records(OUT / row / folder).items()}
+        wnll_cells = {k[1:]: r for k, r in cells.items() if k[0] == "wnll"}
         wnll_ablation += _ablation(f"{row} ({WNLL_MODELS[row]})", WNLL_LADDERS, wnll_cells, "tvm")
     steps_text, wnll_steps_text = (_steps_text(LADDERS), _steps_text(WNLL_LADDERS))
     ours = {**_records(OUT / "original" / "paper"), **_records(OUT / "original" / "authors")}
