@@ -98,6 +98,9 @@ class Defence(nn.Module):
         self.eot_samples = samples
         self.oblivious = bool(oblivious)
         self.num_classes = _num_classes(classifier)
+        # a deployed model: take the classifier's mode (nn.Module starts in training mode, and code that restores
+        # a saved mode with ``train(mode)`` would otherwise switch an eval-mode classifier's batch norm to training)
+        self.train(classifier.training)
 
     @property
     def tvm(self) -> TVMSettings | None:

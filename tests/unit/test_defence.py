@@ -228,3 +228,22 @@ def test_load_classifier_checks_its_arguments_before_loading_anything() -> None:
         load_classifier("resnet56", head="sofmax", weights="/nonexistent")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="template_size has no effect"):
         load_classifier("resnet56", head="softmax", template_size=100, weights="/nonexistent")
+
+
+def test_defence_takes_its_classifiers_mode() -> None:
+    """A Defence around an eval-mode classifier is in eval mode, so restoring its mode with ``train(mode)`` after an
+    attack leaves batch norm on its running statistics (a Defence starting in training mode switched it)."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    net.num_classes = 10  # type: ignore[assignment]
+    net(torch.rand(2, 3, 8, 8))
+    net.eval()
+    defence = Defence(net)
+    mode = defence.training
+    defence.eval()
+    defence.train(mode)
+    assert not defence.training and not net[1].training
+    x = torch.rand(4, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(defence(x), net(x))
+    net.train()
+    assert Defence(net).training  # a training-mode one stays so
