@@ -1,12 +1,18 @@
-"""WNLL + TVM against ART's JpegCompression, SpatialSmoothing, FeatureSqueezing and TotalVarMin (and our TVM,
-and no defence) on the same models, attacks and images: ``wnll-art evaluate --protocol adaptive`` with every
-registered defence.
+"""WNLL + TVM against ART's defences (TotalVarMin at ART's and at Guo's settings, JpegCompression,
+SpatialSmoothing, FeatureSqueezing, Gaussian noise), our TVM, adversarial training and no defence, on the same
+models, images and adaptive attacks: ``wnll-art evaluate --protocol adaptive`` with every registered defence.
 
-Run ``python evaluations/compare_defences.py --help``; see ``evaluations/README.md``.
+    python evaluations/compare_defences.py [run] ...        # the runs (default: the adaptive protocol's default plan)
+    python evaluations/compare_defences.py report --records FOLDER ...   # results/compare_defences_n{N}.md, PNG, archive
+    python evaluations/compare_defences.py convergence --records FOLDER --victims MODEL+DEFENCE,...
+    python evaluations/compare_defences.py checks --records FOLDER ...   # the convergence runs the report still lacks
+
+Run ``python evaluations/compare_defences.py {run,report,convergence,checks} --help``; see ``evaluations/README.md``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -14,19 +20,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 PROG = "compare_defences"
-DEFAULT_ATTACKS = "fgsm_exact_eot,ifgsm_exact_eot,transfer_ifgsm"
+SUBCOMMANDS = ("run", "report", "convergence", "checks")
+RECORDS = Path(__file__).resolve().parent / "results" / "compare_defences" / "n100_eps8"
+DEFAULT_RECORDS = tuple(str(RECORDS / name) for name in ("adversarial", "defences", "adversarial_paper", "defences_paper"))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parses ``argv`` and runs :func:`wnll_art.evaluation.jobs.main.evaluate` with the ``adaptive`` protocol."""
+def run(argv: Sequence[str]) -> int:
+    """The comparison runs: :func:`wnll_art.evaluation.jobs.main.evaluate` with the ``adaptive`` protocol
+    (``--attacks`` unset: its default plan) or another (``--protocol paper`` for the per-image check)."""
     from wnll_art import _argparse as ap
     from wnll_art.evaluation.parser import config_from_args, plan_from_args, run_script, script_parser
+    from wnll_art.evaluation.protocols import PROTOCOLS
     from wnll_art.evaluation.victims import PURIFIERS
 
-    p = script_parser(PROG, __doc__ or "", n=50, eps=(0.02, 0.04, 0.08), defences=tuple(PURIFIERS), steps=10,
+    p = script_parser(PROG, __doc__ or "", n=50, eps=(0.02, 0.04, 0.08), defences=tuple(PURIFIERS), steps=20,
                       defences_help=f"defences among {','.join(PURIFIERS)}", out="results/compare_defences")  # fmt: skip
-    p.add_argument("--attacks", type=ap.name_list, default=DEFAULT_ATTACKS.split(","),
-                   help="adaptive attacks (also pgd_smooth_eot, cw_l2_exact_eot, autoattack, ifgsm_surrogate_eot, ...)")  # fmt: skip
+    p.add_argument("--protocol", choices=PROTOCOLS.names(), default="adaptive", help="the attack plan's protocol")
+    p.add_argument("--attacks", type=ap.name_list, default=None,
+                   help="the protocol's attacks (unset: its default plan: PGD, APGD-CE/DLR on the smooth and "
+                        "straight-through views, transfer PGD, Square for adaptive)")  # fmt: skip
     p.add_argument(
         "--models", type=ap.name_list, default=("softmax", "wnll"), help="model labels or trained models"
     )
@@ -37,13 +49,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> None:
         from wnll_art.evaluation.jobs.main import evaluate
 
-        evaluate(config_from_args(args, models=args.models), out_dir=args.out, protocol="adaptive", attacks=args.attacks,
-                 options=plan_from_args(args), defence_options=args.defence_options, data_root=args.data_root,
-                 weights=args.weights)  # fmt: skip
+        evaluate(config_from_args(args, models=args.models), out_dir=args.out, protocol=args.protocol,
+                 attacks=args.attacks, options=plan_from_args(args), defence_options=args.defence_options,
+                 data_root=args.data_root, weights=args.weights)  # fmt: skip
         if os.environ.get("RANK", "0") == "0":
             print((Path(args.out) / "results.md").read_text())
 
     return run_script(body, PROG, args, lock=False)  # evaluate holds --out's lock itself
+
+
+def report(argv: Sequence[str]) -> int:
+    """Writes the document, its chart and (unless ``--no-archive``) the records archive; prints the document."""
+    from evaluations.compare_defences_records import relative, write_archive
+    from evaluations.compare_defences_report import ARCHIVE, RESULTS, write_report
+
+    p = argparse.ArgumentParser(prog=f"{PROG} report", description="the comparison's document from run folders")
+    p.add_argument("--records", nargs="+", default=list(DEFAULT_RECORDS), help="run folders (absent ones are listed)")
+    p.add_argument("--out-dir", default=str(RESULTS), help="where the .md and .png go")
+    p.add_argument("--archive", default=str(ARCHIVE), help="the records archive written")
+    p.add_argument("--no-archive", action="store_true", help="leave the archive as it is")
+    args = p.parse_args(argv)
+    path = write_report(args.records, out_dir=args.out_dir, archive=relative(args.archive))
+    if not args.no_archive:
+        present = [f for f in args.records if (Path(f) / "run.json").is_file()]
+        members = write_archive(present, args.archive) if present else []
+        print(f"archive: {args.archive} ({len(members)} files)", file=sys.stderr)
+    print(path.read_text())
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def checks(argv: Sequence[str]) -> int:
+    """Prints ``--records FOLDER --victims M+D,...`` for every run whose rows the >5-points rule selects and whose
+    convergence ladders are not recorded (one line per folder; nothing when none is needed)."""
+    from wnll_art.evaluation.comparison import build_rows, load_folder, selected_for_checks
+
+    p = argparse.ArgumentParser(prog=f"{PROG} checks", description=checks.__doc__)
+    p.add_argument("--records", nargs="+", default=list(DEFAULT_RECORDS))
+    args = p.parse_args(argv)
+    folders = [f for f in (load_folder(r) for r in args.records) if f is not None]
+    todo: dict[Path, list[str]] = {}
+    for row, _ in selected_for_checks(build_rows(folders)):
+        if row.convergence is None and row.folder is not None:
+            todo.setdefault(row.folder, []).append(f"{row.model}+{row.defence}")
+    for folder, victims in todo.items():
+        print(f"--records {folder} --victims {','.join(victims)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``run`` (also without a subcommand: the options alone), ``report``, ``convergence`` or ``checks``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:  # run as a script: the report modules are imported as evaluations.*
+        sys.path.insert(0, root)
+    command = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
+    if command == "convergence":
+        from evaluations.compare_defences_convergence import main as convergence
+
+        return convergence(argv)
+    return {"run": run, "report": report, "checks": checks}[command](argv)
 
 
 if __name__ == "__main__":

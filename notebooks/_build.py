@@ -231,39 +231,66 @@ protocol_comparison(table, eps=EPS, attacks=["fgsm", "ifgsm", "cw_l2"])""",
 NOTEBOOKS["04_compare_defences.ipynb"] = [
     (
         "md",
-        """# WNLL + TVM against ART's other input-transformation defences
+        """# WNLL + TVM beside ART's defences and adversarial training, from the committed records
 
-The same model (softmax and WNLL activations of the pretrained ResNet-56), the same images and the same attacks
-(FGSM and IFGSM with exact gradients and EOT where the defence is random, and IFGSM transferred from the softmax
-model) against no defence, our TVM, ART's `TotalVarMin`, `JpegCompression`, `SpatialSmoothing` and
-`FeatureSqueezing`. Non-differentiable ART preprocessors are attacked through their BPDA gradient (ART's own
-`estimate_gradient`). The worst case over the attacks is the number to compare. `N` sets the size.""",
+The comparison of defences under the **adaptive protocol** (PGD, APGD-CE and APGD-DLR on the smooth and the
+straight-through WNLL views with BPDA through every non-differentiable preprocessor and EOT over every randomised one,
+PGD transferred from the softmax model, Square): no defence, our TVM, ART's `TotalVarMin` (ART's and Guo's settings),
+`JpegCompression`, `SpatialSmoothing`, `FeatureSqueezing`, Gaussian noise at test time, each in front of the public
+softmax ResNet-56 and our strongest WNLL model, and FGSM-RS adversarial training alone, with a WNLL head and with WNLL
++ TVM. No attack runs here: the records are read back from `evaluations/results/compare_defences_records.tgz` (made
+by `python evaluations/compare_defences.py report`, beside `compare_defences_n{N}.md`). Each number is a per-image
+worst case over clean and every attack; a randomised victim's image counts only if all K draws classify it correctly.""",
     ),
-    ("code", "N = 8  # test images (ART's TotalVarMin is slow: keep it small on a CPU)\nEPS = (0.02, 0.04)"),
     (
         "code",
         """%matplotlib inline
-from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.jobs.main import evaluate
-from wnll_art.evaluation.protocols import PlanOptions
-from wnll_art.tvm.settings import TVMSettings
-from wnll_art.plots import accuracy_bars""",
+import sys
+import tempfile
+from pathlib import Path
+
+import wnll_art
+sys.path.insert(0, str(Path(wnll_art.__file__).resolve().parents[1]))  # the repository's evaluations/ modules
+from evaluations.compare_defences_records import extract_archive
+from evaluations.compare_defences_report import ARCHIVE, chart, headline
+from wnll_art.evaluation.comparison import build_rows, load_folder, selected_for_checks""",
     ),
     (
         "code",
-        """defences = ("none", "tvm", "art_tvm", "jpeg", "spatial_smoothing", "feature_squeezing")
-# the comparison is the adaptive protocol over every defence (wnll-art evaluate --protocol adaptive --defences ...)
-records = evaluate(EvalConfig(n=N, eps=EPS, defences=defences, tvm=TVMSettings(eot_samples=2)), out_dir="compare",
-                   protocol="adaptive", attacks=["fgsm_exact_eot", "ifgsm_exact_eot", "transfer_ifgsm"],
-                   options=PlanOptions(eot_samples=2, steps=5))
-worst = {}
-for r in records:
-    if r.attack == "worst_case":
-        worst.setdefault(f"{r.model} eps={r.eps:g}", {})[r.defence] = r.accuracy
-for row, cells in sorted(worst.items()):
-    print(f"{row:>18} worst-case accuracy: " + "  ".join(f"{d} {100 * a:5.1f}%" for d, a in cells.items()))""",
+        """folders = [load_folder(p) for p in extract_archive(ARCHIVE, tempfile.mkdtemp(prefix="compare-defences-"))]
+rows = build_rows([f for f in folders if f is not None])
+print(f"{len(folders)} runs ({', '.join(sorted({f.protocol for f in folders}))} protocol), {len(rows)} victims x eps")
+print(headline(rows))""",
     ),
-    ("code", """accuracy_bars(worst, title=f"Worst case over attacks, per defence (n={N})")"""),
+    (
+        "code",
+        """for r in sorted(rows, key=lambda r: (r.eps, -(r.robust or 0.0))):
+    if r.robust is None:
+        print(f"eps={r.eps:g} {r.victim:>42}: not run yet")
+        continue
+    paper = "-" if r.paper is None else f"{100 * r.paper:.1f}%"
+    note = f", still missing: {', '.join(r.missing)}" if r.missing else ""
+    print(f"eps={r.eps:g} {r.victim:>42}: clean {100 * (r.clean or 0):5.1f}%, adaptive robust accuracy "
+          f"{100 * r.robust:5.1f}% ({r.strongest}{note}); paper protocol {paper}")""",
+    ),
+    ("md", "Clean accuracy (light) and adaptive robust accuracy (solid) per victim, grouped by defence:"),
+    ("code", "chart(rows)"),
+    (
+        "md",
+        """A defence that beats its model's no-defence row by more than 5 points at 8/255 must show that the gain is not
+masked gradients: a transfer attack and a gradient-free one (Square) must not do better, and the strongest gradient
+attack must have converged (steps and EOT ladders, Carlini et al. 2019).""",
+    ),
+    (
+        "code",
+        """chosen = selected_for_checks(rows)
+for r, gain in chosen:
+    checks = {a: f"{100 * r.attacks[a]:.1f}%" if a in r.attacks else "not recorded" for a in ("transfer_pgd", "square")}
+    conv = "convergence check not run" if r.convergence is None else "; ".join(r.convergence.flags) or "converged"
+    print(f"{r.victim}: +{100 * gain:.1f} points, adaptive accuracy {100 * (r.robust or 0):.1f}%, {checks}, {conv}")
+if not chosen:
+    print("no defence beats its no-defence row by more than 5 points at 8/255")""",
+    ),
 ]
 
 

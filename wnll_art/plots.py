@@ -27,7 +27,8 @@ class AccuracyRecord(Protocol):
     accuracy: float
     n: int
 
-__all__ = ["accuracy_bars", "accuracy_vs_eps", "feature_planes", "image_grid", "protocol_comparison"]
+__all__ = ["accuracy_bars", "accuracy_vs_eps", "clean_robust_bars", "feature_planes", "image_grid",
+           "protocol_comparison"]
 
 
 def _figure(*, figsize: tuple[float, float], dpi: int) -> Figure:
@@ -134,6 +135,42 @@ def accuracy_bars(table: Mapping[str, Mapping[str, float]], *, title: str) -> Fi
     ax.set(ylabel="accuracy (%)", ylim=(0, 108), title=title)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def clean_robust_bars(
+    panels: Mapping[str, Mapping[str, Mapping[str, tuple[float, float]]]], *, title: str
+) -> Figure:
+    """Clean vs robust accuracy per victim: one panel per key of ``panels`` (e.g. per eps), in it one group of bars
+    per defence and one bar per model, ``panels[panel][defence][model] = (clean, robust)`` in [0, 1]: a light bar
+    (clean) behind a solid one (robust) of the model's colour (leave out a victim without a number)."""
+    if not panels or not any(panels.values()):
+        raise ValueError("panels is empty")
+    models = list(dict.fromkeys(m for groups in panels.values() for row in groups.values() for m in row))
+    colours = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    widest = max(sum(len(row) for row in groups.values()) + len(groups) for groups in panels.values())
+    fig = _figure(figsize=(max(6.0, 0.32 * widest + 2), 3.4 * len(panels) + 0.4), dpi=120)
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, (name, groups) in zip(axes, panels.items(), strict=True):
+        x, ticks = 0.0, []
+        for defence, row in groups.items():
+            start = x
+            for model, (clean, robust) in row.items():
+                ax.bar(x, 100 * clean, width=0.8, color=colours[model], alpha=0.3)
+                bar = ax.bar(x, 100 * robust, width=0.8, color=colours[model])
+                ax.bar_label(bar, fmt="%.0f", fontsize=6, padding=1)
+                x += 1
+            ticks.append(((start + x - 1) / 2, defence))
+            x += 1  # a gap between defences
+        ax.set_xticks([t for t, _ in ticks], [d for _, d in ticks], fontsize=7, rotation=20)
+        ax.set(ylabel="accuracy (%)", ylim=(0, 108), title=f"{title} ({name})")
+        ax.grid(axis="y", alpha=0.3)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colours[m], label=m) for m in models] + [
+        Patch(color="grey", alpha=0.3, label="clean (light)"), Patch(color="grey", label="robust (solid)")]
+    axes[0].legend(handles=handles, fontsize=7, ncol=min(3, len(handles)), loc="upper right")
     fig.tight_layout()
     return fig
 

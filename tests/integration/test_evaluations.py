@@ -264,6 +264,33 @@ def test_compare_defences(tmp_path: Path, common: list[str]) -> None:
     assert "| adaptive | wnll | art_tvm | transfer_ifgsm |" in text and "**Robust accuracy (%)**" in text
 
 
+def test_compare_defences_report_and_convergence(tmp_path: Path, common: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """The comparison's path end to end on 4 images: a run (the adaptive default plan, two of its attacks), its
+    convergence ladders into ``FOLDER/convergence/``, the document, its chart and the records archive."""
+    out = tmp_path / "evaluations" / "results" / "cmp"
+    script = _script("compare_defences")
+    run = ["--n", "4", "--wnll-batch-size", "4", "--eps", "0.0313725", "--steps", "2", "--square-queries", "2",
+           "--models", "softmax", "--defences", "none,jpeg", "--attacks", "pgd_smooth_eot,square", "--out", str(out)]  # fmt: skip
+    assert script.main(["run", *run, *common]) == 0
+    paths = common[common.index("--data-root"):common.index("--data-root") + 4]  # --data-root ... --weights ...
+    assert script.main(["convergence", "--records", str(out), "--victims", "softmax+jpeg", "--convergence-steps", "1,2",
+                        "--convergence-eot", "1", "--convergence-images", "2", *paths]) == 0  # fmt: skip
+    ladder = sorted(p.name for p in (out / "convergence" / "cells").glob("*.json"))
+    assert [n.split("__")[3:5] for n in ladder] == [["pgd_smooth_eot", "steps1"], ["pgd_smooth_eot", "steps2"],
+                                                    ["pgd_smooth_eot", "unbounded"]]  # fmt: skip
+    archive = tmp_path / "records.tgz"
+    assert script.main(["report", "--records", str(out), str(tmp_path / "absent"), "--out-dir", str(tmp_path),
+                        "--archive", str(archive)]) == 0  # fmt: skip
+    text = (tmp_path / "compare_defences_n4.md").read_text()
+    assert text in capsys.readouterr().out and (tmp_path / "compare_defences_n4.png").is_file()  # printed whole
+    assert "--models softmax --defences none,jpeg --eps 0.0313725 --attacks pgd_smooth_eot,square --n 4" in text
+    assert "absent (no run.json)" in text and "- art_tvm: not run (no record of it in any folder)" in text
+    from evaluations.compare_defences_records import extract_archive
+
+    (folder,) = extract_archive(archive, tmp_path / "unpacked")
+    assert sorted(p.name for p in (folder / "convergence" / "cells").glob("*.json")) == ladder
+
+
 def test_art_preprocessor_gradient_is_arts_own(pretrained_resnet56: torch.nn.Module) -> None:
     """The nn.Module wrapper back-propagates exactly as ART's PyTorchClassifier(preprocessing_defences=...)."""
     from art.defences.preprocessor import JpegCompression

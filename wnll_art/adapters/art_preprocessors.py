@@ -41,6 +41,7 @@ class ArtEntry:
         channels_first: The class takes ``channels_first=True`` (else its layout is fixed, see ``channels_last``).
         channels_last: The class wants ``(N, H, W, C)`` (``TotalVarMin`` has no layout option).
         randomised: It draws from NumPy's global RNG (EOT and the K-draw rule then apply).
+        citation: The paper of the defence at these settings (the comparison's document cites it).
     """
 
     art_class: str
@@ -49,6 +50,7 @@ class ArtEntry:
     channels_first: bool = True
     channels_last: bool = False
     randomised: bool = False
+    citation: str = ""
 
 
 # Adding an ART preprocessor to the comparison is one entry here (its name is then a defence everywhere).
@@ -56,22 +58,28 @@ class ArtEntry:
 ART_PREPROCESSORS: dict[str, ArtEntry] = {
     "art_tvm": ArtEntry("TotalVarMin", {"prob": 0.3, "norm": 2, "lamb": 0.5, "solver": "L-BFGS-B", "max_iter": 10},
                         "BPDA: ART TotalVarMin.estimate_gradient (identity); EOT over its Bernoulli masks",
-                        channels_first=False, channels_last=True, randomised=True),
+                        channels_first=False, channels_last=True, randomised=True,
+                        citation="C. Guo, M. Rana, M. Cisse, L. van der Maaten, ICLR 2018 (ART's default settings)"),
     "jpeg": ArtEntry("JpegCompression", {"quality": 75},
-                     "BPDA: ART JpegCompression.estimate_gradient (identity); deterministic, no EOT"),
+                     "BPDA: ART JpegCompression.estimate_gradient (identity); deterministic, no EOT",
+                     citation="G. K. Dziugaite, Z. Ghahramani, D. Roy, arXiv:1608.00853 (2016); N. Das et al., "
+                              "arXiv:1705.02900 (2017)"),
     "spatial_smoothing": ArtEntry("SpatialSmoothing", {"window_size": 3},
-                                  "BPDA: ART SpatialSmoothing.estimate_gradient (identity); deterministic, no EOT"),
+                                  "BPDA: ART SpatialSmoothing.estimate_gradient (identity); deterministic, no EOT",
+                                  citation="W. Xu, D. Evans, Y. Qi, NDSS 2018 (median smoothing)"),
     "feature_squeezing": ArtEntry("FeatureSqueezing", {"bit_depth": 5},
                                   "BPDA: ART FeatureSqueezing.estimate_gradient (identity; the true gradient is 0 a.e.)",
-                                  channels_first=False),
+                                  channels_first=False, citation="W. Xu, D. Evans, Y. Qi, NDSS 2018 (bit-depth reduction)"),
     # TotalVarMin at Guo et al.'s settings (keep 50 %, TV weight 0.03; ART's defaults are 30 % and 0.5)
     "art_tvm_guo": ArtEntry("TotalVarMin", {"prob": 0.5, "norm": 2, "lamb": 0.03, "solver": "L-BFGS-B", "max_iter": 10},
                             "BPDA: ART TotalVarMin.estimate_gradient (identity); EOT over its Bernoulli masks",
-                            channels_first=False, channels_last=True, randomised=True),
+                            channels_first=False, channels_last=True, randomised=True,
+                            citation="C. Guo, M. Rana, M. Cisse, L. van der Maaten, ICLR 2018 (their settings)"),
     # Gaussian noise at test time (GaussianAugmentation without augmentation: every image replaced by a noisy one)
     "gaussian_noise": ArtEntry("GaussianAugmentation", {"sigma": 8 / 255, "augmentation": False},
                                "BPDA: identity through the added noise; EOT over its draws", channels_first=False,
-                               randomised=True),
+                               randomised=True, citation="test-time randomisation (Gaussian noise; cf. X. Liu et al., "
+                                                         "ECCV 2018; J. Cohen et al., ICML 2019)"),
 }  # fmt: skip
 
 

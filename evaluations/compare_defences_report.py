@@ -1,0 +1,301 @@
+"""The document of the comparison of defences (issue 21): ``results/compare_defences_n{N}.md`` and its bar chart,
+from the records of ``wnll-art evaluate`` runs (adaptive protocol; paper protocol for the per-image check).
+
+Every number is computed here from the records (:mod:`wnll_art.evaluation.comparison`); the settings of each
+defence come from its records and its registry entry (an ART preprocessor's citation is its
+:class:`~wnll_art.adapters.art_preprocessors.ArtEntry`'s), so a new entry of ``ART_PREPROCESSORS`` is picked up
+without an edit here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evaluations.compare_defences_records import command_of, convergence_command, relative
+from wnll_art.adapters.art_preprocessors import ART_PREPROCESSORS
+from wnll_art.evaluation.comparison import (
+    RULE,
+    Row,
+    RunFolder,
+    build_rows,
+    is_adversarial,
+    is_eps_8,
+    load_folder,
+    missing_defences,
+    selected_for_checks,
+)
+from wnll_art.evaluation.report import HEADLINE_FLAGS, markdown_table, pct, save_png, write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["ADVERSARIAL_ROWS", "ARCHIVE", "chart", "document", "write_report"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ARCHIVE = RESULTS / "compare_defences_records.tgz"
+# the adversarial-training rows of the issue (FGSM-RS: E. Wong, L. Rice, J. Z. Kolter, ICLR 2020)
+ADVERSARIAL_ROWS = (("resnet56-fgsmrs", "none", "FGSM-RS alone"), ("fgsmrs-wnll", "none", "FGSM-RS + WNLL head"),
+                    ("fgsmrs-wnll", "tvm", "FGSM-RS + WNLL head + TVM"))  # fmt: skip
+OURS = {"none": ("-", "-", "no defence"),
+        "tvm": ("`wnll_art.tvm.TVMPurifier` (ART `TotalVarMin`'s objective, solved by ADMM on the device)", None,
+                "C. Guo, M. Rana, M. Cisse, L. van der Maaten, ICLR 2018 (our TVM, Wang et al. 2018's purifier)")}  # fmt: skip
+
+
+def _eps(eps: float) -> str:
+    return "8/255" if is_eps_8(eps) else f"{eps:g}"
+
+
+def _order(rows: Sequence[Row]) -> list[Row]:
+    """Rows grouped by defence (the registry's order), then model (first seen first)."""
+    from wnll_art.evaluation.victims import PURIFIERS
+
+    defences = [*PURIFIERS.names(), *sorted({r.defence for r in rows} - set(PURIFIERS.names()))]
+    models = list(dict.fromkeys(r.model for r in rows))
+    return sorted(rows, key=lambda r: (r.eps, defences.index(r.defence), models.index(r.model)))
+
+
+def _best(rows: Sequence[Row]) -> Row | None:
+    found = [r for r in rows if r.robust is not None]
+    return max(found, key=lambda r: r.robust or 0.0) if found else None
+
+
+def headline(rows: Sequence[Row]) -> str:
+    """The answer first, in one computed sentence (at 8/255 when recorded, else at the smallest eps)."""
+    eps_values = sorted({r.eps for r in rows if r.robust is not None})
+    if not eps_values:
+        return "No adaptive record yet: nothing to compare (see *Not run* below)."
+    eps = next((e for e in eps_values if is_eps_8(e)), eps_values[0])
+    at = [r for r in rows if r.eps == eps and r.robust is not None]
+    best = _best(at)
+    assert best is not None
+    base = {r.model: r for r in at if r.defence == "none"}
+    text = [f"At eps = {_eps(eps)} under the adaptive protocol ({'/'.join(sorted({str(r.n) for r in at}))} test "
+            f"images), the most robust victim is {best.victim} with {pct(best.robust or 0)}% (clean "
+            f"{pct(best.clean) if best.clean is not None else '-'}%)"]  # fmt: skip
+    soft = next((r for r in at if (r.model, r.defence) == ("softmax", "none")), None)
+    if soft and soft is not best:
+        text.append(f"the undefended softmax ResNet-56 keeps {pct(soft.robust or 0)}%")
+    ours = _best([r for r in at if r.wnll and r.defence == "tvm" and not is_adversarial(r.model)])
+    if ours:
+        ref = base.get(ours.model)
+        gain = f", {100 * ((ours.robust or 0) - ref.robust):+.1f} points over {ref.victim}" if ref and ref.robust is not None else ""
+        text.append(f"our WNLL + TVM ({ours.victim}) keeps {pct(ours.robust or 0)}%{gain}")
+    art = _best([r for r in at if r.defence in ART_PREPROCESSORS])
+    if art:
+        text.append(f"the best ART defence, {art.victim}, keeps {pct(art.robust or 0)}%")
+    adv = {(m, d): r for r in at for m, d, _ in ADVERSARIAL_ROWS if (r.model, r.defence) == (m, d)}
+    if adv:
+        text.append("adversarial training (FGSM-RS) keeps " + ", ".join(
+            f"{pct(r.robust or 0)}% ({label})" for m, d, label in ADVERSARIAL_ROWS if (r := adv.get((m, d)))))  # fmt: skip
+    incomplete = sum(bool(r.missing) for r in rows)
+    tail = f" {incomplete} of {len(rows)} rows are incomplete (runs in progress; see *Not run*)." if incomplete else ""
+    return "; ".join(text) + "." + tail
+
+
+def _flag_names(row: Row) -> str:
+    names = sorted({f.split(":", 1)[0] for f in row.flags} & set(HEADLINE_FLAGS))
+    names += [f"incomplete ({len(row.missing)} attack{'s' if len(row.missing) > 1 else ''} missing)"] if row.missing else []
+    names += [f"paper < adaptive on {len(row.violations)} image{'s' if len(row.violations) > 1 else ''}"] if row.violations else []
+    return ", ".join(names) or "clear"
+
+
+def _table(rows: Sequence[Row], eps: float) -> list[str]:
+    """The table of one eps (rows already ordered)."""
+    several = len({r.n for r in rows}) > 1
+    body = []
+    for r in (r for r in rows if r.eps == eps):
+        paper = "-" if r.paper is None else pct(r.paper) + (" (incomplete)" if r.paper_missing else "")
+        broke = "-" if r.violations is None else str(len(r.violations))
+        body.append([f"{r.victim}{' †' if r.randomised else ''}", *([str(r.n)] if several else []),
+                     "-" if r.clean is None else pct(r.clean),
+                     ("not run yet" if r.clean is None else "-") if r.robust is None else f"**{pct(r.robust)}**",
+                     r.strongest or "-", paper, broke, _flag_names(r)])  # fmt: skip
+    head = ["victim (model + defence)", *(["n"] if several else []), "clean", "adaptive robust", "strongest attack",
+            "paper protocol", "paper broke, adaptive did not", "flags"]  # fmt: skip
+    return [f"## eps = {_eps(eps)} ({eps:g})", "", *markdown_table(head, body), ""]
+
+
+def _adversarial(rows: Sequence[Row]) -> list[str]:
+    """The adversarial-training rows (``not run`` where no record holds them)."""
+    index = {(r.model, r.defence, r.eps): r for r in rows}
+    eps_values = sorted({r.eps for r in rows}) or [8 / 255]
+    body = []
+    for model, defence, label in ADVERSARIAL_ROWS:
+        for eps in eps_values:
+            r = index.get((model, defence, eps))
+            if r is None or (r.clean is None and r.robust is None):
+                cells = ["not run", "not run", "not run"]
+            else:
+                cells = [pct(r.clean) if r.clean is not None else "-", pct(r.robust) if r.robust is not None else "-",
+                         "-" if r.paper is None else pct(r.paper)]  # fmt: skip
+            body.append([label, f"{model} + {defence}", _eps(eps), *cells])
+    return ["## Adversarial training (FGSM-RS) with and without the WNLL head and TVM", "",
+            "FGSM-RS: FGSM adversarial training with a random start (E. Wong, L. Rice, J. Z. Kolter, ICLR 2020), our "
+            "zoo's `resnet56-fgsmrs`; `fgsmrs-wnll` reads the same network through a WNLL head. The paper's Section 7 "
+            "claims WNLL + TVM adds to adversarial training: the third row against the first, under the same adaptive "
+            "attacks.", "", *markdown_table(["row", "victim", "eps", "clean", "adaptive robust", "paper protocol"], body), ""]  # fmt: skip
+
+
+def _curve(points: dict[int, float]) -> str:
+    return ", ".join(f"{k}: {pct(a)}" for k, a in sorted(points.items())) or "-"
+
+
+def _checks(rows: Sequence[Row]) -> list[str]:
+    """The transfer, gradient-free and convergence numbers of every defence beating no defence by > 5 points."""
+    lines = [f"## Defences beating no defence by more than {100 * RULE:g} points at 8/255 (masking checks)", ""]
+    at8 = [r for r in rows if is_eps_8(r.eps)]
+    if not at8:
+        return [*lines, "No records at 8/255: the rule cannot be applied yet.", ""]
+    chosen = selected_for_checks(rows)
+    undecided = sorted({r.victim for r in at8 if r.defence != "none" and r.robust is not None and not any(
+        b.defence == "none" and b.model == r.model and b.robust is not None for b in at8)})  # fmt: skip
+    body: list[list[str]] = []
+    todo: dict[Path, list[str]] = {}
+    for r, gain in chosen:
+        c = r.convergence
+        conv = "convergence check not run" if c is None else (
+            f"{c.attack} (n={c.n}) steps {_curve(c.steps)}; EOT {_curve(c.eot)}; unbounded "
+            f"{'-' if c.unbounded is None else pct(c.unbounded[1])}; {'; '.join(c.flags) or 'converged'}")  # fmt: skip
+        if c is None and r.folder is not None:
+            todo.setdefault(r.folder, []).append(f"{r.model}+{r.defence}")
+        body.append([r.victim, f"+{100 * gain:.1f}", pct(r.robust or 0), *(pct(r.attacks[a]) if a in r.attacks
+                     else "not recorded" for a in ("transfer_pgd", "square")), conv])  # fmt: skip
+    if body:
+        lines += markdown_table(["victim", "gain (points)", "adaptive robust", "transfer_pgd", "square",
+                                 "convergence (best-so-far accuracy %)"], body)  # fmt: skip
+    else:
+        lines.append("None of the defences recorded beats its model's no-defence row by more than "
+                     f"{100 * RULE:g} points at 8/255.")  # fmt: skip
+    lines += [""] + [f"- rule undecided for {v}: its model has no no-defence row yet" for v in undecided]
+    lines += [""] if undecided else []
+    lines += ["To run the convergence checks not run (Carlini et al. 2019 ladders on the strongest gradient "
+              "attack, 20 images):", ""] + [f"    {convergence_command(f, v)}" for f, v in todo.items()] + [""] if todo else []
+    return lines
+
+
+def _violations(rows: Sequence[Row]) -> list[str]:
+    """The per-image acceptance: adaptive at most paper, image by image."""
+    lines = ["## Per image: adaptive at most paper protocol", ""]
+    compared = [r for r in rows if r.violations is not None]
+    if not compared:
+        return [*lines, "No paper-protocol records for any victim yet: the per-image check is not made.", ""]
+    bad = [r for r in compared if r.violations]
+    lines.append(f"{len(compared)} rows compared image by image; {len(bad)} with images the paper protocol broke and "
+                 "the adaptive plan did not (the adaptive plan holds no paper attack).")  # fmt: skip
+    body = [[r.victim, _eps(r.eps), str(len(r.violations or ())), pct((r.robust or 0) - len(r.violations or ()) / r.n),
+             ", ".join(str(i) for i in (r.violations or ())[:12]) + (" ..." if len(r.violations or ()) > 12 else "")]
+            for r in bad]  # fmt: skip
+    if body:
+        lines += ["", *markdown_table(["victim", "eps", "images", "adaptive and paper together", "test indices"], body)]
+    return [*lines, ""]
+
+
+def _settings(rows: Sequence[Row], folders: Sequence[RunFolder]) -> list[str]:
+    """Every defence's class, settings (as recorded) and citation."""
+    from wnll_art.evaluation.victims import PURIFIERS
+
+    recorded: dict[str, dict[str, Any]] = {}
+    for f in folders:
+        for r in f.records:
+            recorded.setdefault(r.defence, r.settings.get("victim", {}))
+    body = []
+    for name in PURIFIERS.names():
+        victim, entry = recorded.get(name, {}), ART_PREPROCESSORS.get(name)
+        if entry is not None:
+            params = (victim.get("purifier") or {}).get("params") or {}  # ART's own attributes, internals too
+            shown = {k: params.get(k, v) for k, v in entry.options.items()}  # the entry's options, as recorded
+            body.append([name, f"ART `{entry.art_class}`", ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in shown.items()), entry.citation or "see ART's documentation"])  # fmt: skip
+        elif name in OURS:
+            cls, _, cite = OURS[name]
+            tvm = victim.get("tvm") or (folders[0].settings["run"]["tvm"] if folders else {})
+            body.append([name, cls, ", ".join(f"{k}={v}" for k, v in tvm.items()) if name == "tvm" else "-", cite])
+    return ["## Defences: settings and citations", "",
+            *markdown_table(["defence", "class", "settings (as recorded)", "paper"], body), "",
+            "Every ART preprocessor is attacked through its own `estimate_gradient` (BPDA) and, when it draws, with EOT "
+            "over its draws; a randomised victim (†) counts an image only if all K independent draws classify it "
+            "correctly (K = `--tvm-draws`, in each run's `run.json`). Models: `softmax` is the public ResNet-56; "
+            "WNLL models read it (or our zoo's networks) through the WNLL output activation (B. Wang et al., "
+            "arXiv:1809.08516, 2018).", ""]  # fmt: skip
+
+
+def _not_run(rows: Sequence[Row], folders: Sequence[RunFolder], absent: Sequence[str]) -> list[str]:
+    from wnll_art.evaluation.victims import PURIFIERS
+
+    lines = ["## Not run", ""]
+    for d in missing_defences(rows, PURIFIERS.names()):
+        asked = [relative(f.path) for f in folders if d in f.settings.get("run", {}).get("defences", [])]
+        lines.append(f"- {d}: not run " + (f"yet (asked for by {', '.join(asked)}: running or stopped)" if asked
+                                             else "(no record of it in any folder)"))  # fmt: skip
+    lines += [f"- folder {a}: absent (no run.json)" for a in absent]
+    for f in folders:
+        missing = f.missing()
+        if missing:
+            lines.append(f"- {relative(f.path)} ({f.protocol}): {len(missing)} cells not yet recorded, e.g. "
+                         + ", ".join(missing[:4]))  # fmt: skip
+        lines += [f"- {relative(f.path)}: invalid cell left out: {p}" for p in f.problems]
+    return [*lines, *([] if len(lines) > 2 else ["- nothing: every registered defence and every planned cell is recorded"]), ""]
+
+
+def document(folders: Sequence[RunFolder], *, absent: Sequence[str] = (), png: str | None = None,
+             archive: str = relative(ARCHIVE)) -> list[str]:  # fmt: skip
+    """The lines of the document over the runs ``folders`` (``absent``: folders asked for but not there)."""
+    rows = _order(build_rows(folders))
+    n = sorted({r.n for r in rows})
+    flags = sorted({(r.victim, f) for r in rows for f in r.flags})
+    lines = [f"# Defences compared under the adaptive protocol (CIFAR-10, n = {'/'.join(map(str, n)) or '-'})", "",
+             headline(rows), "", "Robust accuracy (%) per image: the worst case over clean and every adaptive attack "
+             "(PGD, APGD-CE, APGD-DLR on the smooth and straight-through views with BPDA + EOT, PGD transferred from "
+             "the softmax model, Square); the paper protocol's number is the same worst case over its attacks (FGSM, "
+             "IFGSM, C&W, TVM unseen). † randomised defence (K-draw rule).", ""]  # fmt: skip
+    for eps in sorted({r.eps for r in rows}):
+        lines += _table(rows, eps)
+    lines += [f"![clean vs adaptive robust accuracy]({png})", ""] if png else []
+    lines += _adversarial(rows) + _checks(rows) + _violations(rows) + _settings(rows, folders)
+    lines += _not_run(rows, folders, absent)
+    lines += ["## Flags", "", *(f"- {v}: {f}" for v, f in flags)] if flags else []
+    lines += ["", "## Commands", "", "Each folder's command, rebuilt from its `run.json` (re-running it resumes):", ""]
+    lines += [f"    {command_of(f.settings, f.path)}" for f in folders]
+    lines += ["", "Report: `python evaluations/compare_defences.py report --records FOLDER ...` (this file, the chart "
+              "and the archive).", "", "## Records", "",
+              f"The records are in `{archive}` (each folder's `run.json` and `cells/*.json`, convergence cells "
+              "included; `tar xzf` it at the repository root).", "", "## Adding a defence", "",
+              "One more ART preprocessor in this comparison is one entry of `ART_PREPROCESSORS` "
+              "(`wnll_art/adapters/art_preprocessors.py`): class, options, the attacker's gradient, layout, randomised, "
+              "citation. It is then a defence of `--defences` everywhere, and this report lists its row, settings and "
+              "citation (or `not run`) without an edit.", ""]  # fmt: skip
+    return lines
+
+
+def chart(rows: Sequence[Row]) -> Figure:
+    """Clean vs adaptive robust accuracy per victim, one panel per eps, grouped by defence, one bar per model."""
+    from wnll_art.plots import clean_robust_bars
+
+    panels: dict[str, dict[str, dict[str, tuple[float, float]]]] = {}
+    for r in _order(rows):
+        if r.clean is not None and r.robust is not None:
+            label = f"{r.model} ({'WNLL' if r.wnll else 'softmax'})"
+            panels.setdefault(f"eps {_eps(r.eps)}", {}).setdefault(r.defence, {})[label] = (r.clean, r.robust)
+    return clean_robust_bars(panels, title="Clean (light) vs adaptive robust (solid)")
+
+
+def write_report(records: Sequence[str | os.PathLike[str]], *, out_dir: str | os.PathLike[str] = RESULTS,
+                 archive: str = relative(ARCHIVE)) -> Path:  # fmt: skip
+    """Writes ``out_dir/compare_defences_n{N}.md`` and its PNG (N: the records' largest image count) from the run
+    folders ``records`` (absent ones listed as such); returns the document's path."""
+    loaded = {str(p): load_folder(p) for p in records}
+    folders = [f for f in loaded.values() if f is not None]
+    absent = [relative(p) for p, f in loaded.items() if f is None]
+    rows = build_rows(folders)
+    n = max((r.n for r in rows), default=max((f.settings["run"]["n"] for f in folders), default=0))
+    out = Path(out_dir)
+    png = out / f"compare_defences_n{n}.png"
+    drawn = [r for r in rows if r.clean is not None and r.robust is not None]
+    if drawn:
+        save_png(chart(drawn), png)
+    path = out / f"compare_defences_n{n}.md"
+    write_text(path, document(folders, absent=absent, png=png.name if drawn else None, archive=archive))
+    return path
