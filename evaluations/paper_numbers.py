@@ -9,10 +9,10 @@ scripts and the five ablation steps) and the ``paper`` protocol at the paper's f
 (``evaluations/results/paper_tables.json``) and the GPU run's ``paper`` / ``adaptive`` records at eps 0.02 and 0.08
 (``evaluations/results/gpu_2026-11-30/records.tgz``).
 
-    WNLL_ART_DATA=../shared/data python evaluations/paper_numbers.py run --rows original --weights ../shared/weights/resnet56-4bfd9763.th
-    WNLL_ART_DATA=../shared/data wnll-art evaluate --protocol authors --models resnet56-wnll-tvmaug --defences none,tvm \
-        --eps 0.02,0.08 --n 500 --wnll-batch-size 500 --out evaluations/results/paper_numbers/original+tvm/authors_wnll \
-        --weights ../shared/weights/resnet56-4bfd9763.th   # and resnet56-wnll -> original/, resnet56-wnll-tvm -> tvm/
+    WNLL_ART_DATA=../shared/data python evaluations/paper_numbers.py run --weights ../shared/weights/resnet56-4bfd9763.th
+    # (resumable; --rows and --stages choose what to run first, e.g. --rows original+tvm --stages 7,8: the WNLL ablation)
+    EPS=0.04,0.06,0.1 OUT=/tmp/gpu DEVICE=cuda WNLL_ART_DATA=../shared/data \
+        WEIGHTS=../shared/weights/resnet56-4bfd9763.th RES=results/gpu_tables_neweps bash evaluations/gpu_tables.sh  # adaptive, GPU
     python evaluations/paper_numbers.py report
 """
 
@@ -174,7 +174,7 @@ def report(_: argparse.Namespace) -> None:
              "|---|---|---|---|---|---|---|---|---|", *rows, "",
              "## Ablation: from our paper attack to the authors' script, one step at a time", "", *steps_text, "",
              "| training data | attack | eps | accuracy at each step | points each step adds |", "|---|---|---|---|---|",
-             *ablation, "", *_wnll_section(wnll_steps_text, wnll_ablation), *NOTES, "", "## Commands", "", "```", *(line.strip() for line in (__doc__ or "").split("\n\n")[-1].strip().splitlines()), "```",
+             *ablation, "", *_wnll_section(wnll_steps_text, wnll_ablation), *FIGURES, *NOTES, "", "## Commands", "", "```", *(line.strip() for line in (__doc__ or "").split("\n\n")[-1].strip().splitlines()), "```",
              "", "Wall time on 2 shared CPU cores (another job running beside it): the softmax run of the original row "
              "(both protocols, five eps, 500 images) about 20 minutes; the WNLL authors run about 12 minutes.", ""]  # fmt: skip
     (RESULTS / "paper_numbers_explained.md").write_text("\n".join(lines) + "\n")
@@ -250,6 +250,18 @@ def _summary(ours: dict[tuple[str, str, str, float], Any], figure: dict[tuple[An
     return out
 
 
+FIGURES = [
+    "## The paper's figures, redrawn on our models",
+    "",
+    "Fig. 2 (clean and adversarial images, each also after TVM; `python evaluations/paper_figures.py fig2 --weights "
+    "../shared/weights/resnet56-4bfd9763.th`):", "", "![Fig. 2](paper_fig2.png)", "",
+    "Fig. 4 (airplane / automobile features, 1,000 training and 100 test images, FGSM eps 0.02, on the first two "
+    "principal components of each model's training features; `python evaluations/feature_geometry.py --paper-fig4 "
+    "--weights ../shared/weights/resnet56-4bfd9763.th --out evaluations/results`):", "", "![Fig. 4](paper_fig4.png)", "",
+    "Fig. 5 (accuracy against eps of each row's WNLL + TVM victim, `authors` against `paper`, from the records above; "
+    "missing points are named in its caption; `python evaluations/paper_figures.py fig5`):", "",
+    "![Fig. 5](paper_fig5.png)", "",
+]
 NOTES = [
     "## What the table does not cover yet",
     "",
