@@ -4,6 +4,7 @@ rebuilt commands and the archive."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -94,15 +95,63 @@ def test_paper_vs_adaptive_violations_are_counted_per_image(tmp_path: Path) -> N
     assert "| softmax + tvm | 8/255 | 2 | 16.7 | 0, 4 |" in text  # adaptive and paper together: image 1 only
 
 
-def test_the_five_point_rule_selects_per_model_at_8_255_only() -> None:
+def test_the_five_point_rule_selects_against_its_model_and_the_undefended_softmax_at_8_255_only() -> None:
     rows = [_row("softmax", "none", 0.20), _row("softmax", "jpeg", 0.26), _row("softmax", "spatial_smoothing", 0.24),
             _row("softmax", "none", 0.0, eps=0.02), _row("softmax", "tvm", 0.5, eps=0.02),
-            _row("wnll", "none", 0.28), _row("wnll", "tvm", 0.30), _row("other", "tvm", 0.9)]  # fmt: skip
+            _row("wnll", "none", 0.28), _row("wnll", "tvm", 0.30), _row("wnll", "jpeg", 0.24),
+            _row("other", "tvm", 0.9)]  # fmt: skip
     chosen = selected_for_checks(rows)
-    # wnll + tvm is 2 points over its own model's no-defence row (10 over softmax's: not the reference); eps 0.02 is
-    # not 8/255; a model without a no-defence row is not decided
-    assert [(r.victim, round(g, 6)) for r, g in chosen] == [("softmax + jpeg", 0.06)]
+    # against softmax + none (0.20) as well as its own model's none row: the WNLL head alone (+8) and WNLL + TVM (+10
+    # over softmax, +2 over its own model) are defences too; wnll + jpeg is 4 over softmax and below its own model;
+    # "other" has no none row of its own but softmax's; eps 0.02 is not 8/255
+    assert [(r.victim, round(g, 6)) for r, g in chosen] == [("softmax + jpeg", 0.06), ("wnll + none", 0.08),
+                                                            ("wnll + tvm", 0.1), ("other + tvm", 0.7)]  # fmt: skip
     assert abs(EPS - EPS_8) < 5e-5
+    # without the softmax row, its own model's none row alone: WNLL + TVM's +2 does not qualify
+    assert selected_for_checks([r for r in rows if r.victim != "softmax + none"]) == []
+
+
+def test_adversarial_training_beating_the_undefended_softmax_gets_its_checks(tmp_path: Path) -> None:
+    """The FGSM-RS network alone beats the undefended softmax by 40 points: its masking checks are asked for (its own
+    no-defence row is itself, so a rule against the own model alone never selected it)."""
+    cells = {("softmax", "none", "clean"): [1] * 10, ("softmax", "none", "pgd_smooth_eot"): [0] * 10,
+             ("resnet56-fgsmrs", "none", "clean"): [1] * 8 + [0] * 2,
+             ("resnet56-fgsmrs", "none", "pgd_smooth_eot"): [1] * 4 + [0] * 6,
+             ("resnet56-fgsmrs", "none", "transfer_pgd"): [1] * 7 + [0] * 3}  # fmt: skip
+    folder = load_folder(_folder(tmp_path / "a", "adaptive", cells, plan=["pgd_smooth_eot", "transfer_pgd"]))
+    text = "\n".join(document([folder]))  # type: ignore[list-item]
+    assert "| resnet56-fgsmrs + none | +40.0 | 40.0 | 70.0 | not recorded | convergence check not run |" in text
+    assert "--victims resnet56-fgsmrs+none" in text
+
+
+def test_paper_numbers_are_over_the_adaptive_rows_images(tmp_path: Path) -> None:
+    """A paper run of more images gives its number over the adaptive row's images only; one that lacks some of them
+    is not compared at all (accuracies of different image sets side by side)."""
+    adaptive = {("softmax", "none", "clean"): [1, 1, 1, 1], ("softmax", "none", "pgd_smooth_eot"): [1, 0, 0, 0]}
+    paper = {("softmax", "none", "clean"): [1] * 8, ("softmax", "none", "fgsm"): [1, 1, 0, 1, 1, 1, 1, 1],
+             ("softmax", "none", "ifgsm"): [1] * 8, ("softmax", "none", "cw_l2"): [1] * 8}  # fmt: skip
+    folders = [load_folder(_folder(tmp_path / "a", "adaptive", adaptive, plan=["pgd_smooth_eot"])),
+               load_folder(_folder(tmp_path / "p", "paper", paper, plan=PAPER))]  # fmt: skip
+    (row,) = build_rows([f for f in folders if f is not None])
+    assert row.paper == 3 / 4 and row.violations == ()  # images 0-3: not 7 / 8
+    other = {k: v[:2] for k, v in adaptive.items()}
+    store = _folder(tmp_path / "b", "adaptive", other, plan=["pgd_smooth_eot"])
+    shifted = load_folder(store)
+    assert shifted is not None
+    moved = [dataclasses.replace(r, image_indices=[10, 11]) for r in shifted.records]
+    shifted = dataclasses.replace(shifted, records=tuple(moved))
+    (row,) = build_rows([shifted, folders[1]])  # type: ignore[list-item]
+    assert row.paper is None and row.violations is None
+
+
+def test_the_headline_says_when_a_cited_number_is_an_upper_bound(tmp_path: Path) -> None:
+    cells = {("softmax", "none", "clean"): [1, 1], ("softmax", "none", "pgd_smooth_eot"): [0, 0],
+             ("softmax", "none", "square"): [0, 0],
+             ("softmax", "jpeg", "clean"): [1, 1], ("softmax", "jpeg", "pgd_smooth_eot"): [1, 0]}  # fmt: skip
+    folder = load_folder(_folder(tmp_path / "a", "adaptive", cells, plan=["pgd_smooth_eot", "square"]))
+    head = document([folder])[2]  # type: ignore[list-item]
+    assert "the most robust victim is softmax + jpeg with 50.0% (at most: 1 attack not yet run)" in head
+    assert "the undefended softmax ResNet-56 keeps 0.0%;" in head
 
 
 def test_selected_rows_show_transfer_square_and_convergence(tmp_path: Path) -> None:
