@@ -141,6 +141,8 @@ def _pct(v: float | None) -> str:
 
 def report(_: argparse.Namespace) -> None:
     """Writes ``paper_numbers_explained.md`` from the records and the paper's figures."""
+    from wnll_art._files import atomic_write
+
     paper_fig = json.loads((RESULTS / "paper_tables.json").read_text())
     figure = {(c["training_data"], c["model"], c["defence"], c["attack"], c["eps"]): c["accuracy"]
               for c in paper_fig["table2"]}  # fmt: skip
@@ -177,7 +179,7 @@ def report(_: argparse.Namespace) -> None:
              *ablation, "", *_wnll_section(wnll_steps_text, wnll_ablation), *FIGURES, *NOTES, "", "## Commands", "", "```", *(line.strip() for line in (__doc__ or "").split("\n\n")[-1].strip().splitlines()), "```",
              "", "Wall time on 2 shared CPU cores (another job running beside it): the softmax run of the original row "
              "(both protocols, five eps, 500 images) about 20 minutes; the WNLL authors run about 12 minutes.", ""]  # fmt: skip
-    (RESULTS / "paper_numbers_explained.md").write_text("\n".join(lines) + "\n")
+    atomic_write(RESULTS / "paper_numbers_explained.md", "\n".join(lines) + "\n")
     print((RESULTS / "paper_numbers_explained.md").read_text())
 
 
