@@ -70,6 +70,33 @@ def _kept(row: Row) -> str:
     return f"{pct(row.robust or 0)}%" + (f" (at most: {k} attack{'s' if k > 1 else ''} not yet run)" if k else "")
 
 
+def _clean(row: Row) -> str:
+    return "-" if row.clean is None else f"{pct(row.clean)}%"
+
+
+def _clean_cost(rows: Sequence[Row]) -> list[str]:
+    """Computed notes on defences whose clean accuracy is far below their undefended model's (> 20 points): their
+    robust number is mostly the images a near-constant classifier gets right, not robustness. ART's ``TotalVarMin``
+    starts its L-BFGS-B solve at the input itself (``z_min = x.copy()``), so at a small TV weight and 10 iterations it
+    stays near the identity, and at a large one it smooths the image away: its two settings sit at those ends (a note
+    with the clean accuracies measured, beside our ADMM TVM's)."""
+    base = {(r.model, r.eps): r for r in rows if r.defence == "none" and r.clean is not None}
+    out = []
+    for r in rows:
+        ref = base.get((r.model, r.eps))
+        if r.defence != "none" and ref and r.clean is not None and ref.clean - r.clean > 0.2:  # type: ignore[operator]
+            out.append(f"- {r.victim} at eps {_eps(r.eps)}: clean {_clean(r)} against {_clean(ref)} undefended; its "
+                       f"robust {_kept(r)} is of a classifier that has lost most of its accuracy.")  # fmt: skip
+    art = [r for r in rows if r.defence in ("art_tvm", "art_tvm_guo", "tvm") and r.clean is not None]
+    if any(r.defence != "tvm" for r in art):
+        out.append("- ART's `TotalVarMin` solves by L-BFGS-B from the input itself (`z_min = x.copy()`), `max_iter` 10 "
+                   "iterations: at Guo et al.'s TV weight (`art_tvm_guo`, 0.03) it barely leaves the input, at ART's "
+                   "default (`art_tvm`, 0.5, keeping 30 %) it smooths the image away. Our `tvm` (same objective at "
+                   "Guo's settings, ADMM, also from the input) lies between: " + ", ".join(
+                       f"{r.victim} clean {_clean(r)}" for r in art) + ".")  # fmt: skip
+    return ["## Clean accuracy: what a robust number costs", "", *out, ""] if out else []
+
+
 def headline(rows: Sequence[Row]) -> str:
     """The answer first, in one computed sentence (at 8/255 when recorded, else at the smallest eps)."""
     eps_values = sorted({r.eps for r in rows if r.robust is not None})
@@ -90,10 +117,10 @@ def headline(rows: Sequence[Row]) -> str:
     if ours:
         ref = base.get(ours.model)
         gain = f", {100 * ((ours.robust or 0) - ref.robust):+.1f} points over {ref.victim}" if ref and ref.robust is not None else ""
-        text.append(f"our WNLL + TVM ({ours.victim}) keeps {_kept(ours)}{gain}")
+        text.append(f"our WNLL + TVM ({ours.victim}) keeps {_kept(ours)} (clean {_clean(ours)}){gain}")
     art = _best([r for r in at if r.defence in ART_PREPROCESSORS])
     if art:
-        text.append(f"the best ART defence, {art.victim}, keeps {_kept(art)}")
+        text.append(f"the best ART defence, {art.victim}, keeps {_kept(art)} (clean {_clean(art)})")
     adv = {(m, d): r for r in at for m, d, _ in ADVERSARIAL_ROWS if (r.model, r.defence) == (m, d)}
     if adv:
         text.append("adversarial training (FGSM-RS) keeps " + ", ".join(
@@ -264,7 +291,7 @@ def document(folders: Sequence[RunFolder], *, absent: Sequence[str] = (), png: s
     for eps in sorted({r.eps for r in rows}):
         lines += _table(rows, eps)
     lines += [f"![clean vs adaptive robust accuracy]({png})", ""] if png else []
-    lines += _adversarial(rows) + _checks(rows) + _violations(rows) + _settings(rows, folders)
+    lines += _clean_cost(rows) + _adversarial(rows) + _checks(rows) + _violations(rows) + _settings(rows, folders)
     lines += _not_run(rows, folders, absent)
     lines += ["## Flags", "", *(f"- {v}: {f}" for v, f in flags)] if flags else []
     lines += ["", "## Commands", "", "Each folder's command, rebuilt from its `run.json` (re-running it resumes):", ""]
