@@ -257,3 +257,18 @@ def test_the_script_runs_the_adaptive_default_plan(tmp_path: Path, monkeypatch: 
     assert {"pgd_smooth_eot", "apgd_dlr_surrogate_eot", "transfer_pgd", "square"} <= set(names)
     assert not {"fgsm_exact_eot", "ifgsm_exact_eot", "transfer_ifgsm"} & set(names)
     assert main(["run", "--attacks", "square", "--out", str(tmp_path / "two")]) == 0 and seen["attacks"] == ("square",)
+
+
+def test_a_defence_that_costs_its_clean_accuracy_is_named_with_both_numbers() -> None:
+    """The clean-cost note: a defence more than 20 points below its model's undefended clean accuracy is listed with
+    both accuracies; one 20 points or less below is not."""
+    from evaluations.compare_defences_report import _clean_cost
+
+    def row(defence: str, clean: float, robust: float) -> Row:
+        return Row(model="softmax", defence=defence, eps=EPS, n=100, clean=clean, robust=robust, attacks={}, missing=())
+
+    lines = _clean_cost([row("none", 0.96, 0.0), row("art_tvm", 0.23, 0.15), row("jpeg", 0.80, 0.0)])
+    costly = [line for line in lines if "undefended" in line]
+    assert len(costly) == 1 and "softmax + art_tvm" in costly[0] and "23.0%" in costly[0] and "96.0%" in costly[0]
+    assert any("art_tvm clean 23.0%" in line for line in lines)  # the TotalVarMin note with its measured clean
+    assert _clean_cost([row("none", 0.96, 0.0), row("jpeg", 0.80, 0.0)]) == []
