@@ -175,7 +175,7 @@ def report(_: argparse.Namespace) -> None:
              "|---|---|---|---|---|---|---|---|---|", *rows, "",
              "## Ablation: from our paper attack to the authors' script, one step at a time", "", *steps_text, "",
              "| training data | attack | eps | accuracy at each step | points each step adds |", "|---|---|---|---|---|",
-             *ablation, "", *_wnll_section(wnll_steps_text, wnll_ablation), *FIGURES, *NOTES, "", "## Commands", "", "```", *(line.strip() for line in (__doc__ or "").split("\n\n")[-1].strip().splitlines()), "```",
+             *ablation, "", *_wnll_section(wnll_steps_text, wnll_ablation), *FIGURES, *_notes(rows), "", "## Commands", "", "```", *(line.strip() for line in (__doc__ or "").split("\n\n")[-1].strip().splitlines()), "```",
              "", "Wall time on 2 shared CPU cores (another job running beside it): the softmax run of the original row "
              "(both protocols, five eps, 500 images) about 20 minutes; the WNLL authors run about 12 minutes.", ""]  # fmt: skip
     atomic_write(RESULTS / "paper_numbers_explained.md", "\n".join(lines) + "\n")
@@ -276,20 +276,29 @@ FIGURES = [
     "missing points are named in its caption; `python evaluations/paper_figures.py fig5`):", "",
     "![Fig. 5](paper_fig5.png)", "",
 ]
-NOTES = [
-    "## What the table does not cover yet",
-    "",
-    "- The WNLL scripts (`Fool_WNLLDNN.py`) run under `authors` on the three rows' WNLL models (`resnet56-wnll`, "
-    "`resnet56-wnll-tvm`, `resnet56-wnll-tvmaug`; eps 0.02 / 0.08, with and without TVM), with one deviation: the script scores the attacked test images against "
-    "its per-batch random template; here the template is drawn and attacked as in the script, but the victim scores "
-    "with its own template. The softmax models of the TVM-trained rows are not run under `authors`.",
-    "- TVM victims under `authors` and `paper` at the three new eps, and the `adaptive` column at eps 0.04, 0.06 and "
-    "0.1, are not run (CPU time; the adaptive protocol at those eps needs a GPU). The `adaptive` column at 0.02 and "
-    "0.08 comes from the GPU run of 2026-11-30 (`gpu_2026-11-30/records.tgz`).",
-    "- The paper's own figures: only the four cells issue 19 quotes could be sourced (`paper_tables.json`); the "
-    "table itself could not be read here.",
-    "- Records: `paper_numbers/<training data>/<protocol>/cells/*.json` (archive `paper_numbers_records.tgz`).",
-]
+def _notes(rows: list[str]) -> list[str]:
+    """What the table does not cover, counted from its lines (``| ... | authors | paper | adaptive |``)."""
+    cols = [line.strip("|").split("|")[-3:] for line in rows]
+    missing = {name: sum(c[i].strip() == "not run" for c in cols) for i, name in enumerate(("authors", "paper", "adaptive"))}
+    return ["## What the table does not cover yet", "",
+            f"- Of its {len(rows)} cells, not run yet: {missing['authors']} under `authors`, {missing['paper']} under "
+            f"`paper`, {missing['adaptive']} under `adaptive`. `paper_numbers.py run` finishes the first two on a CPU "
+            "(resumable, stage by stage; about 10-30 minutes a stage and row on 2 cores). The `adaptive` column at eps "
+            "0.04, 0.06 and 0.1 needs a GPU (`gpu_tables.sh` with `EPS=0.04,0.06,0.1`, in the commands below); at 0.02 "
+            "and 0.08 it is the GPU run of 2026-11-30 (`gpu_2026-11-30/records.tgz`).",
+            "- The WNLL script (`Fool_WNLLDNN.py`) scores the attacked test images against its per-batch random "
+            "template; here the template is drawn and attacked as in the script, but the victim scores with its own.",
+            "- TVM: every run here uses the same settings (Guo et al.'s keep probability 0.5 and TV weight 0.03, 20 ADMM "
+            "iterations, 3 draws per image), the GPU run's included.",
+            "- The paper's own figures: only the four cells issue 19 quotes could be sourced (`paper_tables.json`). The "
+            "stored copies of the paper (arXiv 1809.08516, its OpenReview submission, the Inverse Problems & Imaging "
+            "version) could not be read past their abstracts here. The abstracts differ: v1 claims gains of up to 20.6, "
+            "50.7 and 68.7 points under FGSM, IFGSM and C&W, v3 a gain of 38.9 points for ResNet-56 under IFGSM, so "
+            "the tables changed between versions and a figure must name its version.",
+            "- Records: `paper_numbers/<training data>/<job folder>/cells/*.json` (archive `paper_numbers_records.tgz`; "
+            "the job folders are `jobs(row)` in `evaluations/paper_numbers.py`).", ""]  # fmt: skip
+
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
