@@ -88,11 +88,11 @@ def test_paper_vs_adaptive_violations_are_counted_per_image(tmp_path: Path) -> N
                load_folder(_folder(tmp_path / "p", "paper", paper, plan=PAPER))]  # fmt: skip
     (row,) = build_rows([f for f in folders if f is not None])
     # adaptive worst case [1, 1, 0, 0, 1, 0], paper worst case [0, 1, 0, 1, 0, 0]: images 0 and 4 broken by the
-    # paper protocol alone (image 3 the other way round is no violation)
-    assert row.robust == 3 / 6 and row.paper == 2 / 6 and row.violations == (0, 4)
+    # paper protocol alone (image 3 the other way round is no violation); the robust number takes both: image 1 only
+    assert row.robust == 1 / 6 and row.paper == 2 / 6 and row.violations == (0, 4)
     text = "\n".join(document([f for f in folders if f is not None]))
-    assert "| softmax + tvm † | 83.3 | **50.0** | pgd_smooth_eot | 33.3 | 2 |" in text
-    assert "| softmax + tvm | 8/255 | 2 | 16.7 | 0, 4 |" in text  # adaptive and paper together: image 1 only
+    assert "| softmax + tvm † | 83.3 | **16.7** | pgd_smooth_eot | 33.3 | 2 |" in text
+    assert "| softmax + tvm | 8/255 | 2 | 50.0 | 16.7 | 0, 4 |" in text  # the adaptive plan alone, then with paper
 
 
 def test_the_five_point_rule_selects_against_its_model_and_the_undefended_softmax_at_8_255_only() -> None:

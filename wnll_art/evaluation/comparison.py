@@ -209,7 +209,10 @@ class Row:
         eps: L-inf radius.
         n: Images.
         clean: Clean accuracy (``None``: no clean record yet).
-        robust: Adaptive worst case over clean and every adaptive attack recorded (``None``: no attack yet).
+        robust: Adaptive worst case over clean and every adaptive attack recorded, and over the paper attacks where a
+            paper run covers the row's images (so it is at most the paper number, image by image, as
+            :func:`~wnll_art.evaluation.protocols.adaptive_minimum` makes the defence table's; ``None``: no attack
+            yet).
         attacks: ``{adaptive attack: accuracy}`` of the attacks recorded.
         missing: The plan's adaptive attacks not yet recorded for this victim and eps.
         paper: Paper-protocol worst case over clean and the paper attacks (``None``: no paper records).
@@ -311,9 +314,13 @@ def _row(folder: RunFolder, model: str, defence: str, eps: float, paper: Sequenc
     # a Defence records EOT samples only when it draws; a victim with no record yet: its registry entry says
     randomised = victim.get("eot_samples") is not None if victim else _draws(defence)
     wnll = victim.get("wnll") is not None if victim else folder._wnll(model)
+    paper_acc, paper_missing, violations = _paper_columns(paper, model, defence, eps, worst,
+                                                          first.image_indices if first else None)  # fmt: skip
+    robust = worst.accuracy if worst else None
+    if robust is not None and worst is not None and violations:  # as the defence table: adaptive <= paper per image
+        robust = (sum(worst.per_image_correct) - len(violations)) / len(worst.image_indices)
     return Row(model, defence, eps, folder.settings["run"]["n"], clean.accuracy if clean else None,
-               worst.accuracy if worst else None, attacks, tuple(missing),
-               *_paper_columns(paper, model, defence, eps, worst, first.image_indices if first else None),
+               robust, attacks, tuple(missing), paper_acc, paper_missing, violations,
                flags=_flags(folder, model, defence, eps), wnll=wnll, randomised=randomised,
                tvm_draws=int(folder.settings["run"].get("tvm_draws", 1)) if randomised else 1,
                convergence=convergence_of(folder.convergence, model, defence), folder=folder.path)  # fmt: skip
