@@ -13,7 +13,7 @@ scripts and the five ablation steps) and the ``paper`` protocol at the paper's f
     # (resumable; --rows and --stages choose what to run first, e.g. --rows original+tvm --stages 7,8: the WNLL ablation)
     EPS=0.04,0.06,0.1 OUT=/tmp/gpu DEVICE=cuda WNLL_ART_DATA=../shared/data \
         WEIGHTS=../shared/weights/resnet56-4bfd9763.th RES=results/gpu_tables_neweps bash evaluations/gpu_tables.sh  # adaptive, GPU
-    python evaluations/paper_numbers.py report
+    python evaluations/paper_numbers.py report && python evaluations/paper_numbers.py archive
 """
 
 from __future__ import annotations
@@ -295,10 +295,21 @@ def _notes(rows: list[str]) -> list[str]:
             "version) could not be read past their abstracts here. The abstracts differ: v1 claims gains of up to 20.6, "
             "50.7 and 68.7 points under FGSM, IFGSM and C&W, v3 a gain of 38.9 points for ResNet-56 under IFGSM, so "
             "the tables changed between versions and a figure must name its version.",
-            "- Records: `paper_numbers/<training data>/<job folder>/cells/*.json` (archive `paper_numbers_records.tgz`; "
+            "- Records: `paper_numbers/<training data>/<job folder>/cells/*.json` (archive `paper_numbers_records.tgz`, made by `paper_numbers.py archive`; `tar xzf` it at the repository root; "
             "the job folders are `jobs(row)` in `evaluations/paper_numbers.py`).", ""]  # fmt: skip
 
 
+
+
+def archive(_: argparse.Namespace) -> None:
+    """Writes ``paper_numbers_records.tgz``: every job folder's ``run.json`` and ``cells/*.json`` (deterministic;
+    ``tar xzf`` it at the repository root to read or resume them)."""
+    sys.path.insert(0, str(ROOT))
+    from evaluations.compare_defences_records import write_archive
+
+    folders = sorted(f for f in OUT.glob("*/*") if (f / "run.json").is_file())
+    names = write_archive(folders, RESULTS / "paper_numbers_records.tgz")
+    print(f"{RESULTS / 'paper_numbers_records.tgz'}: {len(names)} files of {len(folders)} folders")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -311,8 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--stages", type=lambda t: [int(x) for x in t.split(",") if x], default=list(range(len(jobs("original")))),  # fmt: skip
                    help="indices into jobs(row), run stage by stage across the rows")
     sub.add_parser("report")
+    sub.add_parser("archive")
     args = p.parse_args(argv)
-    {"run": run, "report": report}[args.command](args)
+    {"run": run, "report": report, "archive": archive}[args.command](args)
     return 0
 
 
