@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
         (["--tvm-lamb", "nan"], "--tvm-lamb: expected a finite positive number"),
         (["--device", "bogus"], "'bogus' is not a torch device (use cpu, cuda or cuda:N)"),
         (["--device", "cuda"], "CUDA is not available on this machine; use --device cpu"),
-        (["--models", "wnll,nope"], "unknown model 'nope'; choose from softmax, wnll or a trained model"),
+        (["--models", "wnll,nope"], "unknown model 'nope'; choose from softmax, wnll, fgsmrs-wnll or a trained model"),
         (["--defences", "tvm,jpg"], "unknown defences ['jpg']; choose from none, tvm, art_tvm, jpeg"),
         (["--attacks", "nope"], "main attacks: unknown ['nope'] or none given; choose from fgsm, bim"),
         (["--protocol", "paper", "--attacks", "linf_pgd"], "paper attacks: unknown ['linf_pgd']"),
