@@ -104,12 +104,6 @@ def run(args: argparse.Namespace) -> None:
                                                                   f"{r.eps:g}: {100 * r.accuracy:.1f}%", flush=True))  # fmt: skip
 
 
-def _records(folder: Path) -> dict[tuple[str, str, str, float], Any]:
-    from wnll_art.evaluation.records import read_records
-
-    return {(r.protocol, r.defence, r.attack, r.eps): r for r in read_records(folder)} if folder.is_dir() else {}
-
-
 def _row_cells(row: str) -> dict[tuple[str, str, str, str, float], Any]:
     """Every record of one training-data row, from all its folders: ``{(kind, protocol, defence, attack, eps):
     record}`` with kind ``"softmax"`` (the row's softmax model) or ``"wnll"`` (its WNLL model)."""
@@ -164,8 +158,7 @@ def report(_: argparse.Namespace) -> None:
         wnll_cells = {k[1:]: r for k, r in cells.items() if k[0] == "wnll"}
         wnll_ablation += _ablation(f"{row} ({WNLL_MODELS[row]})", WNLL_LADDERS, wnll_cells, "tvm")
     steps_text, wnll_steps_text = (_steps_text(LADDERS), _steps_text(WNLL_LADDERS))
-    ours = {**_records(OUT / "original" / "paper"), **_records(OUT / "original" / "authors")}
-    lines = ["# The paper's numbers, explained", "", *_summary(ours, figure), "",
+    lines = ["# The paper's numbers, explained", "", *_summary(figure), "",
              "## Table 2, four protocols per cell (accuracy %, 500 test images)", "",
              "Columns: the paper's figure (n/a: not sourced, see below); `authors` (the scripts replicated, this "
              "document's CPU run); `paper` (the paper as written, our reading: this CPU run at the five eps where "
@@ -228,7 +221,7 @@ def _ladder_line(label: str, steps: list[tuple[str, str, str]], cells: dict[tupl
             + (f", the paper {fig:.1f}%" if fig is not None else "") + f" ({parts}).")  # fmt: skip
 
 
-def _summary(ours: dict[tuple[str, str, str, float], Any], figure: dict[tuple[Any, ...], Any]) -> list[str]:
+def _summary(figure: dict[tuple[Any, ...], Any]) -> list[str]:
     """The short answer, computed from the ladders at eps 0.02 and 0.08: the softmax ones of every row, the WNLL ones
     of the full defence (``resnet56-wnll-tvmaug`` behind TVM)."""
     out = ["**In short.** For softmax FGSM (the softmax cells whose paper figures we could source), the authors' script "
@@ -238,7 +231,7 @@ def _summary(ours: dict[tuple[str, str, str, float], Any], figure: dict[tuple[An
            "channel) and a *descent* step. No defence, 500 test images; each step's points are the change it makes, "
            "switched on in the order of the ablation below:", ""]  # fmt: skip
     for row, label in ROWS.items():
-        cells = ours if row == "original" else {k[1:]: r for k, r in _row_cells(row).items() if k[0] == "softmax"}
+        cells = {k[1:]: r for k, r in _row_cells(row).items() if k[0] == "softmax"}
         for family, steps in LADDERS.items():
             for eps in (0.02, 0.08):
                 line = _ladder_line(f"{family.upper()}, {row} data (`{label}`)", steps, cells, "none", eps,
