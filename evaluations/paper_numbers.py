@@ -141,8 +141,9 @@ def report(_: argparse.Namespace) -> None:
               for c in paper_fig["table2"]}  # fmt: skip
     gpu = _gpu_records()
     rows, ablation, wnll_ablation = [], [], []
+    by_row = {row: _row_cells(row) for row in ROWS}  # every record, read once
     for row, label in ROWS.items():
-        cells = _row_cells(row)
+        cells = by_row[row]
         ours = {k[1:]: r for k, r in cells.items() if k[0] == "softmax"}
         for model, defence, attack, eps in ((m, d, a, e) for m in ("softmax", "wnll") for d in ("none", "tvm")
                                             for a in ("fgsm", "ifgsm", "cw_l2") for e in EPS):  # fmt: skip
@@ -158,7 +159,7 @@ def report(_: argparse.Namespace) -> None:
         wnll_cells = {k[1:]: r for k, r in cells.items() if k[0] == "wnll"}
         wnll_ablation += _ablation(f"{row} ({WNLL_MODELS[row]})", WNLL_LADDERS, wnll_cells, "tvm")
     steps_text, wnll_steps_text = (_steps_text(LADDERS), _steps_text(WNLL_LADDERS))
-    lines = ["# The paper's numbers, explained", "", *_summary(figure), "",
+    lines = ["# The paper's numbers, explained", "", *_summary(by_row, figure), "",
              "## Table 2, four protocols per cell (accuracy %, 500 test images)", "",
              "Columns: the paper's figure (n/a: not sourced, see below); `authors` (the scripts replicated, this "
              "document's CPU run); `paper` (the paper as written, our reading: this CPU run at the five eps where "
@@ -221,7 +222,8 @@ def _ladder_line(label: str, steps: list[tuple[str, str, str]], cells: dict[tupl
             + (f", the paper {fig:.1f}%" if fig is not None else "") + f" ({parts}).")  # fmt: skip
 
 
-def _summary(figure: dict[tuple[Any, ...], Any]) -> list[str]:
+def _summary(by_row: dict[str, dict[tuple[str, str, str, str, float], Any]],
+             figure: dict[tuple[Any, ...], Any]) -> list[str]:  # fmt: skip
     """The short answer, computed from the ladders at eps 0.02 and 0.08: the softmax ones of every row, the WNLL ones
     of the full defence (``resnet56-wnll-tvmaug`` behind TVM)."""
     out = ["**In short.** For softmax FGSM (the softmax cells whose paper figures we could source), the authors' script "
@@ -231,13 +233,13 @@ def _summary(figure: dict[tuple[Any, ...], Any]) -> list[str]:
            "channel) and a *descent* step. No defence, 500 test images; each step's points are the change it makes, "
            "switched on in the order of the ablation below:", ""]  # fmt: skip
     for row, label in ROWS.items():
-        cells = {k[1:]: r for k, r in _row_cells(row).items() if k[0] == "softmax"}
+        cells = {k[1:]: r for k, r in by_row[row].items() if k[0] == "softmax"}
         for family, steps in LADDERS.items():
             for eps in (0.02, 0.08):
                 line = _ladder_line(f"{family.upper()}, {row} data (`{label}`)", steps, cells, "none", eps,
                                     figure.get((row, "softmax", "none", family, eps)))  # fmt: skip
                 out += [line] if line and (row == "original" or family == "fgsm") else []
-    wnll = {k[1:]: r for k, r in _row_cells("original+tvm").items() if k[0] == "wnll"}
+    wnll = {k[1:]: r for k, r in by_row["original+tvm"].items() if k[0] == "wnll"}
     out += ["", "On the WNLL side the script's steps explain the C&W figures, not the IFGSM ones. On our full defence "
             "(WNLL + TVM trained on original + TVM data, `resnet56-wnll-tvmaug`, 3 TVM draws per image; step (1) repeats "
             "step (0), so its points are the noise of the TVM draws):", ""]  # fmt: skip
