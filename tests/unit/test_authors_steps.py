@@ -12,17 +12,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from wnll_art.attacks.authors import (
-    SCRIPT_MEAN,
-    SCRIPT_STD,
-    WNLLCW,
-    WNLLFGSM,
-    WNLLIFGSM,
-    StandardCW,
-    StandardFGSM,
-    StandardIFGSM,
-)
-from wnll_art.attacks.authors_wnll import script_template, script_wnll_view
+from wnll_art.attacks.authors import SCRIPT_MEAN, SCRIPT_STD, StandardCW, StandardFGSM, StandardIFGSM
+from wnll_art.attacks.authors_wnll import WNLLCW, WNLLFGSM, WNLLIFGSM, script_template, script_wnll_view
 from wnll_art.wnll.model import WNLLNet
 
 TOL = 1e-6

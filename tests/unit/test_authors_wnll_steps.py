@@ -18,9 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from wnll_art.attacks import authors_protocol
-from wnll_art.attacks.authors import WNLLIFGSM
 from wnll_art.attacks.authors_protocol import AuthorsScript
-from wnll_art.attacks.authors_wnll import script_wnll_view, victim_wnll_view
+from wnll_art.attacks.authors_wnll import WNLLIFGSM, script_wnll_view, victim_wnll_view
 from wnll_art.evaluation.protocols import SPECS, WNLL_STEPS, PlanOptions
 from wnll_art.evaluation.records import GAINED_SETTINGS
 from wnll_art.wnll.model import WNLLNet

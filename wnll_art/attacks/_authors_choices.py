@@ -1,7 +1,8 @@
 """The replicated choices of each authors' attack, as recorded by ``settings()`` (script lines in brackets).
 
 Scripts: ``Fool_StandardDNN.py`` @ede8d50 and ``Fool_WNLLDNN.py`` @67fe264 of BaoWangMath/DNN-DataDependentActivation;
-see :mod:`wnll_art.attacks.authors` and ``evaluations/authors_scripts.md``.
+see :mod:`wnll_art.attacks.authors` (softmax), :mod:`wnll_art.attacks.authors_wnll` (WNLL) and
+``evaluations/authors_scripts.md``.
 """
 
 from __future__ import annotations

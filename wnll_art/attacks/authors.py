@@ -1,10 +1,12 @@
-"""The authors' public attack scripts, replicated step by step and expressed in our pixel space.
+"""The authors' softmax attack script, replicated step by step and expressed in our pixel space, and the steps
+both of their scripts share.
 
 B. Wang et al., arXiv:1809.08516; code: github.com/BaoWangMath/DNN-DataDependentActivation, read whole:
-``Fool_StandardDNN.py`` (@ede8d50, softmax ResNet), ``Fool_WNLLDNN.py`` (@67fe264, WNLL ResNet) and
-``Cifar10-Robust/Attack_ResNet_WNLL_PGD.py`` (@c56fd67, adversarially trained WNLL ResNet; same attacks, other
-constants: :data:`ROBUST_SCRIPT`). Every step, the script lines it mirrors and their translation are in
-``evaluations/authors_scripts.md``; the scripts have no TVM step (TVM never enters the attack).
+``Fool_StandardDNN.py`` (@ede8d50, softmax ResNet) is replicated here; ``Fool_WNLLDNN.py`` (@67fe264, WNLL
+ResNet) and ``Cifar10-Robust/Attack_ResNet_WNLL_PGD.py`` (@c56fd67) are in :mod:`wnll_art.attacks.authors_wnll`,
+which builds on the argument check, gradient, Adam step, C&W options and ``settings()`` defined here. Every step,
+the script lines it mirrors and their translation are in ``evaluations/authors_scripts.md``; the scripts have no
+TVM step (TVM never enters the attack).
 
 Pixel space. Our models take images ``x`` in [0, 1] and normalise inside. ``Fool_StandardDNN.py`` attacks the
 normalised ``z = (x - mean) / std`` with its own ``mean = (0.507, 0.487, 0.441)``, ``std = (0.267, 0.256,
@@ -13,13 +15,8 @@ channel ``c``, and its clamp of ``z`` to [0, 1] is a clamp of pixels to ``[mean[
 moves every pixel outside that band (a black pixel by ``mean[c]``): the softmax attacks have no small L-inf
 radius at all (:meth:`StandardFGSM.max_linf`). The WNLL scripts feed ``x`` itself: eps is in pixels.
 
-Models. A softmax attack takes ``model``: ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` logits. A WNLL attack
-takes the whole-batch scores the script differentiates, ``model(x_whole) -> (M + N, C)`` with ``x_whole`` =
-template (``M`` rows, its labels bound in ``model``) followed by the ``N`` attacked images: the value is the
-WNLL label function (one-hot on template rows), the gradient that of the linear head (straight through), and
-the loss is cross-entropy on those raw values (:func:`wnll_art.attacks.authors_wnll.script_wnll_view`). The
-template rows are part of the attacked batch, as in the scripts; the returned images are the ``N`` rows only
-(the scripts classify them against the unperturbed template of the same draw).
+Models. A softmax attack takes ``model``: ``(N, 3, H, W)`` in [0, 1] -> ``(N, C)`` logits (a WNLL attack takes
+the whole-batch scores: :mod:`wnll_art.attacks.authors_wnll`).
 """
 
 from __future__ import annotations
@@ -34,21 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wnll_art._checks import check_images, check_labels, check_positive_int
-from wnll_art.attacks._authors_choices import CHOICES, SOFTMAX, WNLL_COMMON
+from wnll_art.attacks._authors_choices import CHOICES, SOFTMAX
 
-__all__ = ["ROBUST_SCRIPT", "SCRIPT_MEAN", "SCRIPT_STD", "Scores", "StandardCW", "StandardFGSM",
-           "StandardIFGSM", "WNLLCW", "WNLLFGSM", "WNLLIFGSM"]  # fmt: skip
+__all__ = ["SCRIPT_MEAN", "SCRIPT_STD", "Scores", "StandardCW", "StandardFGSM", "StandardIFGSM"]
 
 Triple = tuple[float, float, float]
 Scores = Callable[[Tensor], Tensor]
 SCRIPT_MEAN: Triple = (0.507, 0.487, 0.441)  # Fool_StandardDNN.py line 404
 SCRIPT_STD: Triple = (0.267, 0.256, 0.276)
-# Cifar10-Robust/Attack_ResNet_WNLL_PGD.py: IFGSM 100 steps of eps in a 0.031 ball (lines 793-795), C&W 50
-# Adam steps of lr 0.0006 (lines 926-927), template and test batches of 1000 (lines 609, 616)
-ROBUST_SCRIPT: dict[str, dict[str, float | int]] = {
-    "WNLLIFGSM": {"steps": 100, "ball": 0.031}, "WNLLCW": {"steps": 50, "learning_rate": 0.0006},
-    "batches": {"template": 1000, "test": 1000},
-}  # fmt: skip
 _ADAM = (0.9, 0.999, 1e-8)  # torch.optim.Adam defaults (the scripts pass only lr)
 
 
@@ -64,15 +54,6 @@ def _check(x: Tensor, y: Tensor, eps: float | None) -> None:
 
 def _channels(values: Triple, like: Tensor) -> Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
-
-
-def _whole(x: Tensor, y: Tensor, template: Tensor, template_labels: Tensor) -> tuple[Tensor, Tensor]:
-    check_images(template, "template", allow_empty=True)  # empty: the test images alone (the ablation)
-    check_labels(template_labels, "template_labels")
-    if template_labels.shape[0] != template.shape[0] or template.shape[1:] != x.shape[1:]:
-        raise ValueError(f"template {tuple(template.shape)} and template_labels {tuple(template_labels.shape)} "
-                         f"do not match x {tuple(x.shape)}")  # fmt: skip
-    return torch.cat([template, x]).to(x.dtype).detach(), torch.cat([template_labels, y]).long()
 
 
 def _grad(loss: Tensor, wrt: Tensor) -> Tensor:
@@ -224,7 +205,8 @@ class StandardIFGSM(_Switches):
 
 @dataclass(frozen=True, kw_only=True)
 class _CWOptions:
-    """The fields :class:`StandardCW` and :class:`WNLLCW` share, in this order (documented there)."""
+    """The fields :class:`StandardCW` and :class:`~wnll_art.attacks.authors_wnll.WNLLCW` share, in this order
+    (documented there)."""
 
     steps: int = 10
     learning_rate: float = 0.01
@@ -288,130 +270,4 @@ class StandardCW(_CWOptions, _Softmax):
 
     def max_linf(self, eps: float | None = None) -> None:
         """No bound: no ball, no clamp; the displacement is whatever the Adam steps make (measure it)."""
-        return None
-
-
-@dataclass(frozen=True, kw_only=True)
-class _WNLL:
-    script: ClassVar[str] = "Fool_WNLLDNN.py@67fe264"
-
-    def settings(self) -> dict[str, Any]:
-        """Every replicated choice (the dataclass fields and the fixed ones), for records."""
-        return _settings(self, WNLL_COMMON)
-
-
-@dataclass(frozen=True, kw_only=True)
-class WNLLFGSM(_WNLL):
-    """``Fool_WNLLDNN.py -method fgsm`` (lines 433-451): ``x_adv = clamp(x + eps * sign(grad CE), 0, 1)`` in
-    pixels, one step on the whole batch (template rows too, then dropped)."""
-
-    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
-                 template_labels: Tensor) -> Tensor:  # fmt: skip
-        """Adversarial images ``(N, 3, H, W)`` in [0, 1].
-
-        Args:
-            model: Whole-batch scores (see the module docstring), ``(M + N, 3, H, W) -> (M + N, C)``.
-            x: ``(N, 3, H, W)`` float in [0, 1], the attacked test batch.
-            y: ``(N,)`` int64 true labels.
-            eps: Step in pixels (the script's ``-epsilon``).
-            template: ``(M, 3, H, W)`` float in [0, 1], the template draw (see ``script_template``).
-            template_labels: ``(M,)`` int64 labels (those bound in ``model``).
-        """
-        _check(x, y, eps)
-        xw, yw = _whole(x, y, template, template_labels)
-        xr = xw.clone().requires_grad_(True)
-        g = _grad(F.cross_entropy(model(xr), yw), xr)
-        return (xw + eps * g.sign()).clamp(0.0, 1.0)[template.shape[0] :]
-
-    def max_linf(self, eps: float) -> Triple:
-        """``eps`` in every channel."""
-        return eps, eps, eps
-
-
-@dataclass(frozen=True, kw_only=True)
-class WNLLIFGSM(_WNLL):
-    """``Fool_WNLLDNN.py -method ifgsm`` (lines 545-573): 10 steps of size eps in pixels, each clipped to a
-    ball of FIXED radius 0.1 around the clean whole batch and clamped to [0, 1]; the template rows move too
-    and stay moved for the following steps (the graph of step ``i`` holds the perturbed template).
-
-    Attributes:
-        steps: Iterations (line 547; 100 in :data:`ROBUST_SCRIPT`).
-        ball: Projection radius in pixels (line 546: ``eps = 0.1``; 0.031 in :data:`ROBUST_SCRIPT`); ``None``: eps
-            (not the script: the ablation's ball of the paper's IFGSM).
-    """
-
-    steps: int = 10
-    ball: float | None = 0.1
-
-    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
-                 template_labels: Tensor) -> Tensor:  # fmt: skip
-        """Adversarial images in [0, 1]; arguments as :meth:`WNLLFGSM.__call__` (``eps``: the step)."""
-        _check(x, y, eps)
-        check_positive_int(self.steps, "steps")
-        xw, yw = _whole(x, y, template, template_labels)
-        adv, ball = xw.clone(), eps if self.ball is None else self.ball
-        for _ in range(self.steps):
-            ar = adv.clone().requires_grad_(True)
-            adv = adv + eps * _grad(F.cross_entropy(model(ar), yw), ar).sign()
-            adv = torch.where(adv > xw + ball, xw + ball, adv)
-            adv = torch.where(adv < xw - ball, xw - ball, adv).clamp(0.0, 1.0)
-        return adv[template.shape[0] :]
-
-    def max_linf(self, eps: float) -> Triple:
-        """``min(steps * eps, ball)`` in every channel: 0.1, not eps, for every eps >= 0.01."""
-        r = min(self.steps * eps, eps if self.ball is None else self.ball)
-        return r, r, r
-
-
-@dataclass(frozen=True, kw_only=True)
-class WNLLCW(_CWOptions, _WNLL):
-    """``Fool_WNLLDNN.py -method cwl2`` (lines 660-758), then ``x + eps * (x_cw - x)`` (lines 757-758).
-
-    As :class:`StandardCW` (distance term identically zero, lines 679, 682; no clamp; ``best_w`` = the iterate
-    after the best step), in pixels, on the whole batch, with one scalar loss for the batch (``best_w`` is kept
-    for the whole batch, not per image). The hinge of test image ``j`` pushes its WNLL prediction towards
-    class ``argmax(S[j])`` of the clean whole-batch scores ``S`` (template rows first): the script indexes the
-    per-row arg-max of the WHOLE batch with the test index (line 729), so with the 500-image template, images
-    0..499 are pushed towards template labels and images 500..999 towards the predictions of images 0..499.
-    (Its ``probs_data[0][top1_idx] = -1`` only changes row 0, and ``argmax_numpy == y_pred`` compares shapes
-    (1500,) and (1000, 10), which NumPy answers with a scalar False: lines 695-702 change no target.)
-
-    Attributes:
-        steps: Adam steps (line 671; 50 in :data:`ROBUST_SCRIPT`).
-        learning_rate: Adam's lr in pixels (line 670; 0.0006 in :data:`ROBUST_SCRIPT`).
-        c: Weight of the hinge (line 672).
-        kappa: Confidence (line 673).
-        l2_penalty: Add ``||w - x||^2`` (False: the script, where it is zero).
-        clip: Clamp the returned pixels to [0, 1] (False: the script's images, which may leave it).
-    """
-
-    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
-                 template_labels: Tensor) -> Tensor:  # fmt: skip
-        """Adversarial images ``x + eps * (x_cw - x)`` (in [0, 1] when ``clip``); arguments as
-        :meth:`WNLLFGSM.__call__` (``eps``: the noise scale; ``y`` only enters through the whole-batch labels)."""
-        _check(x, y, eps)
-        check_positive_int(self.steps, "steps")
-        xw, _ = _whole(x, y, template, template_labels)
-        n_t, n = template.shape[0], x.shape[0]
-        with torch.no_grad():
-            clean = model(xw)
-        pred = clean[n_t:].argmax(1, keepdim=True)
-        target = clean[:n].argmax(1, keepdim=True)  # the script's row indexing, line 729
-        w, mom, vel = xw.clone(), torch.zeros_like(xw), torch.zeros_like(xw)
-        best, best_w = math.inf, xw.clone()
-        for t in range(1, self.steps + 1):
-            wr = w.clone().requires_grad_(True)
-            out = model(wr)[n_t:]
-            loss = self.c * (out.gather(1, pred) - out.gather(1, target) + self.kappa).clamp(min=0.0).sum()
-            if self.l2_penalty:
-                loss = loss + (wr - xw).pow(2).sum()
-            g = _grad(loss, wr)
-            _adam03(w, g, mom, vel, t, self.learning_rate)
-            if float(loss.detach()) < best:
-                best, best_w = float(loss.detach()), w.clone()
-        x_adv = x.detach() + eps * (best_w[n_t:] - x.detach())
-        return x_adv.clamp(0.0, 1.0) if self.clip else x_adv
-
-    def max_linf(self, eps: float) -> None:
-        """No bound: ``eps`` times the Adam displacement, which has no ball (measure it)."""
         return None

@@ -30,16 +30,15 @@ import torch
 from torch import nn
 
 from wnll_art._random import seed_generator
-from wnll_art.attacks.authors import (
+from wnll_art.attacks.authors import Scores, StandardCW, StandardFGSM, StandardIFGSM
+from wnll_art.attacks.authors_wnll import (
     WNLLCW,
     WNLLFGSM,
     WNLLIFGSM,
-    Scores,
-    StandardCW,
-    StandardFGSM,
-    StandardIFGSM,
+    script_template,
+    script_wnll_view,
+    victim_wnll_view,
 )
-from wnll_art.attacks.authors_wnll import script_template, script_wnll_view, victim_wnll_view
 from wnll_art.attacks.base import Attack, project_linf
 from wnll_art.wnll.model import WNLLNet
 
@@ -68,7 +67,8 @@ _WNLL_SWITCHES = {"fgsm": _GRAPH, "ifgsm": _GRAPH | {"wnll_ball"}, "cw_l2": {"cw
 @dataclass(frozen=True)
 class AuthorsScript(Attack):
     """``Fool_StandardDNN.py`` (softmax victim) or ``Fool_WNLLDNN.py`` (a victim with a WNLL head) ``-method
-    fgsm|ifgsm|cwl2``, exactly as scripted (see :mod:`wnll_art.attacks.authors`), unless an ablation switch is set.
+    fgsm|ifgsm|cwl2``, exactly as scripted (see :mod:`wnll_art.attacks.authors` and
+    :mod:`wnll_art.attacks.authors_wnll`), unless an ablation switch is set.
 
     Attributes:
         method: ``"fgsm"``, ``"ifgsm"`` or ``"cw_l2"``.

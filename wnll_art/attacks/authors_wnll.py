@@ -1,11 +1,27 @@
-"""What the authors' WNLL attack script differentiates, and how it draws its template.
+"""The authors' WNLL attack script, replicated step by step: its attacks, what they differentiate, and how it
+draws its template.
 
-``Fool_WNLLDNN.py`` (@67fe264; BaoWangMath/DNN-DataDependentActivation) attacks the whole batch template +
-test images through ``ResNet_Cifar.forward(..., stage_flag=2, train_flag=0)`` (lines 168-249): the buffer
-block's features go through ``WNLL`` (lines 251-315), whose output is ``x = self.fc(x); x.data =
-Predict.data`` (lines 313-314) - the value is the WNLL label function (exactly one-hot on the template rows,
-``uf[id_o] = g``, ``WNLL.py`` line 84), the backward pass that of the linear head ``fc`` - and the loss is
-``nn.CrossEntropyLoss`` (mean) of those raw values against the labels of the whole batch (line 243).
+B. Wang et al., arXiv:1809.08516; code: github.com/BaoWangMath/DNN-DataDependentActivation, read whole:
+``Fool_WNLLDNN.py`` (@67fe264, WNLL ResNet) and ``Cifar10-Robust/Attack_ResNet_WNLL_PGD.py`` (@c56fd67,
+adversarially trained WNLL ResNet; same attacks, other constants: :data:`ROBUST_SCRIPT`). Every step, the script
+lines it mirrors and their translation are in ``evaluations/authors_scripts.md``; the softmax script
+(``Fool_StandardDNN.py``) and the steps both scripts share are in :mod:`wnll_art.attacks.authors`. The WNLL
+scripts feed the pixels ``x`` in [0, 1] themselves: eps is in pixels.
+
+Models. A WNLL attack (:class:`WNLLFGSM`, :class:`WNLLIFGSM`, :class:`WNLLCW`) takes the whole-batch scores the
+script differentiates, ``model(x_whole) -> (M + N, C)`` with ``x_whole`` = template (``M`` rows, its labels
+bound in ``model``) followed by the ``N`` attacked images: the value is the WNLL label function (one-hot on
+template rows), the gradient that of the linear head (straight through), and the loss is cross-entropy on those
+raw values (:func:`script_wnll_view`). The template rows are part of the attacked batch, as in the scripts; the
+returned images are the ``N`` rows only (the scripts classify them against the unperturbed template of the same
+draw).
+
+What the script differentiates. ``Fool_WNLLDNN.py`` attacks the whole batch template + test images through
+``ResNet_Cifar.forward(..., stage_flag=2, train_flag=0)`` (lines 168-249): the buffer block's features go
+through ``WNLL`` (lines 251-315), whose output is ``x = self.fc(x); x.data = Predict.data`` (lines 313-314) - the
+value is the WNLL label function (exactly one-hot on the template rows, ``uf[id_o] = g``, ``WNLL.py`` line 84),
+the backward pass that of the linear head ``fc`` - and the loss is ``nn.CrossEntropyLoss`` (mean) of those raw
+values against the labels of the whole batch (line 243).
 :func:`victim_wnll_view` is the ablation's other end (issue 19): the victim's own WNLL (its template, graph
 and coupling; the template outside the attacked batch), with the script's loss or the ``paper`` protocol's.
 The graph: FLANN k-means-tree kNN (approximate) with 15 neighbours counting the point itself, weights
@@ -17,21 +33,31 @@ template weight ``gamma = n / |template|`` in Python 2 integer division over all
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from wnll_art._checks import check_images, check_labels, check_positive_int
-from wnll_art.attacks.authors import Scores
+from wnll_art.attacks._authors_choices import WNLL_COMMON
+from wnll_art.attacks.authors import Scores, Triple, _adam03, _check, _CWOptions, _grad, _settings
 from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.score import wnll_scores
 from wnll_art.wnll.solver import wnll_interpolate
 
-__all__ = ["Loss", "script_template", "script_wnll_view", "victim_wnll_view"]
+__all__ = ["Loss", "ROBUST_SCRIPT", "WNLLCW", "WNLLFGSM", "WNLLIFGSM", "script_template", "script_wnll_view",
+           "victim_wnll_view"]  # fmt: skip
 
 Loss = Literal["script", "paper"]
+# Cifar10-Robust/Attack_ResNet_WNLL_PGD.py: IFGSM 100 steps of eps in a 0.031 ball (lines 793-795), C&W 50
+# Adam steps of lr 0.0006 (lines 926-927), template and test batches of 1000 (lines 609, 616)
+ROBUST_SCRIPT: dict[str, dict[str, float | int]] = {
+    "WNLLIFGSM": {"steps": 100, "ball": 0.031}, "WNLLCW": {"steps": 50, "learning_rate": 0.0006},
+    "batches": {"template": 1000, "test": 1000},
+}  # fmt: skip
 
 
 def _straight_through(values: Tensor, logits: Tensor, loss: Loss, log_floor: float) -> Tensor:
@@ -167,3 +193,138 @@ def script_template(
     crops = [padded[i, :, a : a + h, b : b + w] for i, (a, b) in enumerate(offsets)]
     out = torch.stack([crop.flip(-1) if flip else crop for crop, flip in zip(crops, flips, strict=True)])
     return out.float(), labels[idx.to(labels.device)].long()
+
+
+def _whole(x: Tensor, y: Tensor, template: Tensor, template_labels: Tensor) -> tuple[Tensor, Tensor]:
+    check_images(template, "template", allow_empty=True)  # empty: the test images alone (the ablation)
+    check_labels(template_labels, "template_labels")
+    if template_labels.shape[0] != template.shape[0] or template.shape[1:] != x.shape[1:]:
+        raise ValueError(f"template {tuple(template.shape)} and template_labels {tuple(template_labels.shape)} "
+                         f"do not match x {tuple(x.shape)}")  # fmt: skip
+    return torch.cat([template, x]).to(x.dtype).detach(), torch.cat([template_labels, y]).long()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _WNLL:
+    script: ClassVar[str] = "Fool_WNLLDNN.py@67fe264"
+
+    def settings(self) -> dict[str, Any]:
+        """Every replicated choice (the dataclass fields and the fixed ones), for records."""
+        return _settings(self, WNLL_COMMON)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WNLLFGSM(_WNLL):
+    """``Fool_WNLLDNN.py -method fgsm`` (lines 433-451): ``x_adv = clamp(x + eps * sign(grad CE), 0, 1)`` in
+    pixels, one step on the whole batch (template rows too, then dropped)."""
+
+    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
+                 template_labels: Tensor) -> Tensor:  # fmt: skip
+        """Adversarial images ``(N, 3, H, W)`` in [0, 1].
+
+        Args:
+            model: Whole-batch scores (see the module docstring), ``(M + N, 3, H, W) -> (M + N, C)``.
+            x: ``(N, 3, H, W)`` float in [0, 1], the attacked test batch.
+            y: ``(N,)`` int64 true labels.
+            eps: Step in pixels (the script's ``-epsilon``).
+            template: ``(M, 3, H, W)`` float in [0, 1], the template draw (see ``script_template``).
+            template_labels: ``(M,)`` int64 labels (those bound in ``model``).
+        """
+        _check(x, y, eps)
+        xw, yw = _whole(x, y, template, template_labels)
+        xr = xw.clone().requires_grad_(True)
+        g = _grad(F.cross_entropy(model(xr), yw), xr)
+        return (xw + eps * g.sign()).clamp(0.0, 1.0)[template.shape[0] :]
+
+    def max_linf(self, eps: float) -> Triple:
+        """``eps`` in every channel."""
+        return eps, eps, eps
+
+
+@dataclass(frozen=True, kw_only=True)
+class WNLLIFGSM(_WNLL):
+    """``Fool_WNLLDNN.py -method ifgsm`` (lines 545-573): 10 steps of size eps in pixels, each clipped to a
+    ball of FIXED radius 0.1 around the clean whole batch and clamped to [0, 1]; the template rows move too
+    and stay moved for the following steps (the graph of step ``i`` holds the perturbed template).
+
+    Attributes:
+        steps: Iterations (line 547; 100 in :data:`ROBUST_SCRIPT`).
+        ball: Projection radius in pixels (line 546: ``eps = 0.1``; 0.031 in :data:`ROBUST_SCRIPT`); ``None``: eps
+            (not the script: the ablation's ball of the paper's IFGSM).
+    """
+
+    steps: int = 10
+    ball: float | None = 0.1
+
+    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
+                 template_labels: Tensor) -> Tensor:  # fmt: skip
+        """Adversarial images in [0, 1]; arguments as :meth:`WNLLFGSM.__call__` (``eps``: the step)."""
+        _check(x, y, eps)
+        check_positive_int(self.steps, "steps")
+        xw, yw = _whole(x, y, template, template_labels)
+        adv, ball = xw.clone(), eps if self.ball is None else self.ball
+        for _ in range(self.steps):
+            ar = adv.clone().requires_grad_(True)
+            adv = adv + eps * _grad(F.cross_entropy(model(ar), yw), ar).sign()
+            adv = torch.where(adv > xw + ball, xw + ball, adv)
+            adv = torch.where(adv < xw - ball, xw - ball, adv).clamp(0.0, 1.0)
+        return adv[template.shape[0] :]
+
+    def max_linf(self, eps: float) -> Triple:
+        """``min(steps * eps, ball)`` in every channel: 0.1, not eps, for every eps >= 0.01."""
+        r = min(self.steps * eps, eps if self.ball is None else self.ball)
+        return r, r, r
+
+
+@dataclass(frozen=True, kw_only=True)
+class WNLLCW(_CWOptions, _WNLL):
+    """``Fool_WNLLDNN.py -method cwl2`` (lines 660-758), then ``x + eps * (x_cw - x)`` (lines 757-758).
+
+    As :class:`~wnll_art.attacks.authors.StandardCW` (distance term identically zero, lines 679, 682; no clamp;
+    ``best_w`` = the iterate after the best step), in pixels, on the whole batch, with one scalar loss for the
+    batch (``best_w`` is kept for the whole batch, not per image). The hinge of test image ``j`` pushes its WNLL prediction towards
+    class ``argmax(S[j])`` of the clean whole-batch scores ``S`` (template rows first): the script indexes the
+    per-row arg-max of the WHOLE batch with the test index (line 729), so with the 500-image template, images
+    0..499 are pushed towards template labels and images 500..999 towards the predictions of images 0..499.
+    (Its ``probs_data[0][top1_idx] = -1`` only changes row 0, and ``argmax_numpy == y_pred`` compares shapes
+    (1500,) and (1000, 10), which NumPy answers with a scalar False: lines 695-702 change no target.)
+
+    Attributes:
+        steps: Adam steps (line 671; 50 in :data:`ROBUST_SCRIPT`).
+        learning_rate: Adam's lr in pixels (line 670; 0.0006 in :data:`ROBUST_SCRIPT`).
+        c: Weight of the hinge (line 672).
+        kappa: Confidence (line 673).
+        l2_penalty: Add ``||w - x||^2`` (False: the script, where it is zero).
+        clip: Clamp the returned pixels to [0, 1] (False: the script's images, which may leave it).
+    """
+
+    def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
+                 template_labels: Tensor) -> Tensor:  # fmt: skip
+        """Adversarial images ``x + eps * (x_cw - x)`` (in [0, 1] when ``clip``); arguments as
+        :meth:`WNLLFGSM.__call__` (``eps``: the noise scale; ``y`` only enters through the whole-batch labels)."""
+        _check(x, y, eps)
+        check_positive_int(self.steps, "steps")
+        xw, _ = _whole(x, y, template, template_labels)
+        n_t, n = template.shape[0], x.shape[0]
+        with torch.no_grad():
+            clean = model(xw)
+        pred = clean[n_t:].argmax(1, keepdim=True)
+        target = clean[:n].argmax(1, keepdim=True)  # the script's row indexing, line 729
+        w, mom, vel = xw.clone(), torch.zeros_like(xw), torch.zeros_like(xw)
+        best, best_w = math.inf, xw.clone()
+        for t in range(1, self.steps + 1):
+            wr = w.clone().requires_grad_(True)
+            out = model(wr)[n_t:]
+            loss = self.c * (out.gather(1, pred) - out.gather(1, target) + self.kappa).clamp(min=0.0).sum()
+            if self.l2_penalty:
+                loss = loss + (wr - xw).pow(2).sum()
+            g = _grad(loss, wr)
+            _adam03(w, g, mom, vel, t, self.learning_rate)
+            if float(loss.detach()) < best:
+                best, best_w = float(loss.detach()), w.clone()
+        x_adv = x.detach() + eps * (best_w[n_t:] - x.detach())
+        return x_adv.clamp(0.0, 1.0) if self.clip else x_adv
+
+    def max_linf(self, eps: float) -> None:
+        """No bound: ``eps`` times the Adam displacement, which has no ball (measure it)."""
+        return None

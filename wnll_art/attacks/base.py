@@ -37,8 +37,9 @@ class Attack(ABC):
         eps_independent: The raw attack ignores ``eps`` (C&W): the engine runs it once per batch and
             projects the result onto each eps ball.
 
-    An attack whose threat model is not the eps ball (a replicated script, :mod:`wnll_art.attacks.authors`)
-    says so in :meth:`max_linf`; the engine checks and records its outputs against that bound.
+    An attack whose threat model is not the eps ball (a replicated script, :mod:`wnll_art.attacks.authors`,
+    :mod:`wnll_art.attacks.authors_wnll`) says so in :meth:`max_linf`; the engine checks and records its outputs
+    against that bound.
     """
 
     name: ClassVar[str]
