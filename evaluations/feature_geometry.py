@@ -34,12 +34,15 @@ from wnll_art._device import Dist
 from wnll_art._files import atomic_write
 from wnll_art._random import derive_seed, seed_generator
 from wnll_art.adapters.attacks import ArtBIM
+from wnll_art.defence import Defence
 from wnll_art.evaluation.config import EvalConfig
-from wnll_art.evaluation.engine import Batches
+from wnll_art.evaluation.engine import Batches, adversarial
+from wnll_art.evaluation.protocols import SPECS, PlanOptions
 from wnll_art.evaluation.records import CellRecord, RunStore
 from wnll_art.evaluation.report import markdown_table, pct, save_png, write_text
 from wnll_art.evaluation.setup import open_run, rows, victims_of
-from wnll_art.evaluation.victims import predict_labels
+from wnll_art.evaluation.victims import Victim, predict_labels
+from wnll_art.tvm.module import TVMPurifier
 from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.template import balanced_template
 
@@ -88,10 +91,8 @@ def _collect(
     correct: dict[str, list[int]] = {}
     for b in range(batches.count):
         x, y = batches.get(b)
-        images = {
-            "clean": x,
-            "ifgsm": attack(view, x, y, eps=eps, seed=derive_seed(cfg.seed, "geometry", model, b)),
-        }
+        adv = attack(view, x, y, eps=eps, seed=derive_seed(cfg.seed, "geometry", model, b))
+        images = {"clean": x, "ifgsm": adv}
         if purifier is not None:
             # the same masks for both models: they see the same purified clean images
             with torch.no_grad(), purifier.drawing(derive_seed(cfg.seed, "geometry_tvm", b)):  # type: ignore[operator]
@@ -131,16 +132,11 @@ def feature_geometry(
         raise ValueError(f"feature_geometry takes one eps value, got {cfg.eps}")
     if gradient not in ("exact", "surrogate"):
         raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
-    with_tvm = "tvm" in cfg.defences
     eps = cfg.eps[0]
     settings, store, batches = open_run(cfg, out_dir, data_root, dist=Dist(), protocol="feature_geometry",
                                         steps=steps, step_fraction=step_fraction, gradient=gradient)  # fmt: skip
     victims, _ = victims_of(rows(cfg)[0], cfg, defences=("none",), data_root=data_root, weights=weights)
-    purifier = None
-    if with_tvm:
-        from wnll_art.tvm.module import TVMPurifier
-
-        purifier = TVMPurifier(cfg.tvm, seed=cfg.seed)
+    purifier = TVMPurifier(cfg.tvm, seed=cfg.seed) if "tvm" in cfg.defences else None
     attack = ArtBIM(steps=steps, step_fraction=step_fraction)
     y = batches.y.cpu()
     summary: dict[str, Any] = {"settings": settings, "eps": eps, "n": cfg.n, "conditions": [], "models": {},
@@ -155,12 +151,7 @@ def feature_geometry(
         summary["models"][v.model], projections[v.model] = _model_summary(feats, correct, y)
         for c in feats:
             _record(store, v.model, c, eps, correct[c], batches.indices, settings)
-    wnll = next((v.module.classifier for v in victims if isinstance(v.module.classifier, WNLLNet)), None)
-    softmax_clf = next(v.module.classifier for v in victims if v.model == "softmax")
-    summary["same_features"] = bool(  # the same backbone weights (each classifier is loaded on its own)
-        wnll is not None and wnll.buffer is None
-        and all(torch.equal(a, b) for a, b in zip(wnll.backbone.state_dict().values(),
-                                                  softmax_clf.state_dict().values(), strict=True)))  # fmt: skip
+    summary["same_features"] = _same_features(victims)
     out = Path(out_dir)
     (out / "feature_geometry.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     from wnll_art.plots import feature_planes
@@ -168,6 +159,16 @@ def feature_geometry(
     save_png(feature_planes(projections, summary, y, gradient=gradient), out / "feature_geometry.png")
     _markdown(summary, out / "feature_geometry.md")
     return summary
+
+
+def _same_features(victims: Sequence[Victim]) -> bool:
+    """Whether the WNLL model embeds as the softmax model: no buffer block and the same backbone weights."""
+    wnll = next((v.module.classifier for v in victims if isinstance(v.module.classifier, WNLLNet)), None)
+    softmax_clf = next(v.module.classifier for v in victims if v.model == "softmax")
+    return bool(  # the same backbone weights (each classifier is loaded on its own)
+        wnll is not None and wnll.buffer is None
+        and all(torch.equal(a, b) for a, b in zip(wnll.backbone.state_dict().values(),
+                                                  softmax_clf.state_dict().values(), strict=True)))  # fmt: skip
 
 
 def _model_summary(
@@ -289,11 +290,6 @@ def _fig4_features(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
     """Features (float64, CPU) and predicted labels of ``images["train"]``, ``images["clean"]`` and the ``paper``
     protocol's FGSM of the clean test images (crafted on ``clf`` as the engine crafts it, one batch)."""
-    from wnll_art.defence import Defence
-    from wnll_art.evaluation.engine import adversarial
-    from wnll_art.evaluation.protocols import SPECS, PlanOptions
-    from wnll_art.evaluation.victims import Victim
-
     spec = SPECS["paper:fgsm"].build(PlanOptions())
     victim = Victim(model, "none", Defence(clf).eval())  # eval: the attack puts back the mode it found
     x_adv = adversarial(spec, victim, images["clean"], y_test, eps=eps, raw_cache={},
