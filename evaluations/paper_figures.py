@@ -37,7 +37,7 @@ from torch import nn
 
 if __package__ in (None, ""):  # run as a script: the repository root on the path, for `evaluations.*`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evaluations.paper_numbers import EPS, OUT, RESULTS, ROWS, WNLL_MODELS, _gpu_records, jobs  # noqa: E402
+from evaluations.paper_numbers import EPS, OUT, RESULTS, ROWS, WNLL_MODELS, _gpu_records, jobs, row_records  # noqa: E402
 from wnll_art._files import atomic_write  # noqa: E402
 from wnll_art._random import derive_seed  # noqa: E402
 from wnll_art.data import CIFAR10_CLASSES  # noqa: E402
@@ -194,13 +194,11 @@ class Point:
 
 
 def fig5_records(root: Path, row: str) -> list[AccuracyRecord]:
-    """The records of ``row``'s folders under ``root`` that run its WNLL model behind TVM (``jobs(row)``, in
-    order); folders without cells (not started yet) are skipped."""
-    from wnll_art.evaluation.records import read_records
-
-    return [r for folder, model, defences, _, _ in jobs(row)
-            if model == WNLL_MODELS[row] and "tvm" in defences and (root / row / folder / "cells").is_dir()
-            for r in read_records(root / row / folder)]  # fmt: skip
+    """The records of ``row``'s folders under ``root`` (read by ``paper_numbers.row_records``) that run its WNLL
+    model behind TVM (``jobs(row)``, in order); folders without cells (not started yet) are skipped."""
+    folders = row_records(row, root)
+    return [r for folder, model, defences, _, _ in jobs(row) if model == WNLL_MODELS[row] and "tvm" in defences
+            for r in folders.get(folder, [])]  # fmt: skip
 
 
 def fig5_points(

@@ -24,7 +24,10 @@ import sys
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wnll_art.evaluation.records import CellRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evaluations" / "results"
@@ -104,15 +107,23 @@ def run(args: argparse.Namespace) -> None:
                                                                   f"{r.eps:g}: {100 * r.accuracy:.1f}%", flush=True))  # fmt: skip
 
 
-def _row_cells(row: str) -> dict[tuple[str, str, str, str, float], Any]:
-    """Every record of one training-data row, from all its folders: ``{(kind, protocol, defence, attack, eps):
-    record}`` with kind ``"softmax"`` (the row's softmax model) or ``"wnll"`` (its WNLL model)."""
+def row_records(row: str, root: Path = OUT) -> dict[str, list[CellRecord]]:
+    """The reader of one training-data row's records: ``{folder: records}`` for each folder of ``root/<row>`` that
+    has cells (a job not started yet has none), in name order; a folder's records in file-name order."""
     from wnll_art.evaluation.records import read_records
 
+    if not (root / row).is_dir():
+        return {}
+    return {f.name: read_records(f) for f in sorted((root / row).iterdir()) if (f / "cells").is_dir()}
+
+
+def _row_cells(row: str) -> dict[tuple[str, str, str, str, float], Any]:
+    """Every record of one training-data row (:func:`row_records`), from all its folders: ``{(kind, protocol,
+    defence, attack, eps): record}`` with kind ``"softmax"`` (the row's softmax model) or ``"wnll"`` (its WNLL
+    model); a key found in several folders keeps the record of the last."""
     kinds = {ROWS[row]: "softmax", WNLL_MODELS[row]: "wnll"}
-    folders = sorted(f for f in (OUT / row).iterdir() if (f / "cells").is_dir()) if (OUT / row).is_dir() else []
     return {(kinds[r.model], r.protocol, r.defence, r.attack, r.eps): r
-            for folder in folders for r in read_records(folder) if r.model in kinds}  # fmt: skip
+            for records in row_records(row).values() for r in records if r.model in kinds}  # fmt: skip
 
 
 def _gpu_records() -> dict[tuple[str, str, str, str, str, float], float]:
