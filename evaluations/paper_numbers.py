@@ -182,7 +182,9 @@ def report(_: argparse.Namespace) -> None:
              "| training data | attack | eps | accuracy at each step | points each step adds |", "|---|---|---|---|---|",
              *ablation, "", *_wnll_section(wnll_steps_text, wnll_ablation), *FIGURES, *_notes(rows), "", "## Commands", "", "```", *(line.strip() for line in (__doc__ or "").split("\n\n")[-1].strip().splitlines()), "```",
              "", "Wall time on 2 shared CPU cores (another job running beside it): the softmax run of the original row "
-             "(both protocols, five eps, 500 images) about 20 minutes; the WNLL authors run about 12 minutes.", ""]  # fmt: skip
+             "(both protocols, five eps, 500 images) about 20 minutes; the WNLL authors run about 12 minutes; the softmax + TVM "
+             "victims of the three rows (`authors` at five eps, `paper` at the three new ones) and the `original+tvm` "
+             "WNLL model's `paper` cells at the new eps, about 27 minutes in two processes.", ""]  # fmt: skip
     atomic_write(RESULTS / "paper_numbers_explained.md", "\n".join(lines) + "\n")
     print((RESULTS / "paper_numbers_explained.md").read_text())
 
@@ -286,12 +288,13 @@ def _notes(rows: list[str]) -> list[str]:
     """What the table does not cover, counted from its lines (``| ... | authors | paper | adaptive |``)."""
     cols = [line.strip("|").split("|")[-3:] for line in rows]
     missing = {name: sum(c[i].strip() == "not run" for c in cols) for i, name in enumerate(("authors", "paper", "adaptive"))}
+    cpu = ("`paper_numbers.py run` finishes the first two on a CPU (resumable, stage by stage; about 10-30 minutes a "
+           "stage and row on 2 cores). ") if missing["authors"] + missing["paper"] else ""
     return ["## What the table does not cover yet", "",
             f"- Of its {len(rows)} cells, not run yet: {missing['authors']} under `authors`, {missing['paper']} under "
-            f"`paper`, {missing['adaptive']} under `adaptive`. `paper_numbers.py run` finishes the first two on a CPU "
-            "(resumable, stage by stage; about 10-30 minutes a stage and row on 2 cores). The `adaptive` column at eps "
-            "0.04, 0.06 and 0.1 needs a GPU (`gpu_tables.sh` with `EPS=0.04,0.06,0.1`, in the commands below); at 0.02 "
-            "and 0.08 it is the GPU run of 2026-11-30 (`gpu_2026-11-30/records.tgz`).",
+            f"`paper`, {missing['adaptive']} under `adaptive`. {cpu}The `adaptive` column at eps 0.04, 0.06 and 0.1 "
+            "needs a GPU (`gpu_tables.sh` with `EPS=0.04,0.06,0.1`, in the commands below); at 0.02 and 0.08 it is the "
+            "GPU run of 2026-11-30 (`gpu_2026-11-30/records.tgz`).",
             "- The WNLL script (`Fool_WNLLDNN.py`) scores the attacked test images against its per-batch random "
             "template; here the template is drawn and attacked as in the script, but the victim scores with its own.",
             "- TVM: every run here uses the same settings (Guo et al.'s keep probability 0.5 and TV weight 0.03, 20 ADMM "
