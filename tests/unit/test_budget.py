@@ -110,16 +110,27 @@ def test_one_cycle_schedule_warms_up_peaks_and_ends_at_zero() -> None:
     assert tr.learning_rate() == pytest.approx(0.05 * (1 - p) / (1 - 20 / 90), rel=1e-2)
 
 
-def test_trainer_learns_and_stops_by_its_deadline() -> None:
+def test_trainer_stops_by_its_deadline() -> None:
     x, y = _colour_data(320)
-    cfg = _config(time_budget_s=8.0, warmup_epochs=0.5, lr=0.05)
-    net = _net()
-    tr = BudgetTrainer(net, x, y, torch.arange(320), cfg, torch.device("cpu"))
+    cfg = _config(time_budget_s=3.0, warmup_epochs=0.5, lr=0.05)
+    tr = BudgetTrainer(_net(), x, y, torch.arange(320), cfg, torch.device("cpu"))
     tr.plan(10_000)  # far more than fits: the clock must stop it and anneal the learning rate
     t0 = time.perf_counter()
     tr.run()
-    assert time.perf_counter() - t0 < 8.0 + 5.0  # one step past the deadline at most
+    assert time.perf_counter() - t0 < 3.0 + 5.0  # one step past the deadline at most
     assert tr.finished() and tr.learning_rate() == 0.0
+    assert 0 < tr.step_count < 10_000 * tr.steps_per_epoch
+
+
+def test_trainer_learns_in_a_fixed_plan() -> None:
+    """A plan of 80 steps and a budget far beyond it: the step count, not the machine's speed, decides what is
+    learnt (about 0.8 linear / WNLL accuracy from 0.24; a trainer that does not step stays near 0.24)."""
+    x, y = _colour_data(320)
+    cfg = _config(time_budget_s=600.0, warmup_epochs=0.5, lr=0.05)
+    tr = BudgetTrainer(_net(), x, y, torch.arange(320), cfg, torch.device("cpu"))
+    tr.plan(8)
+    tr.run()
+    assert tr.finished() and tr.step_count == 8 * tr.steps_per_epoch == 80
     first, last = tr.epoch_records[0], tr.epoch_records[-1]
     assert last["train_acc_linear"] > max(0.5, first["train_acc_linear"])  # colours are easy to learn
     assert last["train_loss_wnll"] is not None and last["train_acc_wnll"] > 0.5
