@@ -286,9 +286,9 @@ FIGURES = [
 ]
 def _notes(rows: list[str]) -> list[str]:
     """What the table does not cover, counted from its lines (``| ... | authors | paper | adaptive |``)."""
-    cols = [line.strip("|").split("|")[-3:] for line in rows]
-    missing = {name: sum(c[i].strip() == "not run" for c in cols) for i, name in enumerate(("authors", "paper", "adaptive"))}
-    sourced = sum(line.strip("|").split("|")[-4].strip() != "n/a" for line in rows)
+    cols = [[c.strip() for c in line.strip("|").split("|")[-4:]] for line in rows]  # figure, authors, paper, adaptive
+    missing = {name: sum(c[i] == "not run" for c in cols) for i, name in enumerate(("authors", "paper", "adaptive"), 1)}
+    sourced = sum(c[0] != "n/a" for c in cols)
     cpu = ("`paper_numbers.py run` finishes the first two on a CPU (resumable, stage by stage; about 10-30 minutes a "
            "stage and row on 2 cores). ") if missing["authors"] + missing["paper"] else ""
     return ["## What the table does not cover yet", "",

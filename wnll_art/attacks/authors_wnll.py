@@ -282,10 +282,11 @@ class WNLLCW(_CWOptions, _WNLL):
 
     As :class:`~wnll_art.attacks.authors.StandardCW` (distance term identically zero, lines 679, 682; no clamp;
     ``best_w`` = the iterate after the best step), in pixels, on the whole batch, with one scalar loss for the
-    batch (``best_w`` is kept for the whole batch, not per image). The hinge of test image ``j`` pushes its WNLL prediction towards
-    class ``argmax(S[j])`` of the clean whole-batch scores ``S`` (template rows first): the script indexes the
-    per-row arg-max of the WHOLE batch with the test index (line 729), so with the 500-image template, images
-    0..499 are pushed towards template labels and images 500..999 towards the predictions of images 0..499.
+    batch (``best_w`` is kept for the whole batch, not per image). The hinge of test image ``j`` pushes its WNLL
+    prediction towards class ``argmax(S[j])`` of the clean whole-batch scores ``S`` (template rows first): the
+    script indexes the per-row arg-max of the WHOLE batch with the test index (line 729), so with the 500-image
+    template, images 0..499 are pushed towards template labels and images 500..999 towards the predictions of
+    images 0..499.
     (Its ``probs_data[0][top1_idx] = -1`` only changes row 0, and ``argmax_numpy == y_pred`` compares shapes
     (1500,) and (1000, 10), which NumPy answers with a scalar False: lines 695-702 change no target.)
 

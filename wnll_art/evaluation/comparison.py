@@ -317,7 +317,7 @@ def _row(folder: RunFolder, model: str, defence: str, eps: float, paper: Sequenc
     paper_acc, paper_missing, violations = _paper_columns(paper, model, defence, eps, worst,
                                                           first.image_indices if first else None)  # fmt: skip
     robust = worst.accuracy if worst else None
-    if robust is not None and worst is not None and violations:  # as the defence table: adaptive <= paper per image
+    if worst is not None and violations:  # as the defence table: adaptive <= paper per image
         robust = (sum(worst.per_image_correct) - len(violations)) / len(worst.image_indices)
     return Row(model, defence, eps, folder.settings["run"]["n"], clean.accuracy if clean else None,
                robust, attacks, tuple(missing), paper_acc, paper_missing, violations,
