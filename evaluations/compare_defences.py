@@ -6,8 +6,9 @@ models, images and adaptive attacks: ``wnll-art evaluate --protocol adaptive`` w
     python evaluations/compare_defences.py report --records FOLDER ...   # results/compare_defences_n{N}.md, PNG, archive
     python evaluations/compare_defences.py convergence --records FOLDER --victims MODEL+DEFENCE,...
     python evaluations/compare_defences.py checks --records FOLDER ...   # the convergence runs the report still lacks
+    python evaluations/compare_defences.py defences [--slow]   # the registered defences (gpu_compare.sh's lists)
 
-Run ``python evaluations/compare_defences.py {run,report,convergence,checks} --help``; see ``evaluations/README.md``.
+Run ``python evaluations/compare_defences.py {run,report,convergence,checks,defences} --help``; see ``evaluations/README.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 PROG = "compare_defences"
-SUBCOMMANDS = ("run", "report", "convergence", "checks")
+SUBCOMMANDS = ("run", "report", "convergence", "checks", "defences")
 RECORDS = Path(__file__).resolve().parent / "results" / "compare_defences" / "n100_eps8"
 DEFAULT_RECORDS = tuple(str(RECORDS / name) for name in ("adversarial", "defences", "adversarial_paper", "defences_paper"))
 
@@ -97,8 +98,23 @@ def checks(argv: Sequence[str]) -> int:
     return 0
 
 
+def defences(argv: Sequence[str]) -> int:
+    """Prints the registered defences, space-separated in registry order: those that run at every ``N`` or, with
+    ``--slow``, those whose ART entry is ``slow`` (``gpu_compare.sh`` reads both lists here, so a new registry
+    entry joins the comparison without an edit of the script)."""
+    from wnll_art.adapters.art_preprocessors import ART_PREPROCESSORS
+    from wnll_art.evaluation.victims import PURIFIERS
+
+    p = argparse.ArgumentParser(prog=f"{PROG} defences", description=defences.__doc__)
+    p.add_argument("--slow", action="store_true", help="the slow ones (ART's TotalVarMin: hours at n = 500 on a CPU)")
+    args = p.parse_args(argv)
+    print(" ".join(n for n in PURIFIERS.names() if (n in ART_PREPROCESSORS and ART_PREPROCESSORS[n].slow) == args.slow))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``run`` (also without a subcommand: the options alone), ``report``, ``convergence`` or ``checks``."""
+    """``run`` (also without a subcommand: the options alone), ``report``, ``convergence``, ``checks`` or
+    ``defences``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:  # run as a script: the report modules are imported as evaluations.*
@@ -108,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from evaluations.compare_defences_convergence import main as convergence
 
         return convergence(argv)
-    return {"run": run, "report": report, "checks": checks}[command](argv)
+    return {"run": run, "report": report, "checks": checks, "defences": defences}[command](argv)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@
 # Phase 1 runs one `wnll-art evaluate` process per job side by side (JOBS at a time, 0: all): the FGSM-RS rows
 # (adaptive, paper), each fast defence on softmax + our strongest WNLL model in a folder of its own (adaptive), and
 # all of them under the paper protocol; every process stops at P1 seconds after the start (default 330; the stores
-# are resumable, so a later call with the same settings finishes them). ART's TotalVarMin (art_tvm, art_tvm_guo)
-# solves L-BFGS-B per image on the CPU, hours at N=500: left out unless SLOW_N > 0, which runs them on the first
+# are resumable, so a later call with the same settings finishes them). The defences are the registry's
+# (`compare_defences.py defences`); its slow ones (ArtEntry.slow: ART's TotalVarMin, art_tvm and art_tvm_guo, which solves
+# L-BFGS-B per image on the CPU, hours at N=500) are left out unless SLOW_N > 0, which runs them on the first
 # SLOW_N images in folders of their own. Phase 2 (until DEADLINE, default 450) runs the convergence ladders of every
 # row the report's rule selects. Phase 3 writes $OUT/compare_defences_n$N.md, its PNG and
 # $OUT/compare_defences_records.tgz, and prints the document. Writes $OUT/log.txt and $OUT/logs.tgz (run folders in
@@ -29,10 +30,12 @@ PY=${PYTHON:-python3}
 RES=${RES:-results/compare_defences_gpu_n$N}  # the run folders (resumable); $OUT gets the archive
 DEFENDED=softmax,resnet56-wnll-tvmaug     # the public ResNet-56 and our strongest WNLL model (original + TVM data)
 ADVERSARIAL=resnet56-fgsmrs,fgsmrs-wnll   # FGSM-RS (Wong et al. 2020) alone and through a WNLL head
-FAST=(none tvm jpeg spatial_smoothing feature_squeezing gaussian_noise)
-SLOW=(art_tvm art_tvm_guo)
 mkdir -p "$OUT" "$RES/logs"
 export OMP_NUM_THREADS=$THREADS MPLBACKEND=Agg PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# the defences from the registry (a new entry joins without an edit here): ART's slow ones (ArtEntry.slow) apart
+read -ra FAST <<< "$("$PY" evaluations/compare_defences.py defences)"
+read -ra SLOW <<< "$("$PY" evaluations/compare_defences.py defences --slow)"
+if [ ${#FAST[@]} -eq 0 ]; then echo "no defence read from the registry (evaluations/compare_defences.py defences)" >&2; exit 1; fi
 T0=$(date +%s)
 say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/log.txt"; }
 # runs "$@" until second $1 after the start (timeout 0 would mean no limit: 124 instead when no time is left)

@@ -41,6 +41,8 @@ class ArtEntry:
         channels_first: The class takes ``channels_first=True`` (else its layout is fixed, see ``channels_last``).
         channels_last: The class wants ``(N, H, W, C)`` (``TotalVarMin`` has no layout option).
         randomised: It draws from NumPy's global RNG (EOT and the K-draw rule then apply).
+        slow: It solves an optimisation per image in NumPy / SciPy on the CPU (hours at n = 500):
+            ``evaluations/gpu_compare.sh`` runs it only on its first ``SLOW_N`` images.
         citation: The paper of the defence at these settings (the comparison's document cites it).
     """
 
@@ -50,15 +52,17 @@ class ArtEntry:
     channels_first: bool = True
     channels_last: bool = False
     randomised: bool = False
+    slow: bool = False
     citation: str = ""
 
 
-# Adding an ART preprocessor to the comparison is one entry here (its name is then a defence everywhere).
+# Adding an ART preprocessor to the comparison is one entry here: its name is then a defence everywhere, the
+# comparison script (`evaluations/gpu_compare.sh`) included; `slow=True` runs it there on SLOW_N images only.
 # Guo et al. 2018 (JPEG quality 75), ART defaults (window 3, TotalVarMin), Xu et al. 2018 (5 bits on CIFAR-10)
 ART_PREPROCESSORS: dict[str, ArtEntry] = {
     "art_tvm": ArtEntry("TotalVarMin", {"prob": 0.3, "norm": 2, "lamb": 0.5, "solver": "L-BFGS-B", "max_iter": 10},
                         "BPDA: ART TotalVarMin.estimate_gradient (identity); EOT over its Bernoulli masks",
-                        channels_first=False, channels_last=True, randomised=True,
+                        channels_first=False, channels_last=True, randomised=True, slow=True,
                         citation="C. Guo, M. Rana, M. Cisse, L. van der Maaten, ICLR 2018 (ART's default settings)"),
     "jpeg": ArtEntry("JpegCompression", {"quality": 75},
                      "BPDA: ART JpegCompression.estimate_gradient (identity); deterministic, no EOT",
@@ -73,7 +77,7 @@ ART_PREPROCESSORS: dict[str, ArtEntry] = {
     # TotalVarMin at Guo et al.'s settings (keep 50 %, TV weight 0.03; ART's defaults are 30 % and 0.5)
     "art_tvm_guo": ArtEntry("TotalVarMin", {"prob": 0.5, "norm": 2, "lamb": 0.03, "solver": "L-BFGS-B", "max_iter": 10},
                             "BPDA: ART TotalVarMin.estimate_gradient (identity); EOT over its Bernoulli masks",
-                            channels_first=False, channels_last=True, randomised=True,
+                            channels_first=False, channels_last=True, randomised=True, slow=True,
                             citation="C. Guo, M. Rana, M. Cisse, L. van der Maaten, ICLR 2018 (their settings)"),
     # Gaussian noise at test time (GaussianAugmentation without augmentation: every image replaced by a noisy one)
     "gaussian_noise": ArtEntry("GaussianAugmentation", {"sigma": 8 / 255, "augmentation": False},
