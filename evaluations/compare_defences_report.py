@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from evaluations.compare_defences_records import command_of, convergence_command, relative
 from wnll_art.adapters.art_preprocessors import ART_PREPROCESSORS
 from wnll_art.evaluation.comparison import (
+    EPS_8,
     RULE,
     UNDEFENDED,
     Row,
@@ -39,6 +40,7 @@ __all__ = ["ADVERSARIAL_ROWS", "ARCHIVE", "chart", "document", "write_report"]
 RESULTS = Path(__file__).resolve().parent / "results"
 ARCHIVE = RESULTS / "compare_defences_records.tgz"
 # the adversarial-training rows of the issue (FGSM-RS: E. Wong, L. Rice, J. Z. Kolter, ICLR 2020)
+ASKED_EPS = (0.02, EPS_8, 0.08)  # the issue's three eps: the document says which of them have no record yet
 ADVERSARIAL_ROWS = (("resnet56-fgsmrs", "none", "FGSM-RS alone"), ("fgsmrs-wnll", "none", "FGSM-RS + WNLL head"),
                     ("fgsmrs-wnll", "tvm", "FGSM-RS + WNLL head + TVM"))  # fmt: skip
 OURS = {"none": ("-", "-", "no defence"),
@@ -48,6 +50,11 @@ OURS = {"none": ("-", "-", "no defence"),
 
 def _eps(eps: float) -> str:
     return "8/255" if is_eps_8(eps) else f"{eps:g}"
+
+
+def _eps_not_run(rows: Sequence[Row]) -> list[float]:
+    """The eps of :data:`ASKED_EPS` at which no adaptive row holds a number."""
+    return [e for e in ASKED_EPS if not any(abs(r.eps - e) < 1e-6 and r.robust is not None for r in rows)]
 
 
 def _order(rows: Sequence[Row]) -> list[Row]:
@@ -127,6 +134,8 @@ def headline(rows: Sequence[Row]) -> str:
             f"{_kept(r)} ({label})" for m, d, label in ADVERSARIAL_ROWS if (r := adv.get((m, d)))))  # fmt: skip
     incomplete = sum(bool(r.missing) for r in rows)
     tail = f" {incomplete} of {len(rows)} rows are incomplete (runs in progress; see *Not run*)." if incomplete else ""
+    if todo := _eps_not_run(rows):
+        tail += f" Not yet run at eps {', '.join(map(_eps, todo))} (see *Not run*)."
     return "; ".join(text) + "." + tail
 
 
@@ -270,6 +279,8 @@ def _not_run(rows: Sequence[Row], folders: Sequence[RunFolder], absent: Sequence
         asked = [relative(f.path) for f in folders if d in f.settings.get("run", {}).get("defences", [])]
         lines.append(f"- {d}: not run " + (f"yet (asked for by {', '.join(asked)}: running or stopped)" if asked
                                              else "(no record of it in any folder)"))  # fmt: skip
+    lines += [f"- eps {_eps(e)}: no adaptive record yet (`evaluations/gpu_compare.sh` with `EPS={e:g}`; "
+              "`evaluations/README.md` has its CPU form)" for e in _eps_not_run(rows)]  # fmt: skip
     lines += [f"- folder {a}: absent (no run.json)" for a in absent]
     for f in folders:
         missing = f.missing()
@@ -305,8 +316,9 @@ def document(folders: Sequence[RunFolder], *, absent: Sequence[str] = (), png: s
               "included; `tar xzf` it at the repository root).", "", "## Adding a defence", "",
               "One more ART preprocessor in this comparison is one entry of `ART_PREPROCESSORS` "
               "(`wnll_art/adapters/art_preprocessors.py`): class, options, the attacker's gradient, layout, randomised, "
-              "citation. It is then a defence of `--defences` everywhere, and this report lists its row, settings and "
-              "citation (or `not run`) without an edit.", ""]  # fmt: skip
+              "citation. It is then a defence of `--defences` everywhere, `evaluations/gpu_compare.sh` runs it (`slow`: on "
+              "its first `SLOW_N` images only), and this report lists its row, settings and citation (or `not run`) "
+              "without an edit.", ""]  # fmt: skip
     return lines
 
 

@@ -154,6 +154,21 @@ def test_the_headline_says_when_a_cited_number_is_an_upper_bound(tmp_path: Path)
     assert "the undefended softmax ResNet-56 keeps 0.0%;" in head
 
 
+def test_the_eps_the_issue_asks_for_without_records_are_named(tmp_path: Path) -> None:
+    from evaluations.compare_defences_report import headline
+
+    cells = {("softmax", "none", "clean"): [1, 1], ("softmax", "none", "pgd_smooth_eot"): [0, 1]}
+    lines = document([load_folder(_folder(tmp_path / "a", "adaptive", cells, plan=["pgd_smooth_eot"]))])  # type: ignore[list-item]
+    assert lines[2].endswith("Not yet run at eps 0.02, 0.08 (see *Not run*).")
+    assert [line for line in lines if line.startswith("- eps ")] == [
+        f"- eps {e}: no adaptive record yet (`evaluations/gpu_compare.sh` with `EPS={e}`; `evaluations/README.md` "
+        "has its CPU form)" for e in ("0.02", "0.08")]  # fmt: skip
+    rows = [_row("softmax", "none", 0.0, eps) for eps in (0.02, EPS, 0.08)]
+    assert "Not yet run" not in headline(rows)
+    rows[2] = dataclasses.replace(rows[2], robust=None)  # a row without its number does not count as run
+    assert headline(rows).endswith("Not yet run at eps 0.08 (see *Not run*).")
+
+
 def test_selected_rows_show_transfer_square_and_convergence(tmp_path: Path) -> None:
     cells = {("softmax", "none", "clean"): [1] * 10, ("softmax", "none", "pgd_smooth_eot"): [1] + [0] * 9,
              ("softmax", "none", "square"): [1] * 2 + [0] * 8,
