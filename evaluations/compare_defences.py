@@ -99,16 +99,33 @@ def checks(argv: Sequence[str]) -> int:
 
 
 def defences(argv: Sequence[str]) -> int:
-    """Prints the registered defences, space-separated in registry order: those that run at every ``N`` or, with
-    ``--slow``, those whose ART entry is ``slow`` (``gpu_compare.sh`` reads both lists here, so a new registry
-    entry joins the comparison without an edit of the script)."""
+    """Prints defences on one line, space-separated: the registered ones that run at every ``N`` (registry order)
+    or, with ``--slow``, those whose ART entry is ``slow``; with ``--recorded-in FOLDER``, those FOLDER's
+    ``run.json`` lists (nothing without one). ``gpu_compare.sh`` reads its lists here, so a new registry entry
+    joins the comparison without an edit of the script.
+
+    Raises:
+        SystemExit: A registered name that the script could not split (blank or with a comma), or an unreadable
+            ``run.json``.
+    """
     from wnll_art.adapters.art_preprocessors import ART_PREPROCESSORS
     from wnll_art.evaluation.victims import PURIFIERS
 
     p = argparse.ArgumentParser(prog=f"{PROG} defences", description=defences.__doc__)
     p.add_argument("--slow", action="store_true", help="the slow ones (ART's TotalVarMin: hours at n = 500 on a CPU)")
+    p.add_argument("--recorded-in", metavar="FOLDER", help="the defences of this run folder's run.json instead")
     args = p.parse_args(argv)
-    print(" ".join(n for n in PURIFIERS.names() if (n in ART_PREPROCESSORS and ART_PREPROCESSORS[n].slow) == args.slow))
+    if args.recorded_in:
+        meta = Path(args.recorded_in) / "run.json"
+        try:
+            names = json.loads(meta.read_text())["run"]["defences"] if meta.is_file() else []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            p.error(f"{meta}: no run.defences list ({exc!r})")
+    else:
+        names = [n for n in PURIFIERS.names() if (n in ART_PREPROCESSORS and ART_PREPROCESSORS[n].slow) == args.slow]
+    if bad := [n for n in names if not isinstance(n, str) or not n.strip() or "," in n or n.split()[0] != n]:
+        p.error(f"defence names a script cannot split: {bad!r}")
+    print(" ".join(names))
     return 0
 
 

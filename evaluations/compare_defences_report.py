@@ -28,6 +28,7 @@ from wnll_art.evaluation.comparison import (
     load_folder,
     missing_defences,
     references,
+    same_eps,
     selected_for_checks,
 )
 from wnll_art.evaluation.report import HEADLINE_FLAGS, markdown_table, pct, save_png, write_text
@@ -54,7 +55,7 @@ def _eps(eps: float) -> str:
 
 def _eps_not_run(rows: Sequence[Row]) -> list[float]:
     """The eps of :data:`ASKED_EPS` at which no adaptive row holds a number."""
-    return [e for e in ASKED_EPS if not any(abs(r.eps - e) < 1e-6 and r.robust is not None for r in rows)]
+    return [e for e in ASKED_EPS if not any(same_eps(r.eps, e) and r.robust is not None for r in rows)]
 
 
 def _order(rows: Sequence[Row]) -> list[Row]:
@@ -275,12 +276,18 @@ def _not_run(rows: Sequence[Row], folders: Sequence[RunFolder], absent: Sequence
     from wnll_art.evaluation.victims import PURIFIERS
 
     lines = ["## Not run", ""]
-    for d in missing_defences(rows, PURIFIERS.names()):
+    nowhere = missing_defences(rows, PURIFIERS.names())
+    for d in nowhere:
         asked = [relative(f.path) for f in folders if d in f.settings.get("run", {}).get("defences", [])]
         lines.append(f"- {d}: not run " + (f"yet (asked for by {', '.join(asked)}: running or stopped)" if asked
                                              else "(no record of it in any folder)"))  # fmt: skip
-    lines += [f"- eps {_eps(e)}: no adaptive record yet (`evaluations/gpu_compare.sh` with `EPS={e:g}`; "
-              "`evaluations/README.md` has its CPU form)" for e in _eps_not_run(rows)]  # fmt: skip
+    todo = _eps_not_run(rows)
+    for e in ASKED_EPS:
+        if e in todo:
+            lines.append(f"- eps {_eps(e)}: no adaptive record yet (`evaluations/gpu_compare.sh` with `EPS={e:g}` "
+                         "and a run folder of its own; `evaluations/README.md` has its CPU form)")  # fmt: skip
+        elif here := [d for d in missing_defences(rows, PURIFIERS.names(), eps=e) if d not in nowhere]:
+            lines.append(f"- eps {_eps(e)}: no record of {', '.join(here)} at this eps")
     lines += [f"- folder {a}: absent (no run.json)" for a in absent]
     for f in folders:
         missing = f.missing()

@@ -9,7 +9,7 @@
 # (adaptive, paper), each fast defence on softmax + our strongest WNLL model in a folder of its own (adaptive), and
 # all of them under the paper protocol; every process stops at P1 seconds after the start (default 330; the stores
 # are resumable, so a later call with the same settings finishes them). The defences are the registry's
-# (`compare_defences.py defences`); its slow ones (ArtEntry.slow: ART's TotalVarMin, art_tvm and art_tvm_guo, which solves
+# (`compare_defences.py defences`); its slow ones (ArtEntry.slow: ART's TotalVarMin, art_tvm and art_tvm_guo,
 # L-BFGS-B per image on the CPU, hours at N=500) are left out unless SLOW_N > 0, which runs them on the first
 # SLOW_N images in folders of their own. Phase 2 (until DEADLINE, default 450) runs the convergence ladders of every
 # row the report's rule selects. Phase 3 writes $OUT/compare_defences_n$N.md, its PNG and
@@ -32,12 +32,17 @@ DEFENDED=softmax,resnet56-wnll-tvmaug     # the public ResNet-56 and our stronge
 ADVERSARIAL=resnet56-fgsmrs,fgsmrs-wnll   # FGSM-RS (Wong et al. 2020) alone and through a WNLL head
 mkdir -p "$OUT" "$RES/logs"
 export OMP_NUM_THREADS=$THREADS MPLBACKEND=Agg PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-# the defences from the registry (a new entry joins without an edit here): ART's slow ones (ArtEntry.slow) apart
-read -ra FAST <<< "$("$PY" evaluations/compare_defences.py defences)"
-read -ra SLOW <<< "$("$PY" evaluations/compare_defences.py defences --slow)"
-if [ ${#FAST[@]} -eq 0 ]; then echo "no defence read from the registry (evaluations/compare_defences.py defences)" >&2; exit 1; fi
 T0=$(date +%s)
 say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/log.txt"; }
+# The defences are the registry's (a new entry joins without an edit here), ART's slow ones (ArtEntry.slow) apart.
+# The paper protocol's shared folder keeps the list it was started with (its run.json: a folder resumes only with its
+# own settings); defences registered later get paper folders of their own.
+fast=$("$PY" evaluations/compare_defences.py defences) &&
+    slow=$("$PY" evaluations/compare_defences.py defences --slow) &&
+    paper=$("$PY" evaluations/compare_defences.py defences --recorded-in "$RES/defences_paper") ||
+    { say "cannot read the defences from the registry (evaluations/compare_defences.py defences)"; exit 1; }
+read -ra FAST <<< "$fast"; read -ra SLOW <<< "$slow"; read -ra PAPER <<< "${paper:-$fast}"
+if [ ${#FAST[@]} -eq 0 ]; then say "no defence in the registry (evaluations/compare_defences.py defences)"; exit 1; fi
 # runs "$@" until second $1 after the start (timeout 0 would mean no limit: 124 instead when no time is left)
 until_s() { local l=$(( $1 - ($(date +%s) - T0) )); shift
             if [ "$l" -lt 2 ]; then echo "deadline reached before the start" >&2; return 124; fi; timeout "$l" "$@"; }
@@ -63,9 +68,15 @@ job adversarial_paper "$P1" "${EVALUATE[@]}" --protocol paper --models "$ADVERSA
 for d in "${FAST[@]}"; do
     job "defences_$d" "$P1" "${EVALUATE[@]}" --protocol adaptive --models "$DEFENDED" --defences "$d" --n "$N" --out "$RES/defences_$d"
 done
-job defences_paper "$P1" "${EVALUATE[@]}" --protocol paper --models "$DEFENDED" --defences "$(IFS=,; echo "${FAST[*]}")" --n "$N" \
+job defences_paper "$P1" "${EVALUATE[@]}" --protocol paper --models "$DEFENDED" --defences "$(IFS=,; echo "${PAPER[*]}")" --n "$N" \
     --out "$RES/defences_paper"
-if [ "$SLOW_N" -gt 0 ]; then
+for d in "${FAST[@]}"; do  # registered after the shared paper folder was started
+    case " ${PAPER[*]} " in
+        *" $d "*) ;;
+        *) job "paper_$d" "$P1" "${EVALUATE[@]}" --protocol paper --models "$DEFENDED" --defences "$d" --n "$N" --out "$RES/paper_$d" ;;
+    esac
+done
+if [ "$SLOW_N" -gt 0 ] && [ ${#SLOW[@]} -gt 0 ]; then
     for d in "${SLOW[@]}"; do
         for protocol in adaptive paper; do
             job "${d}_${protocol}_n$SLOW_N" "$P1" "${EVALUATE[@]}" --protocol "$protocol" --models "$DEFENDED" --defences "$d" \

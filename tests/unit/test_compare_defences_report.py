@@ -161,12 +161,26 @@ def test_the_eps_the_issue_asks_for_without_records_are_named(tmp_path: Path) ->
     lines = document([load_folder(_folder(tmp_path / "a", "adaptive", cells, plan=["pgd_smooth_eot"]))])  # type: ignore[list-item]
     assert lines[2].endswith("Not yet run at eps 0.02, 0.08 (see *Not run*).")
     assert [line for line in lines if line.startswith("- eps ")] == [
-        f"- eps {e}: no adaptive record yet (`evaluations/gpu_compare.sh` with `EPS={e}`; `evaluations/README.md` "
-        "has its CPU form)" for e in ("0.02", "0.08")]  # fmt: skip
-    rows = [_row("softmax", "none", 0.0, eps) for eps in (0.02, EPS, 0.08)]
+        f"- eps {e}: no adaptive record yet (`evaluations/gpu_compare.sh` with `EPS={e}` and a run folder of its "
+        "own; `evaluations/README.md` has its CPU form)" for e in ("0.02", "0.08")]  # fmt: skip
+    rows = [_row("softmax", "none", 0.0, eps) for eps in (0.02, 0.03137, 0.08)]  # 0.03137: 8/255 as rounded
     assert "Not yet run" not in headline(rows)
     rows[2] = dataclasses.replace(rows[2], robust=None)  # a row without its number does not count as run
     assert headline(rows).endswith("Not yet run at eps 0.08 (see *Not run*).")
+
+
+def test_a_defence_run_at_one_eps_only_is_named_at_the_others(tmp_path: Path) -> None:
+    cells = {("softmax", "none", "clean"): [1, 1], ("softmax", "none", "pgd_smooth_eot"): [0, 1],
+             ("softmax", "jpeg", "clean"): [1, 1], ("softmax", "jpeg", "pgd_smooth_eot"): [1, 1]}  # fmt: skip
+    eight = load_folder(_folder(tmp_path / "a", "adaptive", cells, plan=["pgd_smooth_eot"]))
+    assert eight is not None
+    other = {**eight.settings, "run": {**eight.settings["run"], "eps": [0.02]}}
+    moved = [dataclasses.replace(r, eps=0.02 if r.eps else 0.0) for r in eight.records if r.defence == "none"]
+    at_002 = dataclasses.replace(eight, path=tmp_path / "b", settings=other, records=tuple(moved))
+    lines = document([eight, at_002])  # type: ignore[list-item]
+    assert "- eps 0.02: no record of jpeg at this eps" in lines
+    assert not any(line.startswith(("- eps 8/255", "- jpeg:")) for line in lines)
+    assert "- eps 0.08: no adaptive record yet" in "\n".join(lines)
 
 
 def test_selected_rows_show_transfer_square_and_convergence(tmp_path: Path) -> None:

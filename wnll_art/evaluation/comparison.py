@@ -28,7 +28,7 @@ from wnll_art.evaluation.protocols import SPECS, registry_flags
 from wnll_art.evaluation.records import CellRecord, RecordError, load_record, per_image_minimum
 
 __all__ = ["EPS_8", "RULE", "UNDEFENDED", "Convergence", "Row", "RunFolder", "build_rows", "convergence_of", "is_adversarial",
-           "load_folder", "missing_defences", "references", "selected_for_checks"]  # fmt: skip
+           "load_folder", "missing_defences", "references", "same_eps", "selected_for_checks"]  # fmt: skip
 
 EPS_8 = 8 / 255  # the eps of the issue's >5-points rule (records write it as 0.0313725)
 UNDEFENDED = "softmax"  # the model whose no-defence row is the comparison's "no defence"
@@ -36,9 +36,14 @@ RULE = 0.05  # a defence beating no defence by more than this (5 points) at 8/25
 _EPS_TOLERANCE = 5e-5
 
 
+def same_eps(a: float, b: float) -> bool:
+    """Whether two eps are the same as the records write them (8/255 is ``0.0313725`` there)."""
+    return abs(a - b) < _EPS_TOLERANCE
+
+
 def is_eps_8(eps: float) -> bool:
     """Whether ``eps`` is 8/255 as the records write it (``0.0313725``)."""
-    return abs(eps - EPS_8) < _EPS_TOLERANCE
+    return same_eps(eps, EPS_8)
 
 
 @dataclass(frozen=True)
@@ -370,9 +375,10 @@ def selected_for_checks(rows: Sequence[Row], *, rule: float = RULE) -> list[tupl
     return out
 
 
-def missing_defences(rows: Sequence[Row], registered: Iterable[str]) -> list[str]:
-    """The registered defences no row holds (``"not run"`` in the document)."""
-    have = {r.defence for r in rows if r.robust is not None or r.clean is not None}
+def missing_defences(rows: Sequence[Row], registered: Iterable[str], *, eps: float | None = None) -> list[str]:
+    """The registered defences no row holds (``"not run"`` in the document); with ``eps``, no row at that eps."""
+    have = {r.defence for r in rows if (r.robust is not None or r.clean is not None)
+            and (eps is None or same_eps(r.eps, eps))}  # fmt: skip
     return [d for d in registered if d not in have]
 
 
