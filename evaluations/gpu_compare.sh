@@ -31,6 +31,7 @@ RES=${RES:-results/compare_defences_gpu_n$N}  # the run folders (resumable); $OU
 DEFENDED=softmax,resnet56-wnll-tvmaug     # the public ResNet-56 and our strongest WNLL model (original + TVM data)
 ADVERSARIAL=resnet56-fgsmrs,fgsmrs-wnll   # FGSM-RS (Wong et al. 2020) alone and through a WNLL head
 mkdir -p "$OUT" "$RES/logs"
+rm -f "$RES"/logs/*.rc  # exit statuses of an earlier call would count as this one's
 export OMP_NUM_THREADS=$THREADS MPLBACKEND=Agg PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 T0=$(date +%s)
 say() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/log.txt"; }

@@ -79,7 +79,10 @@ def test_a_shared_paper_folder_keeps_its_list_and_later_entries_get_their_own(tm
     folder = tmp_path / "res" / "defences_paper"
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({"protocol": "paper", "run": {"defences": OLD, "n": 4}}))
+    (tmp_path / "res" / "logs").mkdir()
+    (tmp_path / "res" / "logs" / "stale.rc").write_text("124\n")  # an earlier call's job
     jobs = _jobs(_evaluate_calls(tmp_path))
+    assert "stale" not in (tmp_path / "out" / "log.txt").read_text()
     assert jobs["defences_paper"] == ("paper", ",".join(OLD), "4")  # as recorded: the folder resumes
     assert jobs["paper_median5"] == ("paper", "median5", "4")
     assert not {k for k in jobs if k.startswith("paper_")} - {"paper_median5"}
