@@ -322,7 +322,7 @@ def document(folders: Sequence[RunFolder], *, absent: Sequence[str] = (), png: s
               f"The records are in `{archive}` (each folder's `run.json` and `cells/*.json`, convergence cells "
               "included; `tar xzf` it at the repository root).", "", "## Adding a defence", "",
               "One more ART preprocessor in this comparison is one entry of `ART_PREPROCESSORS` "
-              "(`wnll_art/adapters/art_preprocessors.py`): class, options, the attacker's gradient, layout, randomised, "
+              "(`wnll_art/adapters/art_preprocessors.py`): class, options, the attacker's gradient, layout, randomised, slow, "
               "citation. It is then a defence of `--defences` everywhere, `evaluations/gpu_compare.sh` runs it (`slow`: on "
               "its first `SLOW_N` images only), and this report lists its row, settings and citation (or `not run`) "
               "without an edit.", ""]  # fmt: skip
