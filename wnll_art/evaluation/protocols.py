@@ -241,27 +241,29 @@ register("main", "transfer_bim", lambda o: ArtBIM(steps=10, step_fraction=0.25),
 
 # ----------------------------------------------------------------------------------------------- paper
 PROTOCOLS.register("paper", "Wang et al. (2018) as stated: surrogate gradient on WNLL, TVM unseen, IFGSM 10 x eps")
-_PAPER = {"eot": False, "gradient": "surrogate", "tvm": "oblivious"}
-register("paper", "fgsm", lambda o: ArtFGSM(), **_PAPER, checks=(Check(  # type: ignore[arg-type]
+_PAPER: dict[str, Any] = {"eot": False, "gradient": "surrogate", "tvm": "oblivious"}
+register("paper", "fgsm", lambda o: ArtFGSM(), **_PAPER, checks=(Check(
     "fgsm_exact_eot", "paper_attack_stronger", "surrogate / TVM-oblivious FGSM beats exact + BPDA + EOT", "adaptive"),))  # fmt: skip
-register("paper", "ifgsm", lambda o: ArtBIM(steps=10, step_fraction=1.0), **_PAPER)  # type: ignore[arg-type]
+register("paper", "ifgsm", lambda o: ArtBIM(steps=10, step_fraction=1.0), **_PAPER)
 # Foolbox's C&W: whole-batch Adam steps, as in the authors' code (ART's line search predicts on subsets of the
 # batch, which changes a transductive WNLL's graph); 10 steps as the authors' code
-register("paper", "cw_l2", lambda o: FoolboxL2CW(initial_const=10.0, confidence=0.0, steps=10, stepsize=0.01), **_PAPER)  # type: ignore[arg-type]  # fmt: skip
+register("paper", "cw_l2", lambda o: FoolboxL2CW(initial_const=10.0, confidence=0.0, steps=10, stepsize=0.01), **_PAPER)  # fmt: skip
 FAMILIES = ("fgsm", "ifgsm", "cw_l2")  # the paper's attack families (its table's rows)
 
 # -------------------------------------------------------------------------------------------- adaptive
 PROTOCOLS.register("adaptive", "smooth / exact and straight-through gradients, BPDA + EOT, transfer, Square")
-_PGD, _SMOOTH, _SUR = "pgd_smooth_eot", {"score": "smooth"}, {"gradient": "surrogate", "skip": _no_wnll}
+_PGD = "pgd_smooth_eot"
+_SMOOTH: dict[str, Any] = {"score": "smooth"}
+_SUR: dict[str, Any] = {"gradient": "surrogate", "skip": _no_wnll}
 register("adaptive", _PGD, lambda o: ArtPGD(steps=o.steps, step_scale=2.5, restarts=o.restarts), **_SMOOTH)
 register("adaptive", "pgd_surrogate_eot", lambda o: ArtPGD(steps=o.steps, step_scale=2.5, restarts=o.restarts),
-         **_SUR, checks=(Check(_PGD, "surrogate_stronger", _SURROGATE),))  # type: ignore[arg-type]  # fmt: skip
+         **_SUR, checks=(Check(_PGD, "surrogate_stronger", _SURROGATE),))  # fmt: skip
 for _short, _loss in (("ce", "cross_entropy"), ("dlr", "difference_logits_ratio")):
     def _apgd(o: PlanOptions, loss: str = _loss) -> Attack:
         return ArtAPGD(loss=loss, steps=o.steps, restarts=o.restarts)
 
     register("adaptive", f"apgd_{_short}_smooth_eot", _apgd, **_SMOOTH)
-    register("adaptive", f"apgd_{_short}_surrogate_eot", _apgd, **_SUR)  # type: ignore[arg-type]
+    register("adaptive", f"apgd_{_short}_surrogate_eot", _apgd, **_SUR)
 register("adaptive", "transfer_pgd", lambda o: ArtPGD(steps=o.steps, step_scale=2.5, restarts=o.restarts), eot=False,
          source="softmax", tvm="oblivious", skip=_is_source, checks=(Check(_PGD, "black_box_stronger", _TRANSFER),))  # fmt: skip
 register("adaptive", "square", lambda o: ArtSquare(queries=o.square_queries, restarts=o.restarts), eot=False,
@@ -271,7 +273,7 @@ register("adaptive", "fgsm_exact_eot", lambda o: ArtFGSM(), default=False)
 register("adaptive", "pgd_fb_exact_eot", lambda o: FoolboxLinfPGD(steps=o.steps, rel_stepsize=0.1), default=False)
 register("adaptive", "ifgsm_exact_eot", lambda o: ArtBIM(steps=o.steps, step_fraction=0.1), default=False)
 register("adaptive", "ifgsm_surrogate_eot", lambda o: ArtBIM(steps=o.steps, step_fraction=0.1), default=False,
-         **_SUR, checks=(Check("ifgsm_exact_eot", "surrogate_stronger", _SURROGATE),))  # type: ignore[arg-type]  # fmt: skip
+         **_SUR, checks=(Check("ifgsm_exact_eot", "surrogate_stronger", _SURROGATE),))  # fmt: skip
 register("adaptive", "cw_l2_exact_eot", lambda o: ArtCarliniL2(steps=o.cw_steps, learning_rate=0.01), default=False)
 register("adaptive", "transfer_ifgsm", lambda o: ArtBIM(steps=o.steps, step_fraction=0.1), default=False, eot=False,
          source="softmax", tvm="oblivious", skip=_is_source, checks=(Check("ifgsm_exact_eot", "black_box_stronger", _TRANSFER),))  # fmt: skip
@@ -280,16 +282,20 @@ register("adaptive", "mifgsm_smooth_eot", lambda o: ArtMomentumIterative(steps=o
          checks=(Check(_PGD, "momentum_stronger", "MI-FGSM beats PGD: a rugged loss surface, raise PGD's budget"),))  # fmt: skip
 
 # --------------------------------------------------------------------------------------------- authors
+def _script(*args: Any, **kwargs: Any) -> Callable[[PlanOptions], Attack]:  # AuthorsScript(*args, **kwargs), any sizes
+    return lambda o: AuthorsScript(*args, **kwargs)
+
+
 PROTOCOLS.register("authors", "the authors' attack scripts replicated (Fool_StandardDNN.py, Fool_WNLLDNN.py), bounds of their own")
-_SCRIPT = {"eot": False, "tvm": "oblivious"}  # Fool_StandardDNN.py on softmax victims, Fool_WNLLDNN.py on WNLL ones
+_SCRIPT: dict[str, Any] = {"eot": False, "tvm": "oblivious"}  # Fool_StandardDNN.py on softmax victims, Fool_WNLLDNN.py on WNLL ones
 for _method in FAMILIES:
-    register("authors", _method, lambda o, m=_method: AuthorsScript(method=m), **_SCRIPT)  # type: ignore[arg-type]
+    register("authors", _method, _script(method=_method), **_SCRIPT)
 _SCRIPT["skip"] = lambda v: v.module.wnll is not None  # the ablation switches are the softmax script's
 # the ablation (evaluations/paper_numbers.py): from the paper's attack, the script's steps switched on one at a time
 for _name, _switches in (("fgsm_pixel_ascent", ("fgsm", 1, "pixel", "pixel")), ("fgsm_normalised_eps", ("fgsm", 1, "normalised", "pixel")),
                          ("fgsm_normalised_clamp", ("fgsm", 1, "normalised", "normalised")),
                          ("ifgsm_pixel", ("ifgsm", None, "pixel", "pixel")), ("ifgsm_normalised_eps", ("ifgsm", None, "normalised", "pixel"))):  # fmt: skip
-    register("authors", _name, lambda o, a=_switches: AuthorsScript(*a), default=False, **_SCRIPT)  # type: ignore[arg-type]
+    register("authors", _name, _script(*_switches), default=False, **_SCRIPT)
 # the WNLL ablation (Fool_WNLLDNN.py; evaluations/authors_scripts.md section 8), on WNLL victims only
 _SCRIPT["skip"] = _no_wnll
 _VICTIM = {"wnll_graph": "victim", "wnll_template": "victim"}
@@ -305,7 +311,7 @@ WNLL_STEPS: dict[str, dict[str, str]] = {
     "wnll_cw_raw": {"method": "cw_l2", "cw_output": "raw"},
 }  # fmt: skip
 for _name, _kw in WNLL_STEPS.items():
-    register("authors", _name, lambda o, k=_kw: AuthorsScript(**k), default=False, **_SCRIPT)  # type: ignore[arg-type, misc]
+    register("authors", _name, _script(**_kw), default=False, **_SCRIPT)
 
 ALL = "all"  # the adaptive minimum over clean, every paper attack and every adaptive attack
 

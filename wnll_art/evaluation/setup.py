@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from wnll_art._device import Dist, device_facts
 from wnll_art.data import load_cifar10
@@ -15,7 +15,16 @@ from wnll_art.evaluation.checks import model_flags
 from wnll_art.evaluation.config import EvalConfig
 from wnll_art.evaluation.engine import Batches
 from wnll_art.evaluation.records import DEVICE_FACTS, RunStore
-from wnll_art.evaluation.victims import MODELS, PURIFIERS, ModelRef, Row, Victim, build_victims, resolve_model
+from wnll_art.evaluation.victims import (
+    MODELS,
+    PURIFIERS,
+    Head,
+    ModelRef,
+    Row,
+    Victim,
+    build_victims,
+    resolve_model,
+)
 
 __all__ = ["load_batches", "open_run", "open_store", "rows", "run_settings", "victim_flags", "victims_of"]
 
@@ -85,7 +94,7 @@ def rows(cfg: EvalConfig, trained: bool | Sequence[str] = False) -> list[Row]:
     out = []
     for data in wanted:
         pair = table[data]
-        models = {m: ModelRef(pair[m], m) for m in cfg.models if m in pair}
+        models = {m: ModelRef(pair[m], cast(Head, m)) for m in cfg.models if m in pair}
         if not models:
             raise ValueError(f"models {list(cfg.models)}: a trained row holds only {sorted(pair)}")
         origin = {"weights": f"zoo:{pair['softmax']}+{pair['wnll']}", "zoo": pair,
@@ -106,7 +115,7 @@ def victims_of(
                             data_root=data_root, weights=weights)  # fmt: skip
     found = {v.model: v for v in victims if v.defence == "none"}
     pair = row.origin.get("zoo", {})  # a trained row's own models, whichever cfg.models attacks
-    missing = {s: row.models.get(s) or (ModelRef(pair[s], s) if s in pair else MODELS[s]) for s in sources if s not in found}
+    missing = {s: row.models.get(s) or (ModelRef(pair[s], cast(Head, s)) if s in pair else MODELS[s]) for s in sources if s not in found}
     if missing:
         found.update({v.model: v for v in build_victims(cfg, models=missing, defences=("none",), data_root=data_root,
                                                         weights=weights)})  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -26,13 +26,16 @@ __all__ = ["MODELS", "PURIFIERS", "UNDECIDED", "ModelRef", "Row", "Victim", "bui
            "resolve_model"]  # fmt: skip
 
 
+Head = Literal["wnll", "softmax"]  # an output head of load_classifier
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A classifier as :func:`~wnll_art.defence.load_classifier` builds it: a zoo name and its output head
     (``None``: a trained model's own output)."""
 
     name: str = "resnet56"
-    head: str | None = None
+    head: Head | None = None
 
 
 MODELS: Registry[ModelRef] = Registry("model")
@@ -150,9 +153,7 @@ def _classifier(
     )
     if wnll and trained is None:
         options["template_size"] = cfg.template_size
-    clf = load_classifier(
-        ref.name, head=ref.head, seed=cfg.seed, data_root=data_root, weights=weights, **options
-    )  # type: ignore[arg-type]
+    clf = load_classifier(ref.name, head=ref.head, seed=cfg.seed, data_root=data_root, weights=weights, **options)
     return clf.to(cfg.device).eval()
 
 
