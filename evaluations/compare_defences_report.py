@@ -36,10 +36,11 @@ from wnll_art.evaluation.report import HEADLINE_FLAGS, markdown_table, pct, save
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["ADVERSARIAL_ROWS", "ARCHIVE", "chart", "document", "write_report"]
+__all__ = ["ADVERSARIAL_ROWS", "ARCHIVE", "ARCHIVE_N500", "chart", "document", "write_report"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ARCHIVE = RESULTS / "compare_defences_records.tgz"
+ARCHIVE = RESULTS / "compare_defences_records.tgz"  # the 100-image run (compare_defences_n100.md), every eps
+ARCHIVE_N500 = RESULTS / "compare_defences_n500_records.tgz"  # the issue's 500 images (compare_defences_n500.md)
 # the adversarial-training rows of the issue (FGSM-RS: E. Wong, L. Rice, J. Z. Kolter, ICLR 2020)
 ASKED_EPS = (0.02, EPS_8, 0.08)  # the issue's three eps: the document says which of them have no record yet
 ADVERSARIAL_ROWS = (("resnet56-fgsmrs", "none", "FGSM-RS alone"), ("fgsmrs-wnll", "none", "FGSM-RS + WNLL head"),
@@ -100,8 +101,8 @@ def _clean_cost(rows: Sequence[Row]) -> list[str]:
         out.append("- ART's `TotalVarMin` solves by L-BFGS-B from the input itself (`z_min = x.copy()`), `max_iter` 10 "
                    "iterations: at Guo et al.'s TV weight (`art_tvm_guo`, 0.03) it barely leaves the input, at ART's "
                    "default (`art_tvm`, 0.5, keeping 30 %) it smooths the image away. Our `tvm` (same objective at "
-                   "Guo's settings, ADMM, also from the input) lies between: " + ", ".join(
-                       f"{r.victim} clean {_clean(r)}" for r in art) + ".")  # fmt: skip
+                   "Guo's settings, ADMM, also from the input) lies between: " + ", ".join(dict.fromkeys(
+                       f"{r.victim} clean {_clean(r)}" for r in art)) + ".")  # fmt: skip  # once per victim, not per eps
     return ["## Clean accuracy: what a robust number costs", "", *out, ""] if out else []
 
 

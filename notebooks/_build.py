@@ -238,9 +238,11 @@ straight-through WNLL views with BPDA through every non-differentiable preproces
 PGD transferred from the softmax model, Square): no defence, our TVM, ART's `TotalVarMin` (ART's and Guo's settings),
 `JpegCompression`, `SpatialSmoothing`, `FeatureSqueezing`, Gaussian noise at test time, each in front of the public
 softmax ResNet-56 and our strongest WNLL model, and FGSM-RS adversarial training alone, with a WNLL head and with WNLL
-+ TVM. No attack runs here: the records are read back from `evaluations/results/compare_defences_records.tgz` (made
-by `python evaluations/compare_defences.py report`, beside `compare_defences_n{N}.md`). Each number is a per-image
-worst case over clean and every attack; a randomised victim's image counts only if all K draws classify it correctly.""",
++ TVM, on the first 500 test images. No attack runs here: the records are read back from
+`evaluations/results/compare_defences_n500_records.tgz` (made by `python evaluations/compare_defences.py report`,
+beside `compare_defences_n500.md`; rows and eps not yet run are listed as such, and
+`compare_defences_records.tgz` holds the complete 100-image run at all three eps). Each number is a per-image worst
+case over clean and every attack; a randomised victim's image counts only if all K draws classify it correctly.""",
     ),
     (
         "code",
@@ -252,12 +254,12 @@ from pathlib import Path
 import wnll_art
 sys.path.insert(0, str(Path(wnll_art.__file__).resolve().parents[1]))  # the repository's evaluations/ modules
 from evaluations.compare_defences_records import extract_archive
-from evaluations.compare_defences_report import ARCHIVE, chart, headline
+from evaluations.compare_defences_report import ARCHIVE_N500, chart, headline
 from wnll_art.evaluation.comparison import build_rows, load_folder, selected_for_checks""",
     ),
     (
         "code",
-        """folders = [load_folder(p) for p in extract_archive(ARCHIVE, tempfile.mkdtemp(prefix="compare-defences-"))]
+        """folders = [load_folder(p) for p in extract_archive(ARCHIVE_N500, tempfile.mkdtemp(prefix="compare-defences-"))]
 rows = build_rows([f for f in folders if f is not None])
 print(f"{len(folders)} runs ({', '.join(sorted({f.protocol for f in folders}))} protocol), {len(rows)} victims x eps")
 print(headline(rows))""",

@@ -293,11 +293,14 @@ def test_a_defence_that_costs_its_clean_accuracy_is_named_with_both_numbers() ->
     both accuracies; one 20 points or less below is not."""
     from evaluations.compare_defences_report import _clean_cost
 
-    def row(defence: str, clean: float, robust: float) -> Row:
-        return Row(model="softmax", defence=defence, eps=EPS, n=100, clean=clean, robust=robust, attacks={}, missing=())
+    def row(defence: str, clean: float, robust: float, eps: float = EPS) -> Row:
+        return Row(model="softmax", defence=defence, eps=eps, n=100, clean=clean, robust=robust, attacks={}, missing=())
 
     lines = _clean_cost([row("none", 0.96, 0.0), row("art_tvm", 0.23, 0.15), row("jpeg", 0.80, 0.0)])
     costly = [line for line in lines if "undefended" in line]
     assert len(costly) == 1 and "softmax + art_tvm" in costly[0] and "23.0%" in costly[0] and "96.0%" in costly[0]
     assert any("art_tvm clean 23.0%" in line for line in lines)  # the TotalVarMin note with its measured clean
     assert _clean_cost([row("none", 0.96, 0.0), row("jpeg", 0.80, 0.0)]) == []
+    # recorded at two eps, a victim's clean accuracy is named once in the TotalVarMin note
+    two = _clean_cost([row("art_tvm", 0.23, 0.15), row("art_tvm", 0.23, 0.05, eps=0.08)])
+    assert len(two) == 4 and two[2].count("softmax + art_tvm clean 23.0%") == 1
