@@ -159,6 +159,11 @@ def test_bad_inputs() -> None:
         WNLLNet(TinyBackbone(), torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 0, 1]))
     with pytest.raises(ValueError, match="coupling"):
         _make(coupling="batch")
+    for option, value in (("gradient", "bpda"), ("log_floor", 1.0), ("score", "logits")):
+        with pytest.raises(ValueError, match=option):
+            _make(**{option: value})
+    with pytest.raises(ValueError, match="3 rows, template_labels 4"):
+        WNLLNet(TinyBackbone(), torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
     with pytest.raises(TypeError, match="features"):
         WNLLNet(nn.Linear(2, 2), torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2]))
 

@@ -1,12 +1,11 @@
-"""The authors' softmax attack script, replicated step by step and expressed in our pixel space, and the steps
-both of their scripts share.
+"""The authors' softmax attack script, replicated step by step and expressed in our pixel space.
 
 B. Wang et al., arXiv:1809.08516; code: github.com/BaoWangMath/DNN-DataDependentActivation, read whole:
 ``Fool_StandardDNN.py`` (@ede8d50, softmax ResNet) is replicated here; ``Fool_WNLLDNN.py`` (@67fe264, WNLL
-ResNet) and ``Cifar10-Robust/Attack_ResNet_WNLL_PGD.py`` (@c56fd67) are in :mod:`wnll_art.attacks.authors_wnll`,
-which builds on the argument check, gradient, Adam step, C&W options and ``settings()`` defined here. Every step,
-the script lines it mirrors and their translation are in ``evaluations/authors_scripts.md``; the scripts have no
-TVM step (TVM never enters the attack).
+ResNet) and ``Cifar10-Robust/Attack_ResNet_WNLL_PGD.py`` (@c56fd67) are in :mod:`wnll_art.attacks.authors_wnll`;
+the steps both scripts share (argument check, gradient, Adam step, C&W options, ``settings()``) are in
+:mod:`wnll_art.attacks._authors_steps`. Every step, the script lines it mirrors and their translation are in
+``evaluations/authors_scripts.md``; the scripts have no TVM step (TVM never enters the attack).
 
 Pixel space. Our models take images ``x`` in [0, 1] and normalise inside. ``Fool_StandardDNN.py`` attacks the
 normalised ``z = (x - mean) / std`` with its own ``mean = (0.507, 0.487, 0.441)``, ``std = (0.267, 0.256,
@@ -22,63 +21,39 @@ the whole-batch scores: :mod:`wnll_art.attacks.authors_wnll`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wnll_art._checks import check_images, check_labels, check_positive_int
-from wnll_art.attacks._authors_choices import CHOICES, SOFTMAX
+from wnll_art._checks import check_positive_int
+from wnll_art.attacks._authors_choices import SOFTMAX
+from wnll_art.attacks._authors_steps import (
+    CWOptions,
+    Scores,
+    Triple,
+    adam03_step,
+    attack_settings,
+    check_attack_inputs,
+    grad_of,
+)
 
 __all__ = ["SCRIPT_MEAN", "SCRIPT_STD", "Scores", "StandardCW", "StandardFGSM", "StandardIFGSM"]
 
-Triple = tuple[float, float, float]
-Scores = Callable[[Tensor], Tensor]
 SCRIPT_MEAN: Triple = (0.507, 0.487, 0.441)  # Fool_StandardDNN.py line 404
 SCRIPT_STD: Triple = (0.267, 0.256, 0.276)
-_ADAM = (0.9, 0.999, 1e-8)  # torch.optim.Adam defaults (the scripts pass only lr)
-
-
-def _check(x: Tensor, y: Tensor, eps: float | None) -> None:
-    check_images(x, "x")
-    check_labels(y, "y")
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} labels for {x.shape[0]} images in x")
-    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps)
-                            or eps < 0):  # fmt: skip
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
 
 
 def _channels(values: Triple, like: Tensor) -> Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
 
 
-def _grad(loss: Tensor, wrt: Tensor) -> Tensor:
-    (g,) = torch.autograd.grad(loss, wrt)
-    return g
-
-
-def _adam03(w: Tensor, g: Tensor, m: Tensor, v: Tensor, t: int, lr: float) -> None:
-    """One Adam step in place, as torch 0.3 took it (the scripts' version: ``loss.data.cpu()[0]``, line 592):
-    ``w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + 1e-8)``."""
-    b1, b2, tiny = _ADAM
-    m.mul_(b1).add_(g, alpha=1 - b1)
-    v.mul_(b2).addcmul_(g, g, value=1 - b2)
-    w.addcdiv_(m, v.sqrt().add_(tiny), value=-lr * math.sqrt(1 - b2**t) / (1 - b1**t))
-
-
 def _softmax_radius(eps: float, mean: Triple, std: Triple) -> Triple:
     # |clamp(x + d, m, m + s) - x| over x in [0, 1], |d| <= eps * s: attained at x = 0 (-> m) or x = 1 (-> m + s)
     r = [min(1.0, max(eps * s, m, 1.0 - m - s)) for m, s in zip(mean, std, strict=True)]
     return r[0], r[1], r[2]
-
-
-def _settings(attack: Any, common: dict[str, str]) -> dict[str, Any]:
-    name = type(attack).__name__
-    return {"name": name, "script": attack.script, **asdict(attack), **common, **CHOICES[name]}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,7 +68,7 @@ class _Softmax:
 
     def settings(self) -> dict[str, Any]:
         """Every replicated choice (the dataclass fields and the fixed ones), for records."""
-        return _settings(self, SOFTMAX)
+        return attack_settings(self, SOFTMAX)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,10 +125,10 @@ class StandardFGSM(_Switches):
             y: ``(N,)`` int64 true labels.
             eps: The script's ``-epsilon`` (the paper's table label), in normalised units.
         """
-        _check(x, y, eps)
+        check_attack_inputs(x, y, eps)
         m, s = self._ms(x)
         xr = x.detach().clone().requires_grad_(True)
-        g = _grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)  # sign(grad_z) = sign(std * grad_x)
+        g = grad_of(F.cross_entropy(model(xr), y, reduction="sum"), xr)  # sign(grad_z) = sign(std * grad_x)
         z = (x.detach() - m) / s
         return m + s * self._box(z + self.sign * self._units(eps, s) * g.sign(), m, s)
 
@@ -184,7 +159,7 @@ class StandardIFGSM(_Switches):
 
     def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float) -> Tensor:
         """Adversarial images in ``[mean, mean + std]``; arguments as :meth:`StandardFGSM.__call__`."""
-        _check(x, y, eps)
+        check_attack_inputs(x, y, eps)
         check_positive_int(self.steps, "steps")
         m, s = self._ms(x)
         z0 = (x.detach() - m) / s
@@ -192,7 +167,7 @@ class StandardIFGSM(_Switches):
         for i in range(self.steps):
             # the pixels of z (step 0: the clean image itself); sign(grad_z) = sign(std * grad_x)
             pixels = (x.detach() if i == 0 else m + s * z).clone().requires_grad_(True)
-            g = _grad(F.cross_entropy(model(pixels), y, reduction="sum"), pixels)
+            g = grad_of(F.cross_entropy(model(pixels), y, reduction="sum"), pixels)
             z = z + step * g.sign()
             z = torch.where(z > z0 + ball, z0 + ball, z)
             z = self._box(torch.where(z < z0 - ball, z0 - ball, z), m, s)
@@ -204,20 +179,7 @@ class StandardIFGSM(_Switches):
 
 
 @dataclass(frozen=True, kw_only=True)
-class _CWOptions:
-    """The fields :class:`StandardCW` and :class:`~wnll_art.attacks.authors_wnll.WNLLCW` share, in this order
-    (documented there)."""
-
-    steps: int = 10
-    learning_rate: float = 0.01
-    c: float = 10.0
-    kappa: float = 0.0
-    l2_penalty: bool = False
-    clip: bool = True
-
-
-@dataclass(frozen=True, kw_only=True)
-class StandardCW(_CWOptions, _Softmax):
+class StandardCW(CWOptions, _Softmax):
     """``Fool_StandardDNN.py -method cwl2`` (lines 552-599): 10 Adam steps (lr 0.01, normalised units) on
     ``||w - z||^2 + 10 * max(Z[pred] - Z[t] + 0, 0)``, ``pred`` the clean prediction, ``t`` the class with the
     largest logit once ``Z[pred]`` is set to -1 (lines 568-574: when every other logit is below -1, ``t = pred``
@@ -241,7 +203,7 @@ class StandardCW(_CWOptions, _Softmax):
     def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float | None = None) -> Tensor:
         """Adversarial images (in [0, 1] when ``clip``); ``y`` is checked but unused (the script attacks the
         predicted class), ``eps`` ignored."""
-        _check(x, y, eps)
+        check_attack_inputs(x, y, eps)
         check_positive_int(self.steps, "steps")
         m, s = self._ms(x)
         z0 = (x.detach() - m) / s
@@ -260,8 +222,8 @@ class StandardCW(_CWOptions, _Softmax):
             )
             if self.l2_penalty:
                 loss = loss + (wr - z0).pow(2).flatten(1).sum(1)
-            g = _grad(loss.sum(), wr)  # images are independent: one Adam per image, as with batch 1
-            _adam03(w, g, mom, vel, t, self.learning_rate)
+            g = grad_of(loss.sum(), wr)  # images are independent: one Adam per image, as with batch 1
+            adam03_step(w, g, mom, vel, t, self.learning_rate)
             better = loss.detach() < best
             best = torch.where(better, loss.detach(), best)
             best_w[better] = w[better]

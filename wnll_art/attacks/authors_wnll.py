@@ -43,7 +43,15 @@ from torch import Tensor
 
 from wnll_art._checks import check_images, check_labels, check_positive_int
 from wnll_art.attacks._authors_choices import WNLL_COMMON
-from wnll_art.attacks.authors import Scores, Triple, _adam03, _check, _CWOptions, _grad, _settings
+from wnll_art.attacks._authors_steps import (
+    CWOptions,
+    Scores,
+    Triple,
+    adam03_step,
+    attack_settings,
+    check_attack_inputs,
+    grad_of,
+)
 from wnll_art.wnll.model import WNLLNet
 from wnll_art.wnll.score import wnll_scores
 from wnll_art.wnll.solver import wnll_interpolate
@@ -210,7 +218,7 @@ class _WNLL:
 
     def settings(self) -> dict[str, Any]:
         """Every replicated choice (the dataclass fields and the fixed ones), for records."""
-        return _settings(self, WNLL_COMMON)
+        return attack_settings(self, WNLL_COMMON)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,10 +238,10 @@ class WNLLFGSM(_WNLL):
             template: ``(M, 3, H, W)`` float in [0, 1], the template draw (see ``script_template``).
             template_labels: ``(M,)`` int64 labels (those bound in ``model``).
         """
-        _check(x, y, eps)
+        check_attack_inputs(x, y, eps)
         xw, yw = _whole(x, y, template, template_labels)
         xr = xw.clone().requires_grad_(True)
-        g = _grad(F.cross_entropy(model(xr), yw), xr)
+        g = grad_of(F.cross_entropy(model(xr), yw), xr)
         return (xw + eps * g.sign()).clamp(0.0, 1.0)[template.shape[0] :]
 
     def max_linf(self, eps: float) -> Triple:
@@ -259,13 +267,13 @@ class WNLLIFGSM(_WNLL):
     def __call__(self, model: Scores, x: Tensor, y: Tensor, *, eps: float, template: Tensor,
                  template_labels: Tensor) -> Tensor:  # fmt: skip
         """Adversarial images in [0, 1]; arguments as :meth:`WNLLFGSM.__call__` (``eps``: the step)."""
-        _check(x, y, eps)
+        check_attack_inputs(x, y, eps)
         check_positive_int(self.steps, "steps")
         xw, yw = _whole(x, y, template, template_labels)
         adv, ball = xw.clone(), eps if self.ball is None else self.ball
         for _ in range(self.steps):
             ar = adv.clone().requires_grad_(True)
-            adv = adv + eps * _grad(F.cross_entropy(model(ar), yw), ar).sign()
+            adv = adv + eps * grad_of(F.cross_entropy(model(ar), yw), ar).sign()
             adv = torch.where(adv > xw + ball, xw + ball, adv)
             adv = torch.where(adv < xw - ball, xw - ball, adv).clamp(0.0, 1.0)
         return adv[template.shape[0] :]
@@ -277,7 +285,7 @@ class WNLLIFGSM(_WNLL):
 
 
 @dataclass(frozen=True, kw_only=True)
-class WNLLCW(_CWOptions, _WNLL):
+class WNLLCW(CWOptions, _WNLL):
     """``Fool_WNLLDNN.py -method cwl2`` (lines 660-758), then ``x + eps * (x_cw - x)`` (lines 757-758).
 
     As :class:`~wnll_art.attacks.authors.StandardCW` (distance term identically zero, lines 679, 682; no clamp;
@@ -303,7 +311,7 @@ class WNLLCW(_CWOptions, _WNLL):
                  template_labels: Tensor) -> Tensor:  # fmt: skip
         """Adversarial images ``x + eps * (x_cw - x)`` (in [0, 1] when ``clip``); arguments as
         :meth:`WNLLFGSM.__call__` (``eps``: the noise scale; ``y`` only enters through the whole-batch labels)."""
-        _check(x, y, eps)
+        check_attack_inputs(x, y, eps)
         check_positive_int(self.steps, "steps")
         xw, _ = _whole(x, y, template, template_labels)
         n_t, n = template.shape[0], x.shape[0]
@@ -319,8 +327,8 @@ class WNLLCW(_CWOptions, _WNLL):
             loss = self.c * (out.gather(1, pred) - out.gather(1, target) + self.kappa).clamp(min=0.0).sum()
             if self.l2_penalty:
                 loss = loss + (wr - xw).pow(2).sum()
-            g = _grad(loss, wr)
-            _adam03(w, g, mom, vel, t, self.learning_rate)
+            g = grad_of(loss, wr)
+            adam03_step(w, g, mom, vel, t, self.learning_rate)
             if float(loss.detach()) < best:
                 best, best_w = float(loss.detach()), w.clone()
         x_adv = x.detach() + eps * (best_w[n_t:] - x.detach())

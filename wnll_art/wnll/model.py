@@ -106,24 +106,9 @@ class WNLLNet(nn.Module):
         ):
             raise TypeError("backbone must have a features(x) method and a `linear` head (nn.Linear)")
         backbone_linear: nn.Linear = backbone.linear  # type: ignore[assignment]
-        if coupling not in ("transductive", "inductive"):
-            raise ValueError(f"coupling must be 'transductive' or 'inductive', got {coupling!r}")
-        if gradient not in ("exact", "surrogate"):
-            raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
-        if not 0.0 < log_floor < 1.0:
-            raise ValueError(f"log_floor must be in (0, 1), got {log_floor}")
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        _check_head_options(coupling=coupling, gradient=gradient, log_floor=log_floor, score=score)
         num_classes = backbone_linear.out_features
-        images = _as_unit_float(template_images, "template_images")
-        check_labels(template_labels, "template_labels", num_classes=num_classes)
-        if template_labels.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"template_images has {images.shape[0]} rows, template_labels {template_labels.shape[0]}"
-            )
-        missing = sorted(set(range(num_classes)) - set(template_labels.tolist()))
-        if missing:
-            raise ValueError(f"the template has no example of classes {missing}; every class is needed")
+        images = _check_template(template_images, template_labels, num_classes)
         self.backbone = backbone
         self.num_classes = num_classes
         self.coupling: Coupling = coupling
@@ -337,3 +322,26 @@ def _as_unit_float(images: torch.Tensor, name: str) -> torch.Tensor:
     if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
         images = images.float() / 255.0
     return check_images(images, name)
+
+
+def _check_head_options(*, coupling: str, gradient: str, log_floor: float, score: str) -> None:
+    if coupling not in ("transductive", "inductive"):
+        raise ValueError(f"coupling must be 'transductive' or 'inductive', got {coupling!r}")
+    if gradient not in ("exact", "surrogate"):
+        raise ValueError(f"gradient must be 'exact' or 'surrogate', got {gradient!r}")
+    if not 0.0 < log_floor < 1.0:
+        raise ValueError(f"log_floor must be in (0, 1), got {log_floor}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+
+
+def _check_template(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The template's images as float in [0, 1] (uint8 is scaled), after checking its labels cover every class."""
+    unit = _as_unit_float(images, "template_images")
+    check_labels(labels, "template_labels", num_classes=num_classes)
+    if labels.shape[0] != unit.shape[0]:
+        raise ValueError(f"template_images has {unit.shape[0]} rows, template_labels {labels.shape[0]}")
+    missing = sorted(set(range(num_classes)) - set(labels.tolist()))
+    if missing:
+        raise ValueError(f"the template has no example of classes {missing}; every class is needed")
+    return unit
