@@ -3,8 +3,8 @@ and :mod:`wnll_art.attacks.authors_wnll` (WNLL): the argument check, the gradien
 C&W options and the ``settings()`` record.
 
 B. Wang et al., arXiv:1809.08516; code: github.com/BaoWangMath/DNN-DataDependentActivation
-(``Fool_StandardDNN.py`` @ede8d50, ``Fool_WNLLDNN.py`` @67fe264). Each step's script lines are in
-``evaluations/authors_scripts.md``.
+(``Fool_StandardDNN.py`` @ede8d50, ``Fool_WNLLDNN.py`` @67fe264, ``Cifar10-Robust/Attack_ResNet_WNLL_PGD.py``
+@c56fd67). Each step's script lines are in ``evaluations/authors_scripts.md``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ __all__ = ["CWOptions", "Scores", "Triple", "adam03_step", "attack_settings", "c
 
 Triple = tuple[float, float, float]
 Scores = Callable[[Tensor], Tensor]
-ADAM = (0.9, 0.999, 1e-8)  # torch.optim.Adam defaults (the scripts pass only lr)
+_ADAM = (0.9, 0.999, 1e-8)  # torch.optim.Adam defaults (the scripts pass only lr)
 
 
 def check_attack_inputs(x: Tensor, y: Tensor, eps: float | None) -> None:
-    """Raises ``TypeError`` / ``ValueError`` unless ``x`` are images, ``y`` their labels and eps finite ``>= 0``."""
+    """Raises ``TypeError`` / ``ValueError`` unless ``x`` are images, ``y`` their labels and eps (unless ``None``)
+    finite ``>= 0``."""
     check_images(x, "x")
     check_labels(y, "y")
     if y.shape[0] != x.shape[0]:
@@ -45,9 +46,9 @@ def grad_of(loss: Tensor, wrt: Tensor) -> Tensor:
 
 
 def adam03_step(w: Tensor, g: Tensor, m: Tensor, v: Tensor, t: int, lr: float) -> None:
-    """One Adam step in place, as torch 0.3 took it (the scripts' version: ``loss.data.cpu()[0]``, line 592):
-    ``w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + 1e-8)``."""
-    b1, b2, tiny = ADAM
+    """One Adam step in place, as torch 0.3 took it (the scripts' version: ``loss.data.cpu()[0]``,
+    ``Fool_StandardDNN.py`` line 592): ``w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + 1e-8)``."""
+    b1, b2, tiny = _ADAM
     m.mul_(b1).add_(g, alpha=1 - b1)
     v.mul_(b2).addcmul_(g, g, value=1 - b2)
     w.addcdiv_(m, v.sqrt().add_(tiny), value=-lr * math.sqrt(1 - b2**t) / (1 - b1**t))

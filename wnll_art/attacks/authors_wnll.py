@@ -5,8 +5,9 @@ B. Wang et al., arXiv:1809.08516; code: github.com/BaoWangMath/DNN-DataDependent
 ``Fool_WNLLDNN.py`` (@67fe264, WNLL ResNet) and ``Cifar10-Robust/Attack_ResNet_WNLL_PGD.py`` (@c56fd67,
 adversarially trained WNLL ResNet; same attacks, other constants: :data:`ROBUST_SCRIPT`). Every step, the script
 lines it mirrors and their translation are in ``evaluations/authors_scripts.md``; the softmax script
-(``Fool_StandardDNN.py``) and the steps both scripts share are in :mod:`wnll_art.attacks.authors`. The WNLL
-scripts feed the pixels ``x`` in [0, 1] themselves: eps is in pixels.
+(``Fool_StandardDNN.py``) is in :mod:`wnll_art.attacks.authors`, the steps all the scripts share in
+:mod:`wnll_art.attacks._authors_steps`. The WNLL scripts feed the pixels ``x`` in [0, 1] themselves: eps is in
+pixels.
 
 Models. A WNLL attack (:class:`WNLLFGSM`, :class:`WNLLIFGSM`, :class:`WNLLCW`) takes the whole-batch scores the
 script differentiates, ``model(x_whole) -> (M + N, C)`` with ``x_whole`` = template (``M`` rows, its labels

@@ -325,6 +325,7 @@ def _as_unit_float(images: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _check_head_options(*, coupling: str, gradient: str, log_floor: float, score: str) -> None:
+    """Raises ``ValueError`` for an unknown coupling, gradient or score, or a log_floor outside (0, 1)."""
     if coupling not in ("transductive", "inductive"):
         raise ValueError(f"coupling must be 'transductive' or 'inductive', got {coupling!r}")
     if gradient not in ("exact", "surrogate"):
@@ -336,7 +337,8 @@ def _check_head_options(*, coupling: str, gradient: str, log_floor: float, score
 
 
 def _check_template(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """The template's images as float in [0, 1] (uint8 is scaled), after checking its labels cover every class."""
+    """Checks the template (images; integer labels in [0, C), one per row; every class present) and returns its
+    images as float in [0, 1] (uint8 divided by 255)."""
     unit = _as_unit_float(images, "template_images")
     check_labels(labels, "template_labels", num_classes=num_classes)
     if labels.shape[0] != unit.shape[0]:
