@@ -19,6 +19,7 @@ scripts and the five ablation steps) and the ``paper`` protocol at the paper's f
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tarfile
@@ -101,10 +102,12 @@ def run(args: argparse.Namespace) -> None:
     order = [(row, job) for stage in args.stages for row in args.rows for i, job in enumerate(jobs(row)) if i == stage]
     for row, (folder, model, defences, protocol, eps) in order:
         cfg = EvalConfig(n=args.n, eps=eps, models=(model,), defences=defences, wnll_batch_size=args.n)
-        attacks = plans.get(protocol)
-        evaluate(cfg, out_dir=OUT / row / folder, protocol=protocol.split("-")[0].rstrip("+"), attacks=attacks, weights=args.weights,
-                 on_cell=lambda r, row=row: print(f"{row} {r.protocol} {r.model} {r.defence} {r.attack} "
-                                                                  f"{r.eps:g}: {100 * r.accuracy:.1f}%", flush=True))  # fmt: skip
+        evaluate(cfg, out_dir=OUT / row / folder, protocol=protocol.split("-")[0].rstrip("+"), attacks=plans.get(protocol),
+                 weights=args.weights, on_cell=functools.partial(_print_cell, row))  # fmt: skip
+
+
+def _print_cell(row: str, r: CellRecord) -> None:
+    print(f"{row} {r.protocol} {r.model} {r.defence} {r.attack} {r.eps:g}: {100 * r.accuracy:.1f}%", flush=True)
 
 
 def row_records(row: str, root: Path = OUT) -> dict[str, list[CellRecord]]:
