@@ -5,10 +5,11 @@ models, images and adaptive attacks: ``wnll-art evaluate --protocol adaptive`` w
     python evaluations/compare_defences.py [run] ...        # the runs (default: the adaptive protocol's default plan)
     python evaluations/compare_defences.py report --records FOLDER ...   # results/compare_defences_n{N}.md, PNG, archive
     python evaluations/compare_defences.py convergence --records FOLDER --victims MODEL+DEFENCE,...
-    python evaluations/compare_defences.py checks --records FOLDER ...   # the convergence runs the report still lacks
+    python evaluations/compare_defences.py checks [--budget] --records FOLDER ...   # the convergence (budget) runs the report still lacks
+    python evaluations/compare_defences.py budget --records FOLDER --victims MODEL+DEFENCE,...   # where a ladder calls for it
     python evaluations/compare_defences.py defences [--slow]   # the registered defences (gpu_compare.sh's lists)
 
-Run ``python evaluations/compare_defences.py {run,report,convergence,checks,defences} --help``; see ``evaluations/README.md``.
+Run ``python evaluations/compare_defences.py {run,report,convergence,budget,checks,defences} --help``; see ``evaluations/README.md``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 PROG = "compare_defences"
-SUBCOMMANDS = ("run", "report", "convergence", "checks", "defences")
+SUBCOMMANDS = ("run", "report", "convergence", "budget", "checks", "defences")
 RECORDS = Path(__file__).resolve().parent / "results" / "compare_defences" / "n100_eps8"
 DEFAULT_RECORDS = tuple(str(RECORDS / name) for name in ("adversarial", "defences", "adversarial_paper", "defences_paper"))
 
@@ -82,16 +83,20 @@ def report(argv: Sequence[str]) -> int:
 
 def checks(argv: Sequence[str]) -> int:
     """Prints ``--records FOLDER --victims M+D,...`` for every run whose rows the >5-points rule selects and whose
-    convergence ladders are not recorded (one line per folder; nothing when none is needed)."""
+    convergence ladders are not recorded (one line per folder; nothing when none is needed); with ``--budget``, for
+    the selected rows whose ladders call for a full-budget re-run (:func:`~wnll_art.evaluation.ladders.budget_due`)
+    not yet recorded."""
     from wnll_art.evaluation.comparison import build_rows, load_folder, selected_for_checks
 
     p = argparse.ArgumentParser(prog=f"{PROG} checks", description=checks.__doc__)
     p.add_argument("--records", nargs="+", default=list(DEFAULT_RECORDS))
+    p.add_argument("--budget", action="store_true", help="the budget re-runs due instead of the ladders")
     args = p.parse_args(argv)
     folders = [f for f in (load_folder(r) for r in args.records) if f is not None]
     todo: dict[Path, list[str]] = {}
     for row, _ in selected_for_checks(build_rows(folders)):
-        if row.convergence is None and row.folder is not None:
+        due = row.budget_steps is not None if args.budget else row.convergence is None
+        if due and row.folder is not None:
             todo.setdefault(row.folder, []).append(f"{row.model}+{row.defence}")
     for folder, victims in todo.items():
         print(f"--records {folder} --victims {','.join(victims)}")
@@ -130,17 +135,18 @@ def defences(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``run`` (also without a subcommand: the options alone), ``report``, ``convergence``, ``checks`` or
-    ``defences``."""
+    """``run`` (also without a subcommand: the options alone), ``report``, ``convergence``, ``budget``, ``checks``
+    or ``defences``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:  # run as a script: the report modules are imported as evaluations.*
         sys.path.insert(0, root)
     command = argv.pop(0) if argv and argv[0] in SUBCOMMANDS else "run"
-    if command == "convergence":
+    if command in ("convergence", "budget"):
+        from evaluations.compare_defences_convergence import budget_main
         from evaluations.compare_defences_convergence import main as convergence
 
-        return convergence(argv)
+        return (convergence if command == "convergence" else budget_main)(argv)
     return {"run": run, "report": report, "checks": checks, "defences": defences}[command](argv)
 
 

@@ -87,17 +87,19 @@ def command_of(settings: Mapping[str, Any], out: str | os.PathLike[str]) -> str:
     return line + (f"  # not settable from the command line: {', '.join(fixed)}" if fixed else "")
 
 
-def convergence_command(folder: str | os.PathLike[str], victims: Sequence[str]) -> str:
-    """The command that runs the convergence ladders of ``victims`` (``model+defence``) on ``folder``'s run."""
-    return (f"WNLL_ART_DATA={DATA} python evaluations/compare_defences.py convergence --records {relative(folder)} "
+def convergence_command(folder: str | os.PathLike[str], victims: Sequence[str], *, kind: str = "convergence") -> str:
+    """The command that runs the convergence ladders (``kind="budget"``: the full-budget re-runs) of ``victims``
+    (``model+defence``) on ``folder``'s run."""
+    return (f"WNLL_ART_DATA={DATA} python evaluations/compare_defences.py {kind} --records {relative(folder)} "
             f"--victims {','.join(victims)} --weights {WEIGHTS}")  # fmt: skip
 
 
 def _members(folders: Sequence[Path]) -> list[Path]:
-    """The files of the archive: each folder's ``run.json`` and ``cells/*.json``, and those of its convergence run."""
+    """The files of the archive: each folder's ``run.json`` and ``cells/*.json``, and those of its convergence and
+    budget runs."""
     out = []
     for folder in folders:
-        for root in (folder, folder / "convergence"):
+        for root in (folder, folder / "convergence", folder / "budget"):
             out += [p for p in [root / "run.json"] if p.is_file()]
             out += sorted((root / "cells").glob("*.json")) if (root / "cells").is_dir() else []
     return sorted(set(out), key=lambda p: relative(p))
@@ -128,8 +130,8 @@ def write_archive(folders: Sequence[str | os.PathLike[str]], path: str | os.Path
 
 def extract_archive(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> list[Path]:
     """Unpacks an archive of :func:`write_archive` into ``dest``; returns the run folders (those holding a
-    ``run.json``, convergence runs left to their parents), sorted."""
+    ``run.json``, convergence and budget runs left to their parents), sorted."""
     with tarfile.open(path, "r:gz") as tar:
         tar.extractall(dest, filter="data")
     runs = sorted(p.parent for p in Path(dest).rglob("run.json"))
-    return [p for p in runs if p.name != "convergence"]
+    return [p for p in runs if p.name not in ("convergence", "budget")]

@@ -12,7 +12,8 @@
 # (`compare_defences.py defences`); its slow ones (ArtEntry.slow: ART's TotalVarMin, art_tvm and art_tvm_guo,
 # L-BFGS-B per image on the CPU, hours at N=500) are left out unless SLOW_N > 0, which runs them on the first
 # SLOW_N images in folders of their own. Phase 2 (until DEADLINE, default 450) runs the convergence ladders of every
-# row the report's rule selects. Phase 3 writes $OUT/compare_defences_n$N.md, its PNG and
+# row the report's rule selects, then the full-budget re-run of each ladder that still falls past the plan's steps.
+# Phase 3 writes $OUT/compare_defences_n$N.md, its PNG and
 # $OUT/compare_defences_records.tgz, and prints the document. Writes $OUT/log.txt and $OUT/logs.tgz (run folders in
 # $RES, default results/compare_defences_gpu_n$N; the archive holds their records); exit status 1
 # if any process failed or reached its deadline (the document then lists what is missing).
@@ -110,6 +111,21 @@ if [ ${#FOLDERS[@]} -gt 0 ]; then
     for ((i = 1; i <= k; i++)); do
         status=$(cat "$RES/logs/convergence_$i.rc"); say "convergence $i: exit $status"
         [ "$status" != 0 ] && { FAIL=1; tail -n 3 "$RES/logs/convergence_$i.log" | tee -a "$OUT/log.txt"; }
+    done
+    # the full-budget re-runs the ladders call for: a ladder still falling past the plan's steps re-runs its attack
+    # at the ladder's top step count on every image (compare_defences.py budget), and the report's worst case takes it
+    "$PY" evaluations/compare_defences.py checks --budget --records "${FOLDERS[@]}" > "$RES/logs/budget.txt" 2>&1 || FAIL=1
+    b=0
+    while read -r line; do
+        [ -z "$line" ] && continue
+        b=$((b + 1)); say "budget $b: $line"
+        # shellcheck disable=SC2086  # as above
+        job "budget_$b" "$DEADLINE" "$PY" evaluations/compare_defences.py budget $line --weights "$WEIGHTS" --device "$DEVICE"
+    done < "$RES/logs/budget.txt"
+    wait
+    for ((i = 1; i <= b; i++)); do
+        status=$(cat "$RES/logs/budget_$i.rc"); say "budget $i: exit $status"
+        [ "$status" != 0 ] && { FAIL=1; tail -n 3 "$RES/logs/budget_$i.log" | tee -a "$OUT/log.txt"; }
     done
     # phase 3: the document, its chart and the records archive (printed: the run's summary)
     "$PY" evaluations/compare_defences.py report --records "${FOLDERS[@]}" --out-dir "$OUT" \

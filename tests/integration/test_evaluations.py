@@ -278,6 +278,15 @@ def test_compare_defences_report_and_convergence(tmp_path: Path, common: list[st
     ladder = sorted(p.name for p in (out / "convergence" / "cells").glob("*.json"))
     assert [n.split("__")[3:5] for n in ladder] == [["pgd_smooth_eot", "steps1"], ["pgd_smooth_eot", "steps2"],
                                                     ["pgd_smooth_eot", "unbounded"]]  # fmt: skip
+    # the full-budget re-run: the ladder's attack at 3 steps on all 4 images (a victim without ladders is refused)
+    assert script.main(["budget", "--records", str(out), "--victims", "softmax+none", *paths]) == 2
+    assert "run `convergence` first" in capsys.readouterr().err
+    assert script.main(["budget", "--records", str(out), "--victims", "softmax+jpeg", "--steps", "3", *paths]) == 0
+    (budget,) = (out / "budget" / "cells").glob("*.json")
+    record = json.loads(budget.read_text())
+    assert (record["attack"], record["protocol"], record["n"]) == ("pgd_smooth_eot__steps3", "budget", 4)
+    assert record["settings"]["spec"]["attack"]["steps"] == 3
+    assert "softmax+jpeg: pgd_smooth_eot__steps3 at eps=0.0313725 on 4 images" in capsys.readouterr().out
     archive = tmp_path / "records.tgz"
     assert script.main(["report", "--records", str(out), str(tmp_path / "absent"), "--out-dir", str(tmp_path),
                         "--archive", str(archive)]) == 0  # fmt: skip
@@ -289,6 +298,8 @@ def test_compare_defences_report_and_convergence(tmp_path: Path, common: list[st
 
     (folder,) = extract_archive(archive, tmp_path / "unpacked")
     assert sorted(p.name for p in (folder / "convergence" / "cells").glob("*.json")) == ladder
+    assert [p.name for p in (folder / "budget" / "cells").glob("*.json")] == [budget.name]
+    assert "pgd_smooth_eot__steps3" in text  # in the jpeg row's worst case (its strongest attack, or its checks row)
 
 
 def test_art_preprocessor_gradient_is_arts_own(pretrained_resnet56: torch.nn.Module) -> None:

@@ -304,3 +304,56 @@ def test_a_defence_that_costs_its_clean_accuracy_is_named_with_both_numbers() ->
     # recorded at two eps, a victim's clean accuracy is named once in the TotalVarMin note
     two = _clean_cost([row("art_tvm", 0.23, 0.15), row("art_tvm", 0.23, 0.05, eps=0.08)])
     assert len(two) == 4 and two[2].count("softmax + art_tvm clean 23.0%") == 1
+
+
+def test_a_ladder_falling_past_the_plans_steps_calls_for_a_full_budget_rerun() -> None:
+    from wnll_art.evaluation.ladders import Convergence, budget_due
+
+    def ladder(steps: dict[int, float]) -> Convergence:
+        return Convergence("pgd_smooth_eot", EPS, 20, steps, {}, None, ())
+
+    assert budget_due(ladder({10: 0.25, 20: 0.2, 50: 0.2, 100: 0.0}), 20) == 100  # falls only after 50
+    assert budget_due(ladder({10: 0.25, 20: 0.2, 50: 0.15, 100: 0.15}), 20) == 100  # levels off, below 20's
+    assert budget_due(ladder({10: 0.25, 20: 0.2, 50: 0.2, 100: 0.2}), 20) is None  # flat past the plan's 20
+    assert budget_due(ladder({10: 0.25, 20: 0.2, 50: 0.19, 100: 0.19}), 20) is None  # one point: tolerated
+    assert budget_due(ladder({10: 0.25, 20: 0.2, 50: 0.1}), 50) is None  # the plan is at the ladder's top
+    assert budget_due(ladder({10: 0.25, 20: 0.2, 50: 0.1}), 30) == 50  # read from the rung at or below 30
+    assert budget_due(ladder({50: 0.3, 100: 0.1}), 20) is None and budget_due(None, 20) is None  # nothing to read
+
+
+def test_the_full_budget_rerun_is_asked_for_then_joins_the_worst_case(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """softmax + jpeg beats no defence by 20 points; its ladder falls from 25 % at the plan's 20 steps to 0 % at 100:
+    the document and ``checks --budget`` ask for the re-run; once recorded (a budget cell over all 10 images), it
+    breaks images 1 and 2, which the plan's attacks left, and the row's robust number, strongest attack and
+    archive take it in."""
+    from evaluations.compare_defences import main
+
+    cells = {("softmax", "none", "clean"): [1] * 10, ("softmax", "none", "pgd_smooth_eot"): [1] + [0] * 9,
+             ("softmax", "jpeg", "clean"): [1] * 10, ("softmax", "jpeg", "pgd_smooth_eot"): [1] * 3 + [0] * 7}  # fmt: skip
+    root = _folder(tmp_path / "evaluations" / "results" / "cmp" / "a", "adaptive", cells, plan=["pgd_smooth_eot"])
+    conv = {("softmax", "jpeg", f"pgd_smooth_eot__steps{k}"): c
+            for k, c in ((10, [1, 1, 1, 1]), (20, [1, 0, 1, 1]), (50, [1, 1, 1, 0]), (100, [0, 1, 1, 1]))}  # fmt: skip
+    _folder(root / "convergence", "convergence", conv, plan=[])
+    text = "\n".join(document([load_folder(root)]))  # type: ignore[list-item]
+    assert "the ladder calls for a re-run at 100 steps on all 10 images: not run yet" in text
+    assert "compare_defences.py budget --records evaluations/results/cmp/a --victims softmax+jpeg " in text
+    assert main(["checks", "--budget", "--records", str(root)]) == 0
+    assert capsys.readouterr().out.split() == ["--records", str(root), "--victims", "softmax+jpeg"]
+
+    _folder(root / "budget", "budget", {("softmax", "jpeg", "pgd_smooth_eot__steps100"): [1] + [0] * 9}, plan=[])
+    folder = load_folder(root)
+    assert folder is not None and folder.budget[0].protocol == "budget"
+    row = next(r for r in build_rows([folder]) if r.defence == "jpeg")
+    assert row.robust == 0.1 and row.strongest == "pgd_smooth_eot__steps100" and row.budget_steps is None
+    assert row.missing == ()  # not a plan attack: nothing reported missing
+    text = "\n".join(document([folder]))
+    # shown still, though the re-run leaves it 0 points above no defence: the rule selected it by the plan's 30 %
+    assert "| softmax + jpeg | +0.0 | 10.0 | not recorded | not recorded | pgd_smooth_eot (n=4)" in text
+    assert "re-run at 100 steps on all 10 images: 10.0 (in the worst case)" in text and "budget --records" not in text
+    assert main(["checks", "--budget", "--records", str(root)]) == 0 and capsys.readouterr().out == ""
+    members = write_archive([root], tmp_path / "r.tgz")
+    assert any("/a/budget/cells/budget__softmax__jpeg__pgd_smooth_eot__steps100__" in m for m in members)
+    (back,) = extract_archive(tmp_path / "r.tgz", tmp_path / "out")  # the budget run is left to its parent
+    assert back.name == "a"

@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "wnll_art.evaluation.checks": 7,
     "wnll_art.evaluation.setup": 8,
     "wnll_art.evaluation.report": 8,
+    "wnll_art.evaluation.ladders": 8,  # the convergence ladders and budget re-runs read back from a run folder
     "wnll_art.evaluation.comparison": 8,  # the comparison of defences read back from records
     "wnll_art.evaluation.jobs": 9,
     "wnll_art.cli": 10,

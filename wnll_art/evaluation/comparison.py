@@ -8,7 +8,9 @@ over the ``paper`` protocol's records of the same victim, and its **violations**
 broke but the adaptive plan did not (the adaptive number must be at most the paper one, image by image). A defence
 that beats its model's no-defence row by more than :data:`RULE` at 8/255 has its transfer, gradient-free and
 convergence numbers shown (the convergence ladders are read from ``<run>/convergence/cells``, written by
-``evaluations/compare_defences.py convergence``; absent, the row says so).
+``evaluations/compare_defences.py convergence``; absent, the row says so). Where a ladder shows the plan's step
+count fell short (:func:`~wnll_art.evaluation.ladders.budget_due`), the attack re-run at the ladder's top budget on
+every image (``<run>/budget/cells``, ``compare_defences.py budget``) joins the row's worst case.
 
 Folders may be incomplete (a run in progress) or absent: every row lists the attacks it still lacks.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from wnll_art.evaluation.checks import convergence_flags
+from wnll_art.evaluation.ladders import Convergence, budget_due, convergence_of
 from wnll_art.evaluation.protocols import SPECS, registry_flags
 from wnll_art.evaluation.records import CellRecord, RecordError, load_record, per_image_minimum
 
@@ -48,7 +50,7 @@ def is_eps_8(eps: float) -> bool:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """One results folder of ``wnll-art evaluate``: its ``run.json``, its cells and its convergence cells.
+    """One results folder of ``wnll-art evaluate``: its ``run.json``, its cells, its convergence and budget cells.
 
     Attributes:
         path: The folder.
@@ -56,6 +58,8 @@ class RunFolder:
         records: The valid records of ``cells/``.
         convergence: The valid records of ``convergence/cells/`` (protocol ``"convergence"``).
         problems: Cell files left out (invalid), one line each.
+        budget: The valid records of ``budget/cells/`` (protocol ``"budget"``: attacks re-run at a larger step
+            count on every image of the run).
     """
 
     path: Path
@@ -63,6 +67,12 @@ class RunFolder:
     records: tuple[CellRecord, ...]
     convergence: tuple[CellRecord, ...] = ()
     problems: tuple[str, ...] = ()
+    budget: tuple[CellRecord, ...] = ()
+
+    @property
+    def plan_steps(self) -> int:
+        """The step count of the plan's iterative attacks (``run.json``'s ``options.steps``; 20 if unrecorded)."""
+        return int(self.settings.get("options", {}).get("steps", 20))
 
     @property
     def protocol(self) -> str:
@@ -145,63 +155,14 @@ def load_folder(path: str | os.PathLike[str]) -> RunFolder | None:
         return None
     settings = json.loads(meta.read_text())
     records, problems = _valid_records(root / "cells", settings)
-    conv_meta = root / "convergence" / "run.json"
-    conv_run = json.loads(conv_meta.read_text()) if conv_meta.is_file() else None
-    conv, conv_problems = _valid_records(root / "convergence" / "cells", conv_run)
-    return RunFolder(root, settings, tuple(records), tuple(conv), tuple(problems + conv_problems))
-
-
-@dataclass(frozen=True)
-class Convergence:
-    """A victim's convergence ladders read back from its convergence cells (best so far, as
-    :meth:`wnll_art.evaluation.checks.Convergence.run` computes them).
-
-    Attributes:
-        attack: The re-run attack (the victim's strongest gradient attack).
-        eps: Its eps.
-        n: Images of the sub-sample.
-        steps: ``{steps: accuracy}``, best so far.
-        eot: ``{EOT samples: accuracy}``, best so far (empty for a deterministic victim).
-        unbounded: ``(eps, accuracy)`` of the unbounded check, if run.
-        flags: ``not_converged`` / ``unbounded_not_zero`` lines.
-    """
-
-    attack: str
-    eps: float
-    n: int
-    steps: dict[int, float]
-    eot: dict[int, float]
-    unbounded: tuple[float, float] | None
-    flags: tuple[str, ...]
-
-
-def _ladder(records: Iterable[CellRecord], attack: str, kind: str) -> dict[int, float]:
-    """Best-so-far accuracy per budget of one ladder (``kind``: ``"steps"`` or ``"eot"``)."""
-    rungs = {int(r.attack.rsplit(kind, 1)[1]): r for r in records if r.attack.startswith(f"{attack}__{kind}")}
-    robust: list[int] | None = None
-    curve = {}
-    for budget in sorted(rungs):
-        now = rungs[budget].per_image_correct
-        robust = now if robust is None else [a & b for a, b in zip(robust, now, strict=True)]
-        curve[budget] = sum(robust) / len(robust)
-    return curve
-
-
-def convergence_of(records: Sequence[CellRecord], model: str, defence: str) -> Convergence | None:
-    """The convergence ladders of ``model + defence`` among convergence ``records`` (``None``: not run)."""
-    mine = [r for r in records if (r.model, r.defence) == (model, defence) and "__" in r.attack]
-    if not mine:
-        return None
-    attack = sorted(mine, key=lambda r: r.attack)[0].attack.split("__")[0]
-    mine = [r for r in mine if r.attack.split("__")[0] == attack]
-    eps = next((r.eps for r in mine if "__unbounded" not in r.attack), mine[0].eps)
-    steps, eot = _ladder(mine, attack, "steps"), _ladder(mine, attack, "eot")
-    unbounded = next(((r.eps, r.accuracy) for r in mine if r.attack.endswith("__unbounded")), None)
-    flags = convergence_flags(steps, what=f"{attack} steps at eps={eps:g}")
-    flags += convergence_flags(eot, what=f"{attack} EOT samples at eps={eps:g}")
-    if unbounded is not None and unbounded[1] > 0:
-        flags.append(f"unbounded_not_zero: {attack} at eps={unbounded[0]:g} leaves {100 * unbounded[1]:.1f}% correct")
-    return Convergence(attack, eps, mine[0].n, steps, eot, unbounded, tuple(flags))
+    extra: dict[str, list[CellRecord]] = {}
+    for sub in ("convergence", "budget"):
+        sub_meta = root / sub / "run.json"
+        sub_run = json.loads(sub_meta.read_text()) if sub_meta.is_file() else None
+        extra[sub], sub_problems = _valid_records(root / sub / "cells", sub_run)
+        problems += sub_problems
+    return RunFolder(root, settings, tuple(records), tuple(extra["convergence"]), tuple(problems),
+                     tuple(extra["budget"]))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -230,6 +191,7 @@ class Row:
         tvm_draws: K of the K-draw rule (1 for a deterministic victim).
         convergence: The convergence ladders, if run.
         folder: The adaptive run's folder.
+        plan_steps: Steps of the run's iterative attacks (what the ladders are read against).
     """
 
     model: str
@@ -249,10 +211,25 @@ class Row:
     tvm_draws: int = 1
     convergence: Convergence | None = None
     folder: Path | None = field(default=None, compare=False)
+    plan_steps: int = 20
 
     @property
     def victim(self) -> str:
         return f"{self.model} + {self.defence}"
+
+    @property
+    def reruns(self) -> dict[str, float]:
+        """``{<attack>__steps<k>: accuracy}`` of the full-budget re-runs in the row's worst case."""
+        return {a: acc for a, acc in self.attacks.items() if "__steps" in a}
+
+    @property
+    def budget_steps(self) -> int | None:
+        """Steps of the full-budget re-run the ladders call for (:func:`~wnll_art.evaluation.ladders.budget_due`)
+        and this row does not hold yet (``None``: none is due, or it is recorded)."""
+        k = budget_due(self.convergence, self.plan_steps)
+        if k is None or self.convergence is None or f"{self.convergence.attack}__steps{k}" in self.attacks:
+            return None
+        return k
 
     @property
     def strongest(self) -> str | None:
@@ -262,13 +239,15 @@ class Row:
 
 def _worst(folder: RunFolder, model: str, defence: str, eps: float) -> tuple[CellRecord | None, dict[str, float], list[str]]:
     """The per-image worst case of one victim at ``eps`` in ``folder``: (record or ``None``, the components'
-    accuracies in plan order, the plan's attacks still missing)."""
+    accuracies in plan order then the budget re-runs', the plan's attacks still missing)."""
     mine = {(r.attack, r.eps): r for r in folder.records if (r.model, r.defence) == (model, defence)}
     expected = folder.expected(model, defence)
     attacks = [mine[a, eps] for a in expected if (a, eps) in mine]
     missing = [a for a in expected if (a, eps) not in mine]
     if not attacks:
         return None, {}, missing
+    attacks += [r for r in folder.budget if (r.model, r.defence, r.eps) == (model, defence, eps)
+                and r.image_indices == attacks[0].image_indices]  # fmt: skip
     parts = ([mine["clean", 0.0]] if ("clean", 0.0) in mine else []) + attacks
     (worst,) = per_image_minimum(parts, attack="worst_case", protocol=folder.protocol, include_clean=True)
     return worst, {r.attack: r.accuracy for r in attacks}, missing
@@ -328,7 +307,8 @@ def _row(folder: RunFolder, model: str, defence: str, eps: float, paper: Sequenc
                robust, attacks, tuple(missing), paper_acc, paper_missing, violations,
                flags=_flags(folder, model, defence, eps), wnll=wnll, randomised=randomised,
                tvm_draws=int(folder.settings["run"].get("tvm_draws", 1)) if randomised else 1,
-               convergence=convergence_of(folder.convergence, model, defence), folder=folder.path)  # fmt: skip
+               convergence=convergence_of(folder.convergence, model, defence), folder=folder.path,
+               plan_steps=folder.plan_steps)  # fmt: skip
 
 
 def _draws(defence: str) -> bool:
@@ -364,13 +344,14 @@ def references(rows: Sequence[Row], row: Row) -> list[Row]:
 
 def selected_for_checks(rows: Sequence[Row], *, rule: float = RULE) -> list[tuple[Row, float]]:
     """The rows at 8/255 whose adaptive number beats a no-defence row (:func:`references`) by more than ``rule``,
-    with the largest such gain (a fraction)."""
+    with the largest such gain (a fraction); also those a full-budget re-run has since brought under the rule (they
+    were selected by their plan's number, and their checks say why the number fell)."""
     out = []
     for r in rows:
         if not is_eps_8(r.eps) or r.robust is None or (r.model, r.defence) == (UNDEFENDED, "none"):
             continue
         gains = [r.robust - ref.robust for ref in references(rows, r) if ref.robust is not None]
-        if gains and max(gains) > rule:
+        if gains and (max(gains) > rule or r.reruns):
             out.append((r, max(gains)))
     return out
 
