@@ -17,12 +17,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from wnll_art._device import Dist
     from wnll_art.evaluation.config import EvalConfig
+    from wnll_art.evaluation.engine import Batches
+    from wnll_art.evaluation.protocols import AttackSpec
     from wnll_art.evaluation.records import CellRecord
+    from wnll_art.evaluation.victims import Victim
 
 __all__ = ["budget_main", "config_of", "main", "run_budget", "run_convergence"]
 
@@ -36,8 +39,18 @@ def config_of(run: Mapping[str, Any], *, device: str | None = None) -> EvalConfi
     return EvalConfig(**{**fields, **({"device": device} if device else {})})
 
 
+class _Job(NamedTuple):
+    settings: dict[str, Any]  # run.json
+    cfg: EvalConfig
+    specs: list[AttackSpec]  # the run's plan
+    chosen: list[Victim]
+    sources: dict[str, Victim]
+    dist: Dist
+    batches: Batches
+
+
 def _setup(folder: str | Path, victims: Sequence[tuple[str, str]], *, device: str | None,
-           data_root: str | None, weights: str | None) -> SimpleNamespace:  # fmt: skip
+           data_root: str | None, weights: str | None) -> _Job:  # fmt: skip
     """What a re-run on the run in ``folder`` needs: its settings, config, plan, the chosen victims, the transfer
     sources, the process group and the run's images.
 
@@ -61,8 +74,7 @@ def _setup(folder: str | Path, victims: Sequence[tuple[str, str]], *, device: st
     cells, sources = victims_of(row, cfg, sources={s.source for s in specs if s.source != "self"},
                                 defences=sorted({d for _, d in victims}), data_root=data_root, weights=weights)  # fmt: skip
     chosen = [v for v in cells if (v.model, v.defence) in set(victims)]
-    return SimpleNamespace(settings=settings, cfg=cfg, specs=specs, chosen=chosen, sources=sources, dist=dist,
-                           batches=load_batches(cfg, data_root, dist))  # fmt: skip
+    return _Job(settings, cfg, specs, chosen, sources, dist, load_batches(cfg, data_root, dist))
 
 
 def run_convergence(folder: str | Path, victims: Sequence[tuple[str, str]], *, steps: Sequence[int] = (10, 20, 50, 100),
@@ -127,6 +139,8 @@ def run_budget(folder: str | Path, victims: Sequence[tuple[str, str]], *, steps:
                                   plan=job.settings["plan"], options=job.settings["options"])  # fmt: skip
     store = open_store(Path(folder) / "budget", store_settings, job.dist)
     by_name = {s.name: s for s in job.specs}
+    if stale := sorted({c.attack for v, c in ladders.items() if v in due and c.attack not in by_name}):
+        raise ValueError(f"ladder attacks {stale} are not in the run's plan: re-run `convergence` on {folder}")
     out = {}
     for victim in job.chosen:
         key = (victim.model, victim.defence)

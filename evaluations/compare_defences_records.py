@@ -134,4 +134,4 @@ def extract_archive(path: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     with tarfile.open(path, "r:gz") as tar:
         tar.extractall(dest, filter="data")
     runs = sorted(p.parent for p in Path(dest).rglob("run.json"))
-    return [p for p in runs if p.name not in ("convergence", "budget")]
+    return [p for p in runs if not (p.name in ("convergence", "budget") and (p.parent / "run.json").is_file())]

@@ -290,7 +290,8 @@ attack must have converged (steps and EOT ladders, Carlini et al. 2019).""",
 for r, gain in chosen:
     checks = {a: f"{100 * r.attacks[a]:.1f}%" if a in r.attacks else "not recorded" for a in ("transfer_pgd", "square")}
     conv = "convergence check not run" if r.convergence is None else "; ".join(r.convergence.flags) or "converged"
-    print(f"{r.victim}: +{100 * gain:.1f} points, adaptive accuracy {100 * (r.robust or 0):.1f}%, {checks}, {conv}")
+    reruns = "".join(f", re-run {a}: {100 * acc:.1f}%" for a, acc in r.reruns.items())  # the ladder's top, all images
+    print(f"{r.victim}: {100 * gain:+.1f} points, adaptive accuracy {100 * (r.robust or 0):.1f}%, {checks}, {conv}{reruns}")
 if not chosen:
     print("no defence beats no defence by more than 5 points at 8/255")""",
     ),

@@ -299,7 +299,12 @@ def test_compare_defences_report_and_convergence(tmp_path: Path, common: list[st
     (folder,) = extract_archive(archive, tmp_path / "unpacked")
     assert sorted(p.name for p in (folder / "convergence" / "cells").glob("*.json")) == ladder
     assert [p.name for p in (folder / "budget" / "cells").glob("*.json")] == [budget.name]
-    assert "pgd_smooth_eot__steps3" in text  # in the jpeg row's worst case (its strongest attack, or its checks row)
+    from wnll_art.evaluation.comparison import build_rows, load_folder
+
+    unpacked = load_folder(folder)
+    assert unpacked is not None
+    (jpeg,) = [r for r in build_rows([unpacked]) if r.defence == "jpeg"]
+    assert jpeg.reruns == {"pgd_smooth_eot__steps3": record["accuracy"]}  # in the jpeg row's worst case
 
 
 def test_art_preprocessor_gradient_is_arts_own(pretrained_resnet56: torch.nn.Module) -> None:

@@ -175,11 +175,11 @@ class Row:
         eps: L-inf radius.
         n: Images.
         clean: Clean accuracy (``None``: no clean record yet).
-        robust: Adaptive worst case over clean and every adaptive attack recorded, and over the paper attacks where a
-            paper run covers the row's images (so it is at most the paper number, image by image, as
-            :func:`~wnll_art.evaluation.protocols.adaptive_minimum` makes the defence table's; ``None``: no attack
-            yet).
-        attacks: ``{adaptive attack: accuracy}`` of the attacks recorded.
+        robust: Adaptive worst case over clean, every adaptive attack recorded and every full-budget re-run of the
+            run's ``budget/`` folder, and over the paper attacks where a paper run covers the row's images (so it is
+            at most the paper number, image by image, as :func:`~wnll_art.evaluation.protocols.adaptive_minimum`
+            makes the defence table's; ``None``: no attack yet).
+        attacks: ``{adaptive attack: accuracy}`` of the attacks recorded, then the re-runs (``<attack>__steps<k>``).
         missing: The plan's adaptive attacks not yet recorded for this victim and eps.
         paper: Paper-protocol worst case over clean and the paper attacks (``None``: no paper records).
         paper_missing: The paper plan's attacks not yet recorded.
@@ -191,7 +191,7 @@ class Row:
         tvm_draws: K of the K-draw rule (1 for a deterministic victim).
         convergence: The convergence ladders, if run.
         folder: The adaptive run's folder.
-        plan_steps: Steps of the run's iterative attacks (what the ladders are read against).
+        plan_steps: Steps the laddered attack had in the run's plan (what its ladder is read against).
     """
 
     model: str
@@ -226,10 +226,9 @@ class Row:
     def budget_steps(self) -> int | None:
         """Steps of the full-budget re-run the ladders call for (:func:`~wnll_art.evaluation.ladders.budget_due`)
         and this row does not hold yet (``None``: none is due, or it is recorded)."""
-        k = budget_due(self.convergence, self.plan_steps)
-        if k is None or self.convergence is None or f"{self.convergence.attack}__steps{k}" in self.attacks:
-            return None
-        return k
+        c = self.convergence
+        k = budget_due(c, self.plan_steps) if c is not None and c.eps == self.eps else None
+        return None if k is None or c is None or f"{c.attack}__steps{k}" in self.attacks else k
 
     @property
     def strongest(self) -> str | None:
@@ -301,14 +300,25 @@ def _row(folder: RunFolder, model: str, defence: str, eps: float, paper: Sequenc
     paper_acc, paper_missing, violations = _paper_columns(paper, model, defence, eps, worst,
                                                           first.image_indices if first else None)  # fmt: skip
     robust = worst.accuracy if worst else None
+    conv = convergence_of(folder.convergence, model, defence)
     if worst is not None and violations:  # as the defence table: adaptive <= paper per image
         robust = (sum(worst.per_image_correct) - len(violations)) / len(worst.image_indices)
     return Row(model, defence, eps, folder.settings["run"]["n"], clean.accuracy if clean else None,
                robust, attacks, tuple(missing), paper_acc, paper_missing, violations,
                flags=_flags(folder, model, defence, eps), wnll=wnll, randomised=randomised,
                tvm_draws=int(folder.settings["run"].get("tvm_draws", 1)) if randomised else 1,
-               convergence=convergence_of(folder.convergence, model, defence), folder=folder.path,
-               plan_steps=folder.plan_steps)  # fmt: skip
+               convergence=conv, folder=folder.path, plan_steps=_plan_steps(folder, model, defence, conv))  # fmt: skip
+
+
+def _plan_steps(folder: RunFolder, model: str, defence: str, conv: Convergence | None) -> int:
+    """The steps the laddered attack had in the run (its record's spec; else the plan's ``options.steps``)."""
+    if conv is not None:
+        for r in folder.records:
+            if (r.model, r.defence, r.attack) == (model, defence, conv.attack):
+                steps = (r.settings.get("spec", {}).get("attack") or {}).get("steps")
+                if isinstance(steps, int):
+                    return steps
+    return folder.plan_steps
 
 
 def _draws(defence: str) -> bool:
@@ -344,8 +354,9 @@ def references(rows: Sequence[Row], row: Row) -> list[Row]:
 
 def selected_for_checks(rows: Sequence[Row], *, rule: float = RULE) -> list[tuple[Row, float]]:
     """The rows at 8/255 whose adaptive number beats a no-defence row (:func:`references`) by more than ``rule``,
-    with the largest such gain (a fraction); also those a full-budget re-run has since brought under the rule (they
-    were selected by their plan's number, and their checks say why the number fell)."""
+    with the largest such gain (a fraction); also those with a full-budget re-run recorded, whatever their gain now
+    (``budget`` is asked for selected rows only, so such a row was selected before its re-run; one re-run by hand
+    on another row is listed too, its checks beside it)."""
     out = []
     for r in rows:
         if not is_eps_8(r.eps) or r.robust is None or (r.model, r.defence) == (UNDEFENDED, "none"):

@@ -5,9 +5,14 @@ N. Carlini et al., "On Evaluating Adversarial Robustness" (2019): an attack whos
 step budget grows has not reached its worst case. ``evaluations/compare_defences.py convergence`` re-runs a victim's
 strongest gradient attack on the first 20 images at steps 10, 20, 50, 100 (``<run>/convergence/cells``, protocol
 ``"convergence"``). When the best-so-far accuracy at the ladder's top is below the one at the plan's own step count
-(:func:`budget_due`), the plan's number is loose: ``compare_defences.py budget`` re-runs that attack at the top budget
-on every image of the run (``<run>/budget/cells``, protocol ``"budget"``, named ``<attack>__steps<k>``), and the
-row's worst case takes it in (:mod:`wnll_art.evaluation.comparison`).
+by more than 1 point (:func:`budget_due`), the plan's number is loose: ``compare_defences.py budget`` re-runs that
+attack at the top budget on every image of the run (``<run>/budget/cells``, protocol ``"budget"``, named
+``<attack>__steps<k>``), and the row's worst case takes it in (:mod:`wnll_art.evaluation.comparison`).
+
+Limits: only the step ladder calls for a re-run (a randomised victim whose EOT ladder still falls gets its flag, not
+a re-run); the ladder is best so far, so against a randomised victim a draw that breaks one more of the 20 images at
+the top rung can call for it too (one image of 20 is 5 points); a ladder stopped before its unbounded check (written
+last) is unfinished and calls for nothing yet.
 """
 
 from __future__ import annotations
@@ -79,16 +84,16 @@ def convergence_of(records: Sequence[CellRecord], model: str, defence: str) -> C
 def budget_due(convergence: Convergence | None, plan_steps: int, *, tolerance: float = BUDGET_TOLERANCE) -> int | None:
     """The step count at which to re-run the ladder's attack on every image, or ``None`` when none is called for.
 
-    One is called for when the ladder's best-so-far accuracy at its largest step count is below the one at the
-    plan's ``plan_steps`` (the largest rung not above it) by more than ``tolerance``: the plan's attack stopped
-    short of what a larger budget finds on the sub-sample.
+    One is called for when the ladder is finished (its unbounded check, run last, is recorded) and its best-so-far
+    accuracy at its largest step count is below the one at the plan's ``plan_steps`` (the largest rung not above
+    it) by more than ``tolerance``: the plan's attack stopped short of what a larger budget finds on the sub-sample.
 
     Args:
         convergence: The victim's ladders (``None``: not run, nothing is due).
         plan_steps: Steps of the plan's attacks (``run.json``'s ``options.steps``).
         tolerance: Largest fall (a fraction) still left alone.
     """
-    if convergence is None or not convergence.steps:
+    if convergence is None or not convergence.steps or convergence.unbounded is None:  # not run, or unfinished
         return None
     top = max(convergence.steps)
     within = [k for k in convergence.steps if k <= plan_steps]
