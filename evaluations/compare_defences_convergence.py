@@ -155,21 +155,29 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(t) for t in text.split(",") if t)
 
 
+def _parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The options both subcommands take: the run folder, its victims, the device, the data and the weights."""
+    from wnll_art import _argparse as ap
+
+    p = argparse.ArgumentParser(prog=f"compare_defences {prog}", description=description)
+    p.add_argument("--records", required=True, help="the wnll-art evaluate folder (its run.json and cells)")
+    p.add_argument("--victims", required=True, type=ap.name_list, help="MODEL+DEFENCE cells, comma-separated")
+    p.add_argument("--device", type=ap.device, default=None, help="another device than the run's")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--weights", default=None)
+    return p
+
+
 def main(argv: Sequence[str]) -> int:
     """Parses ``argv`` and runs :func:`run_convergence`, holding the convergence folder's lock; prints the flags."""
     from wnll_art import _argparse as ap
     from wnll_art._files import results_lock
 
-    p = argparse.ArgumentParser(prog="compare_defences convergence", description=__doc__.splitlines()[0])
-    p.add_argument("--records", required=True, help="the wnll-art evaluate folder (its run.json and cells)")
-    p.add_argument("--victims", required=True, type=ap.name_list, help="MODEL+DEFENCE cells, comma-separated")
+    p = _parser("convergence", __doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--convergence-steps", type=_ints, default=(10, 20, 50, 100), help="step ladder")
     p.add_argument("--convergence-eot", type=_ints, default=(1, 2, 4), help="EOT-sample ladder")
     p.add_argument("--convergence-images", type=ap.positive_int, default=20, help="the first images of the run")
     p.add_argument("--eps", type=float, default=None, help="the run's eps to check (default: the closest to 8/255)")
-    p.add_argument("--device", type=ap.device, default=None, help="another device than the run's")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--weights", default=None)
     args = p.parse_args(argv)
     victims = [tuple(v.split("+", 1)) for v in args.victims]
 
@@ -192,14 +200,9 @@ def budget_main(argv: Sequence[str]) -> int:
     from wnll_art import _argparse as ap
     from wnll_art._files import results_lock
 
-    p = argparse.ArgumentParser(prog="compare_defences budget", description=run_budget.__doc__)
-    p.add_argument("--records", required=True, help="the wnll-art evaluate folder (its run.json, cells, convergence)")
-    p.add_argument("--victims", required=True, type=ap.name_list, help="MODEL+DEFENCE cells, comma-separated")
+    p = _parser("budget", run_budget.__doc__)
     p.add_argument("--steps", type=ap.positive_int, default=None,
                    help="steps of the re-run (default: the ladder's top, only where the ladder calls for it)")
-    p.add_argument("--device", type=ap.device, default=None, help="another device than the run's")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--weights", default=None)
     args = p.parse_args(argv)
     victims = [tuple(v.split("+", 1)) for v in args.victims]
 

@@ -96,42 +96,35 @@ for rc in "$RES"/logs/*.rc; do
 done
 FOLDERS=()
 for f in "$RES"/*/; do [ -f "$f/run.json" ] && FOLDERS+=("${f%/}"); done
+# round KIND CHECKS_OPTION EXTRA...: `compare_defences.py KIND LINE EXTRA...` for every line `checks CHECKS_OPTION`
+# prints ("--records FOLDER --victims M+D,...", split on purpose), until DEADLINE, then their exit statuses
+round() {
+    local kind=$1 opt=$2 n=0 i line status; shift 2
+    # shellcheck disable=SC2086  # an empty option is no word
+    "$PY" evaluations/compare_defences.py checks $opt --records "${FOLDERS[@]}" > "$RES/logs/$kind.txt" \
+        2> "$RES/logs/$kind.err" || FAIL=1
+    while read -r line; do
+        case "$line" in --records\ *) ;; *) continue ;; esac  # its lines only (a warning is no job)
+        n=$((n + 1)); say "$kind $n: $line"
+        # shellcheck disable=SC2086
+        job "${kind}_$n" "$DEADLINE" "$PY" evaluations/compare_defences.py "$kind" $line "$@" --weights "$WEIGHTS" \
+            --device "$DEVICE"
+    done < "$RES/logs/$kind.txt"
+    wait
+    for ((i = 1; i <= n; i++)); do
+        status=$(cat "$RES/logs/${kind}_$i.rc"); say "$kind $i: exit $status"
+        [ "$status" != 0 ] && { FAIL=1; tail -n 3 "$RES/logs/${kind}_$i.log" | tee -a "$OUT/log.txt"; }
+    done
+}
 
 # phase 2: the convergence ladders of every defence beating no defence by more than 5 points at 8/255
 if [ ${#FOLDERS[@]} -gt 0 ]; then
-    "$PY" evaluations/compare_defences.py checks --records "${FOLDERS[@]}" > "$RES/logs/checks.txt" \
-        2> "$RES/logs/checks.err" || FAIL=1
-    k=0
-    while read -r line; do
-        case "$line" in --records\ *) ;; *) continue ;; esac  # its lines only (a warning is no job)
-        k=$((k + 1)); say "convergence $k: $line"
-        # shellcheck disable=SC2086  # the line is "--records FOLDER --victims M+D,...", split on purpose
-        job "convergence_$k" "$DEADLINE" "$PY" evaluations/compare_defences.py convergence $line "${LADDER[@]}" \
-            --weights "$WEIGHTS" --device "$DEVICE"
-    done < "$RES/logs/checks.txt"
-    wait
-    for ((i = 1; i <= k; i++)); do
-        status=$(cat "$RES/logs/convergence_$i.rc"); say "convergence $i: exit $status"
-        [ "$status" != 0 ] && { FAIL=1; tail -n 3 "$RES/logs/convergence_$i.log" | tee -a "$OUT/log.txt"; }
-    done
+    round convergence "" "${LADDER[@]}"
     # the full-budget re-runs the ladders call for: a ladder still falling past the plan's steps re-runs its attack
     # at the ladder's top step count on every image (compare_defences.py budget), and the report's worst case takes
     # it. One cell per victim over all N images, written when it ends: it shares DEADLINE with the ladders (seconds
     # on a GPU; about 11 minutes of one CPU core per victim at N = 500 and 100 steps)
-    "$PY" evaluations/compare_defences.py checks --budget --records "${FOLDERS[@]}" > "$RES/logs/budget.txt" \
-        2> "$RES/logs/budget.err" || FAIL=1
-    b=0
-    while read -r line; do
-        case "$line" in --records\ *) ;; *) continue ;; esac
-        b=$((b + 1)); say "budget $b: $line"
-        # shellcheck disable=SC2086  # as above
-        job "budget_$b" "$DEADLINE" "$PY" evaluations/compare_defences.py budget $line --weights "$WEIGHTS" --device "$DEVICE"
-    done < "$RES/logs/budget.txt"
-    wait
-    for ((i = 1; i <= b; i++)); do
-        status=$(cat "$RES/logs/budget_$i.rc"); say "budget $i: exit $status"
-        [ "$status" != 0 ] && { FAIL=1; tail -n 3 "$RES/logs/budget_$i.log" | tee -a "$OUT/log.txt"; }
-    done
+    round budget --budget
     # phase 3: the document, its chart and the records archive (printed: the run's summary)
     "$PY" evaluations/compare_defences.py report --records "${FOLDERS[@]}" --out-dir "$OUT" \
         --archive "$OUT/compare_defences_records.tgz" | tee "$OUT/report.txt" || FAIL=1

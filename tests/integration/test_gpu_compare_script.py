@@ -86,3 +86,38 @@ def test_a_shared_paper_folder_keeps_its_list_and_later_entries_get_their_own(tm
     assert jobs["defences_paper"] == ("paper", ",".join(OLD), "4")  # as recorded: the folder resumes
     assert jobs["paper_median5"] == ("paper", "median5", "4")
     assert not {k for k in jobs if k.startswith("paper_")} - {"paper_median5"}
+
+
+def test_phase_two_runs_the_ladders_then_the_budget_reruns_that_checks_asks_for(tmp_path: Path) -> None:
+    """Phase 2 on a folder already there: ``checks`` (then ``checks --budget``) is asked which victims need a
+    convergence ladder (a full-budget re-run); each ``--records`` line it prints becomes one job with the ladder's
+    (no) sizes, the weights and the device, any other line (a warning) none; then the report. ``compare_defences.py``
+    is replaced by a recorder here: what runs is the script's wiring."""
+    folder = tmp_path / "res" / "defences_jpeg"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"protocol": "adaptive", "run": {"defences": ["jpeg"], "n": 4}}))
+    log, shim = tmp_path / "calls.txt", tmp_path / "python"
+    line = f"--records {folder} --victims softmax+jpeg"
+    shim.write_text(f"""#!/usr/bin/env bash
+if [ "$1 $2 $3" = "-m wnll_art evaluate" ]; then exit 0; fi
+if [ "$1" = evaluations/compare_defences.py ]; then
+  case "$2" in
+    checks) echo "a warning on stdout"; echo "warn" >&2; echo "{line}"; exit 0 ;;
+    convergence|budget|report) shift; echo "$*" >> {shlex.quote(str(log))}; exit 0 ;;
+  esac
+fi
+exec {shlex.quote(sys.executable)} "$@"
+""")  # fmt: skip
+    shim.chmod(0o755)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "WEIGHTS": "w.th", "DEVICE": "cpu", "N": "4", "JOBS": "2",
+           "PYTHON": str(shim), "RES": str(tmp_path / "res"), "PYTHONPATH": str(ROOT)}  # fmt: skip
+    done = subprocess.run(["bash", "evaluations/gpu_compare.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    calls = log.read_text().splitlines()
+    ladder = "--convergence-steps 1,2 --convergence-eot 1 --convergence-images 2"
+    assert calls[:2] == [f"convergence {line} {ladder} --weights w.th --device cpu",
+                         f"budget {line} --weights w.th --device cpu"], done.stderr  # fmt: skip
+    assert calls[2].startswith("report --records ") and len(calls) == 3  # no job for the warning
+    text = (tmp_path / "out" / "log.txt").read_text()
+    assert "convergence 1: exit 0" in text and "budget 1: exit 0" in text
+    assert (tmp_path / "res" / "logs" / "budget.err").read_text() == "warn\n"
