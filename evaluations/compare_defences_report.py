@@ -234,12 +234,13 @@ def _checks(rows: Sequence[Row]) -> list[str]:
 
 
 def _budget(row: Row, attack: str) -> str:
-    """The convergence column's last words: the full-budget re-run's number (in the row's worst case), or that
-    one is due."""
+    """The convergence column's last words: the laddered attack alone on all the row's images at the plan's steps and
+    at each full-budget re-run's (the re-runs are in the row's worst case), or that a re-run is due."""
     done = sorted((int(a.rsplit("__steps", 1)[1]), acc) for a, acc in row.reruns.items() if a.startswith(f"{attack}__steps"))
     if done:
-        k, acc = done[-1]
-        return f"; re-run at {k} steps on all {row.n} images: {pct(acc)} (in the worst case)"
+        plan = [(row.plan_steps, row.attacks[attack])] if attack in row.attacks else []
+        curve = ", ".join(f"{k} steps {pct(acc)}" for k, acc in plan + done)
+        return f"; on all {row.n} images, {attack} alone: {curve} (the re-runs are in the worst case)"
     if row.budget_steps is not None:
         return f"; the ladder calls for a re-run at {row.budget_steps} steps on all {row.n} images: not run yet"
     return ""
