@@ -59,6 +59,16 @@ def _eps_not_run(rows: Sequence[Row]) -> list[float]:
     return [e for e in ASKED_EPS if not any(same_eps(r.eps, e) and r.robust is not None for r in rows)]
 
 
+def _victims_not_run(rows: Sequence[Row]) -> dict[float, list[str]]:
+    """``{eps: victims}`` for each eps of :data:`ASKED_EPS` that some row holds: the victims with a number at another
+    eps and none at this one (a run started at that eps for some victims only)."""
+    have = {(r.victim, e) for r in rows if r.robust is not None for e in ASKED_EPS if same_eps(r.eps, e)}
+    victims = list(dict.fromkeys(r.victim for r in rows if r.robust is not None))  # in the rows' order
+    started = [e for e in ASKED_EPS if any(same_eps(e, x) for _, x in have)]
+    out = {e: [v for v in victims if (v, e) not in have] for e in started}
+    return {e: v for e, v in out.items() if v}
+
+
 def _order(rows: Sequence[Row]) -> list[Row]:
     """Rows grouped by defence (the registry's order), then model (first seen first)."""
     from wnll_art.evaluation.victims import PURIFIERS
@@ -138,6 +148,8 @@ def headline(rows: Sequence[Row]) -> str:
     tail = f" {incomplete} of {len(rows)} rows are incomplete (runs in progress; see *Not run*)." if incomplete else ""
     if todo := _eps_not_run(rows):
         tail += f" Not yet run at eps {', '.join(map(_eps, todo))} (see *Not run*)."
+    for e, victims in _victims_not_run(rows).items():
+        tail += f" At eps {_eps(e)}, {len(victims)} victims are not yet run (see *Not run*)."
     return "; ".join(text) + "." + tail
 
 
@@ -311,6 +323,8 @@ def _not_run(rows: Sequence[Row], folders: Sequence[RunFolder], absent: Sequence
                          "and a run folder of its own; `evaluations/README.md` has its CPU form)")  # fmt: skip
         elif here := [d for d in missing_defences(rows, PURIFIERS.names(), eps=e) if d not in nowhere]:
             lines.append(f"- eps {_eps(e)}: no record of {', '.join(here)} at this eps")
+        if victims := _victims_not_run(rows).get(e):
+            lines.append(f"- eps {_eps(e)}: no number yet for {', '.join(victims)} (recorded at another eps)")
     lines += [f"- folder {a}: absent (no run.json)" for a in absent]
     for f in folders:
         missing = f.missing()

@@ -364,3 +364,21 @@ def test_the_full_budget_rerun_is_asked_for_then_joins_the_worst_case(
     assert any("/a/budget/cells/budget__softmax__jpeg__pgd_smooth_eot__steps100__" in m for m in members)
     (back,) = extract_archive(tmp_path / "r.tgz", tmp_path / "out")  # the budget run is left to its parent
     assert back.name == "a"
+
+
+def test_victims_run_at_one_eps_and_not_yet_at_another_are_named(tmp_path: Path) -> None:
+    """A run started at 0.08 for the FGSM-RS model only: the victims recorded at 8/255 and not at 0.08 are named in the
+    headline (their count) and in *Not run* (by name), though their defence has a row at 0.08."""
+    from evaluations.compare_defences_report import headline
+
+    rows = [_row("softmax", "none", 0.0), _row("softmax", "tvm", 0.01), _row("resnet56-fgsmrs", "none", 0.3),
+            _row("resnet56-fgsmrs", "none", 0.05, eps=0.08)]  # fmt: skip
+    from evaluations.compare_defences_report import _not_run
+
+    assert "At eps 0.08, 2 victims are not yet run" in headline(rows)
+    assert "- eps 0.08: no number yet for softmax + none, softmax + tvm (recorded at another eps)" in _not_run(rows, [], [])
+    cells = {("softmax", "none", "clean"): [1, 1], ("softmax", "none", "pgd_smooth_eot"): [0, 1]}
+    lines = document([load_folder(_folder(tmp_path / "a", "adaptive", cells, plan=["pgd_smooth_eot"]))])  # type: ignore[list-item]
+    assert not any("no number yet" in line for line in lines)  # one eps only: nothing recorded elsewhere
+    text = "\n".join(lines)
+    assert "Not yet run at eps 0.02, 0.08" in text
