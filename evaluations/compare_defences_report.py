@@ -335,6 +335,19 @@ def _not_run(rows: Sequence[Row], folders: Sequence[RunFolder], absent: Sequence
     return [*lines, *([] if len(lines) > 2 else ["- nothing: every registered defence and every planned cell is recorded"]), ""]
 
 
+def _check_commands(folders: Sequence[RunFolder]) -> list[str]:
+    """The commands that made the recorded convergence ladders and full-budget re-runs (one per folder and budget)."""
+    lines = []
+    for f in folders:
+        ladders = sorted({f"{r.model}+{r.defence}" for r in f.convergence})
+        lines += [f"    {convergence_command(f.path, ladders)}"] if ladders else []
+        steps = sorted({int(r.attack.rsplit("__steps", 1)[1]) for r in f.budget if "__steps" in r.attack})
+        for k in steps:
+            victims = sorted({f"{r.model}+{r.defence}" for r in f.budget if r.attack.endswith(f"__steps{k}")})
+            lines.append(f"    {convergence_command(f.path, victims, kind='budget')} --steps {k}")
+    return ["", "The convergence ladders and full-budget re-runs recorded (each resumes):", "", *lines] if lines else []
+
+
 def document(folders: Sequence[RunFolder], *, absent: Sequence[str] = (), png: str | None = None,
              archive: str = relative(ARCHIVE)) -> list[str]:  # fmt: skip
     """The lines of the document over the runs ``folders`` (``absent``: folders asked for but not there)."""
@@ -355,6 +368,7 @@ def document(folders: Sequence[RunFolder], *, absent: Sequence[str] = (), png: s
     lines += ["## Flags", "", *(f"- {v}: {f}" for v, f in flags)] if flags else []
     lines += ["", "## Commands", "", "Each folder's command, rebuilt from its `run.json` (re-running it resumes):", ""]
     lines += [f"    {command_of(f.settings, f.path)}" for f in folders]
+    lines += _check_commands(folders)
     lines += ["", "Report: `python evaluations/compare_defences.py report --records FOLDER ...` (this file, the chart "
               "and the archive).", "", "## Records", "",
               f"The records are in `{archive}` (each folder's `run.json` and `cells/*.json`, convergence and budget "

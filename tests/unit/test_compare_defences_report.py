@@ -358,7 +358,9 @@ def test_the_full_budget_rerun_is_asked_for_then_joins_the_worst_case(
     # shown still, though the re-run leaves it 0 points above no defence: the rule selected it by the plan's 30 %
     assert "| softmax + jpeg | +0.0 | 10.0 | not recorded | not recorded | pgd_smooth_eot (n=4)" in text
     assert "on all 10 images, pgd_smooth_eot alone: 20 steps 30.0, 100 steps 10.0 (the re-runs are in the worst case)" in text
-    assert "budget --records" not in text
+    assert "To run the full-budget re-runs" not in text  # no longer asked for
+    assert ("compare_defences.py budget --records evaluations/results/cmp/a --victims softmax+jpeg --weights "
+            "../shared/weights/resnet56-4bfd9763.th --steps 100") in text  # how it was made
     assert main(["checks", "--budget", "--records", str(root)]) == 0 and capsys.readouterr().out == ""
     members = write_archive([root], tmp_path / "r.tgz")
     assert any("/a/budget/cells/budget__softmax__jpeg__pgd_smooth_eot__steps100__" in m for m in members)
