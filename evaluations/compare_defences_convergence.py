@@ -131,7 +131,8 @@ def run_budget(folder: str | Path, victims: Sequence[tuple[str, str]], *, steps:
     if lacking := [f"{m}+{d}" for (m, d), c in found.items() if c is None]:
         raise ValueError(f"no convergence ladders for {lacking} in {folder}/convergence: run `convergence` first")
     ladders = {v: c for v, c in found.items() if c is not None}
-    due = {v: k for v, c in ladders.items() if (k := steps if steps is not None else budget_due(c, run.plan_steps))}
+    due = {v: k for v, c in ladders.items()
+           if (k := steps if steps is not None else budget_due(c, run.attack_steps(*v, c.attack)))}
     if not due:
         return {}
     job = _setup(folder, list(due), device=device, data_root=data_root, weights=weights)

@@ -69,9 +69,14 @@ class RunFolder:
     problems: tuple[str, ...] = ()
     budget: tuple[CellRecord, ...] = ()
 
-    @property
-    def plan_steps(self) -> int:
-        """The step count of the plan's iterative attacks (``run.json``'s ``options.steps``; 20 if unrecorded)."""
+    def attack_steps(self, model: str, defence: str, attack: str | None) -> int:
+        """The steps ``attack`` had on the victim in this run (its record's spec; else, or for ``None``, the plan's
+        ``options.steps``, 20 if unrecorded): what a convergence ladder of it is read against."""
+        for r in self.records if attack is not None else ():
+            if (r.model, r.defence, r.attack) == (model, defence, attack):
+                steps = (r.settings.get("spec", {}).get("attack") or {}).get("steps")
+                if isinstance(steps, int):
+                    return steps
         return int(self.settings.get("options", {}).get("steps", 20))
 
     @property
@@ -307,18 +312,7 @@ def _row(folder: RunFolder, model: str, defence: str, eps: float, paper: Sequenc
                robust, attacks, tuple(missing), paper_acc, paper_missing, violations,
                flags=_flags(folder, model, defence, eps), wnll=wnll, randomised=randomised,
                tvm_draws=int(folder.settings["run"].get("tvm_draws", 1)) if randomised else 1,
-               convergence=conv, folder=folder.path, plan_steps=_plan_steps(folder, model, defence, conv))  # fmt: skip
-
-
-def _plan_steps(folder: RunFolder, model: str, defence: str, conv: Convergence | None) -> int:
-    """The steps the laddered attack had in the run (its record's spec; else the plan's ``options.steps``)."""
-    if conv is not None:
-        for r in folder.records:
-            if (r.model, r.defence, r.attack) == (model, defence, conv.attack):
-                steps = (r.settings.get("spec", {}).get("attack") or {}).get("steps")
-                if isinstance(steps, int):
-                    return steps
-    return folder.plan_steps
+               convergence=conv, folder=folder.path, plan_steps=folder.attack_steps(model, defence, conv.attack if conv else None))  # fmt: skip
 
 
 def _draws(defence: str) -> bool:

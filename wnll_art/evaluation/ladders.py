@@ -90,7 +90,7 @@ def budget_due(convergence: Convergence | None, plan_steps: int, *, tolerance: f
 
     Args:
         convergence: The victim's ladders (``None``: not run, nothing is due).
-        plan_steps: Steps of the plan's attacks (``run.json``'s ``options.steps``).
+        plan_steps: Steps the laddered attack had in the run (:meth:`~wnll_art.evaluation.comparison.RunFolder.attack_steps`).
         tolerance: Largest fall (a fraction) still left alone.
     """
     if convergence is None or not convergence.steps or convergence.unbounded is None:  # not run, or unfinished
